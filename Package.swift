@@ -1,0 +1,39 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Layers, bottom to top (see docs/architecture.md):
+//   CCUDA (C types + PFN typedefs) → CUDADriver (dlopen'd driver/NVRTC, typed wrappers)
+//   CSystemShims (memfd) ─┐
+//   VAttention (memory backends, PagePool, KVCacheManager)
+//   Kernels (CPU reference attention; CUDA sources)
+//   Model (GGUF reader, tokenizer)
+//   vattn (CLI)
+let package = Package(
+    name: "VAttention",
+    products: [
+        .library(name: "VAttention", targets: ["VAttention"]),
+        .executable(name: "vattn", targets: ["vattn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "CCUDA"),
+        .target(name: "CSystemShims"),
+        .target(name: "CUDADriver", dependencies: ["CCUDA"]),
+        .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
+        .target(name: "Kernels"),
+        .target(name: "Model", dependencies: ["CSystemShims"]),
+        .executableTarget(
+            name: "vattn",
+            dependencies: [
+                "VAttention", "CUDADriver",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
+        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model"]),
+    ]
+)
