@@ -1,1 +1,2 @@
 #include "CCUDA.h"
+// Only the struct size checks in the header need a translation unit.

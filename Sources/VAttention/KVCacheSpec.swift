@@ -1,0 +1,131 @@
+/// The shape of a model's KV cache and how vAttention lays it out in virtual memory.
+public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
+    public enum DType: String, Hashable, Sendable, CaseIterable {
+        case fp16, bf16, fp32
+        public var byteSize: Int { self == .fp32 ? 4 : 2 }
+    }
+
+    public enum Layout: String, Hashable, Sendable, CaseIterable {
+        /// The paper: per layer one K and one V tensor `[slots, maxContext, kvHeads, headDim]` (2·layers tensors).
+        case perLayer
+        /// One K and one V tensor `[slots, maxContext, layers, kvHeads, headDim]`: a page covers a few tokens of all
+        /// layers, so the partly filled last page of a request wastes ~layers× less.
+        case mega
+    }
+
+    public var layers: Int
+    /// KV heads on this tensor-parallel rank.
+    public var kvHeads: Int
+    public var headDim: Int
+    public var dtype: DType
+    /// The most requests that can be resident at once (the virtual tensors' batch dimension).
+    public var maxSlots: Int
+    public var maxContext: Int
+    /// Bytes per physical page (a multiple of the backend's granularity).
+    public var pageSize: Int
+    public var layout: Layout
+
+    public init(layers: Int, kvHeads: Int, headDim: Int, dtype: DType, maxSlots: Int, maxContext: Int,
+                pageSize: Int, layout: Layout = .perLayer) {
+        self.layers = layers
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.dtype = dtype
+        self.maxSlots = maxSlots
+        self.maxContext = maxContext
+        self.pageSize = pageSize
+        self.layout = layout
+    }
+
+    /// Llama-3-8B: 32 layers, 8 KV heads of 128, bf16.
+    public static func llama3_8B(maxSlots: Int, maxContext: Int, pageSize: Int = 2 << 20,
+                                 layout: Layout = .perLayer) -> KVCacheSpec {
+        KVCacheSpec(layers: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxSlots: maxSlots, maxContext: maxContext,
+                    pageSize: pageSize, layout: layout)
+    }
+
+    /// Number of virtual tensors: 2·layers (per layer) or 2 (mega).
+    public var tensorCount: Int { layout == .perLayer ? 2 * layers : 2 }
+    /// Bytes one token occupies in one virtual tensor.
+    public var tokenBytesPerTensor: Int {
+        (layout == .perLayer ? 1 : layers) * kvHeads * headDim * dtype.byteSize
+    }
+    /// Bytes one token occupies across the whole cache (all layers, K and V).
+    public var tokenBytes: Int { 2 * layers * kvHeads * headDim * dtype.byteSize }
+    /// Bytes of one slot's region in one tensor, rounded up to whole pages so slots never share a page.
+    public var slotBytes: Int { roundUp(maxContext * tokenBytesPerTensor, to: pageSize) }
+    public var tensorBytes: Int { slotBytes * maxSlots }
+    public var reservedBytes: Int { tensorBytes * tensorCount }
+    /// Pages one tensor needs to hold `tokens` tokens of one slot.
+    public func pagesPerTensor(tokens: Int) -> Int { (tokens * tokenBytesPerTensor + pageSize - 1) / pageSize }
+    public var maxPagesPerTensor: Int { slotBytes / pageSize }
+
+    public var description: String {
+        "\(layers) layers × \(kvHeads) KV heads × d\(headDim) \(dtype.rawValue), \(maxSlots) slots × \(maxContext) tokens, "
+            + "\(layout.rawValue) layout, \(formatBytes(pageSize)) pages"
+    }
+}
+
+@inline(__always) func roundUp(_ x: Int, to m: Int) -> Int { (x + m - 1) / m * m }
+
+/// "2.0 MiB"-style sizes for reports.
+public func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(bytes)
+    var i = 0
+    while abs(v) >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+    if i == 0 { return "\(bytes) B" }
+    let scaled = (v * 10).rounded() / 10
+    return "\(scaled) \(units[i])"
+}
+
+/// Where a kernel finds one layer's K or V: element (slot, token, head, d) is at
+/// `address + (slot·slotStride + token·tokenStride + head·headStride + d) · dtype.byteSize`.
+public struct KVTensorView: Hashable, Sendable {
+    public let address: UInt
+    public let slotStride: Int
+    public let tokenStride: Int
+    public let headStride: Int
+    public let dtype: KVCacheSpec.DType
+
+    /// Byte address of element (slot, token, head, d).
+    @inlinable
+    public func byteAddress(slot: Int, token: Int, head: Int = 0, dim: Int = 0) -> UInt {
+        address + UInt((slot * slotStride + token * tokenStride + head * headStride + dim) * dtype.byteSize)
+    }
+}
+
+public enum KVKind: Int, Sendable, CaseIterable {
+    case key = 0, value = 1
+}
+
+/// What went wrong in a `KVCacheManager` call. The manager's state is unchanged whenever one is thrown, except for
+/// `.backend` (a driver failure), after which the state is still consistent (invariants hold).
+public enum KVCacheError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalidSpec(String)
+    case budgetTooSmall(budget: Int, minimum: Int)
+    case unknownSlot(Int)
+    case slotNotActive(Int)
+    case lengthOutOfRange(slot: Int, length: Int, maxContext: Int)
+    case noFreeSlot
+    case outOfPages(needed: Int, available: Int)
+    case duplicateSlotInStep(Int)
+    case shutDown
+    case backend(String)
+
+    public var description: String {
+        switch self {
+        case .invalidSpec(let why): return "invalid KV cache spec: \(why)"
+        case .budgetTooSmall(let b, let m):
+            return "memory budget \(formatBytes(b)) is smaller than one page per tensor (\(formatBytes(m)))"
+        case .unknownSlot(let s): return "slot \(s) does not exist"
+        case .slotNotActive(let s): return "slot \(s) is not allocated (freed twice, or never allocated)"
+        case .lengthOutOfRange(let s, let l, let m): return "slot \(s): length \(l) outside 0...\(m) (max context)"
+        case .noFreeSlot: return "all slots are in use"
+        case .outOfPages(let n, let a): return "out of KV pages: need \(n), can free at most \(a)"
+        case .duplicateSlotInStep(let s): return "slot \(s) appears twice in one step"
+        case .shutDown: return "the KV cache manager has been shut down"
+        case .backend(let e): return "memory backend failed: \(e)"
+        }
+    }
+}
