@@ -80,9 +80,11 @@ public final class CUDAMemoryBackend: MemoryBackend {
         let p = CUdeviceptr(address)
         if zeroPage { try cuda.check(cuda.api.memUnmap(p, pageSize), "cuMemUnmap") }
         try cuda.check(cuda.api.memMap(p, pageSize, page.id), "cuMemMap")
-        try cuda.check(
-            cuda.api.memSetAccess(p, pageSize, device.handle, Int32(CU_MEM_ACCESS_FLAGS_PROT_READWRITE_)),
-            "cuMemSetAccess")
+        let access = cuda.api.memSetAccess(p, pageSize, device.handle, Int32(CU_MEM_ACCESS_FLAGS_PROT_READWRITE_))
+        if access != 0 {
+            _ = cuda.api.memUnmap(p, pageSize)  // leave the range as it was: the page goes back to the pool
+            throw cuda.error(access, "cuMemSetAccess")
+        }
     }
 
     public func unmap(address: UInt, pageSize: Int) throws {

@@ -140,17 +140,25 @@ public final class KVCacheManager: Sendable {
                 let available = s.freeablePages(spec: spec, overridingLengths: newLength)
                 if needed > available { throw KVCacheError.outOfPages(needed: needed, available: available) }
             }
+            let oldLengths = lengths.map { s.slots[$0.slot].length }
             for (slot, length) in lengths { s.slots[slot].length = length }
             var mapped = 0
             let reclaimedBefore = s.stats.unmaps
-            for (slot, length) in lengths {
-                let target = spec.pagesPerTensor(tokens: length)
-                for t in 0..<spec.tensorCount {
-                    while s.slots[slot].pages[t].count < target {
-                        try core.mapNextPage(&s, slot: slot, tensor: t, background: false)
-                        mapped += 1
+            do {
+                for (slot, length) in lengths {
+                    let target = spec.pagesPerTensor(tokens: length)
+                    for t in 0..<spec.tensorCount {
+                        while s.slots[slot].pages[t].count < target {
+                            try core.mapNextPage(&s, slot: slot, tensor: t, background: false)
+                            mapped += 1
+                        }
                     }
                 }
+            } catch {
+                // A driver failure mid-way: lengths go back, pages mapped so far stay (as look-ahead).
+                for (i, e) in lengths.enumerated() { s.slots[e.slot].length = oldLengths[i] }
+                s.stats.criticalMaps += mapped
+                throw error
             }
             s.scheduleLookAhead(spec: spec, policy: policy)
             let nanos = monotonicNanos() - start
