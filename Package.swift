@@ -21,18 +21,23 @@ let package = Package(
         .target(name: "CCUDA"),
         .target(name: "CSystemShims"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
+        // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
+        .executableTarget(name: "embed-cuda-sources"),
+        .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
+        .target(name: "CUDAKernels", dependencies: ["CUDADriver"], exclude: ["cuda"],
+                plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
         .target(name: "Kernels"),
         .target(name: "Model", dependencies: ["CSystemShims"]),
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver",
+                "VAttention", "CUDADriver", "CUDAKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
-        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver"]),
+        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDAKernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
     ]

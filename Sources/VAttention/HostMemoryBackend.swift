@@ -108,5 +108,29 @@ public final class HostMemoryBackend: MemoryBackend {
 public struct HostMemoryError: Error, CustomStringConvertible, Sendable {
     public let call: String
     public let errno: Int32
-    public var description: String { "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))" }
+    public var description: String {
+        var text = "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        if errno == ENOMEM, let limit = HostMemoryError.maxMapCount() {
+            // Every mapped page is its own kernel mapping (VMA); Linux caps them per process.
+            text += "; the process may have reached vm.max_map_count (\(limit) mappings): use larger pages, the mega "
+                + "layout, or raise it with `sysctl -w vm.max_map_count=N`"
+        }
+        return text
+    }
+
+    static func maxMapCount() -> Int? {
+        guard let f = fopen("/proc/sys/vm/max_map_count", "r") else { return nil }
+        defer { fclose(f) }
+        var value = 0
+        return fscanf_int(f, &value) ? value : nil
+    }
+}
+
+private func fscanf_int(_ f: UnsafeMutablePointer<FILE>, _ value: inout Int) -> Bool {
+    var buffer = [CChar](repeating: 0, count: 32)
+    guard fgets(&buffer, 32, f) != nil else { return false }
+    let text = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard let v = Int(text) else { return false }
+    value = v
+    return true
 }

@@ -1,0 +1,255 @@
+import ArgumentParser
+import VAttention
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct BenchAlloc: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "alloc",
+        abstract: "Measure page create/map/unmap/release latency, mapping bandwidth, and a 256-request decode run.",
+        discussion: """
+            The decode run uses the Llama-3-8B KV shape (32 layers, 8 KV heads × 128, bf16). Every step each running \
+            request grows by one token, finished requests leave and new ones arrive with random prompt and output \
+            lengths; between steps the program sleeps for --step-ms to stand in for the model's forward pass, which \
+            is when the background mapper works. It reports the time `step` spends on the critical path, with the \
+            mapper off and on, for both layouts, and how much mapped memory holds no token (waste).
+            """)
+
+    @Option(help: "Memory backend: host (mmap + memfd) or cuda (cuMem* on GPU 0).")
+    var backend: BackendChoice = .host
+    @Option(help: "Physical page size in KiB (default 2048: the GPU's page; on host, smaller pages multiply kernel mappings, capped by vm.max_map_count).")
+    var pageKiB: Int?
+    @Option(help: "Physical memory budget for the decode run, GiB (default: 60 for cuda, 48 for host, sparse).")
+    var budgetGiB: Double?
+    @Option(help: "Request slots (batch size) in the decode run.")
+    var slots = 256
+    @Option(help: "Max context per request in the decode run.")
+    var maxContext = 4096
+    @Option(help: "Decode steps per configuration.")
+    var steps = 300
+    @Option(help: "Simulated model time per step, ms (the mapper's window).")
+    var stepMs = 20.0
+    @Option(help: "New requests admitted per step at most.")
+    var arrivalsPerStep = 4
+    @Option(help: "Pages timed one by one for the per-operation latencies.")
+    var microPages = 256
+    @Option(help: "Random seed of the workload.")
+    var seed: UInt64 = 42
+    @Option(help: "Where to write the JSON result.")
+    var json: String?
+
+    func run() throws {
+        let handle = try BackendHandle.make(backend)
+        let pageSize = (pageKiB ?? 2048) * 1024
+        let budget = Int((budgetGiB ?? (backend == .cuda ? 60 : 48)) * Double(1 << 30))
+        print("vattn bench alloc — backend \(handle.description), page \(formatBytes(pageSize))")
+
+        let micro = try microbenchmark(handle.backend, pageSize: pageSize)
+        print("\nPer-operation latency, µs (\(microPages) pages of \(formatBytes(pageSize)))")
+        print("  " + pad("operation", 26) + lpad("p50", 10) + lpad("p99", 10) + lpad("max", 10))
+        for (name, s) in micro.ops {
+            print("  " + pad(name, 26) + lpad(fmt(s.p50, 1), 10) + lpad(fmt(s.p99, 1), 10) + lpad(fmt(s.max, 1), 10))
+        }
+        print("  mapping bandwidth: \(fmt(micro.mapGBps, 2)) GB/s mapped (map + access, one page per call)")
+        print("  zero page at start-up: \(fmt(micro.zeroPageMsPerGiB, 2)) ms per GiB of reserved range")
+
+        var runs: [DecodeRun] = []
+        for layout in KVCacheSpec.Layout.allCases {
+            for background in [false, true] {
+                let spec = KVCacheSpec.llama3_8B(maxSlots: slots, maxContext: maxContext, pageSize: pageSize,
+                                                 layout: layout)
+                runs.append(try decodeRun(spec: spec, handle: handle, budget: budget, background: background))
+            }
+        }
+        print("\nDecode growth: Llama-3-8B KV, \(slots) slots, max context \(maxContext), \(steps) steps, "
+              + "\(fmt(stepMs, 1)) ms simulated compute per step, budget \(formatBytes(budget))")
+        print("  " + pad("layout", 9) + pad("mapper", 7) + lpad("crit p50", 10) + lpad("p99", 9) + lpad("max", 9)
+              + lpad("% step", 8) + lpad("maps crit", 10) + lpad("bg", 8) + lpad("preempt", 8)
+              + lpad("waste/req", 11) + lpad("mapped-used", 12))
+        for r in runs {
+            print("  " + pad(r.layout, 9) + pad(r.background ? "on" : "off", 7)
+                  + lpad(fmt(r.critical.p50, 1) + "µs", 10) + lpad(fmt(r.critical.p99, 0), 9)
+                  + lpad(fmt(r.critical.max, 0), 9)
+                  + lpad(fmt(100 * r.critical.mean / (stepMs * 1000), 2), 8)
+                  + lpad("\(r.criticalMaps)", 10) + lpad("\(r.backgroundMaps)", 8) + lpad("\(r.preemptions)", 8)
+                  + lpad(formatBytes(Int(r.roundingWastePerRequest)), 11)
+                  + lpad(formatBytes(Int(r.mappedMinusUsed)), 12))
+        }
+        print("  crit = time inside step() (µs); % step = mean critical time / simulated step; waste/req = page "
+              + "rounding per active request; mapped-used = mean of all mapped bytes holding no live token")
+
+        let path = json ?? "bench-alloc-\(backend.rawValue).json"
+        var out = "{\n  \"backend\": \(jsonString(handle.description)),\n  \"pageSize\": \(pageSize),\n"
+        out += "  \"microPages\": \(microPages),\n  \"latencyMicros\": {"
+        out += micro.ops.map { "\(jsonString($0.0)): \($0.1.json)" }.joined(separator: ", ")
+        out += "},\n  \"mapGBps\": \(fmt(micro.mapGBps)),\n  \"zeroPageStartupMsPerGiB\": \(fmt(micro.zeroPageMsPerGiB)),\n"
+        out += "  \"decode\": {\"slots\": \(slots), \"maxContext\": \(maxContext), \"steps\": \(steps), "
+        out += "\"stepMs\": \(stepMs), \"budgetBytes\": \(budget), \"seed\": \(seed), \"runs\": [\n"
+        out += runs.map { "    " + $0.json }.joined(separator: ",\n")
+        out += "\n  ]}\n}\n"
+        try writeText(out, to: path)
+        print("\nwrote \(path)")
+    }
+
+    struct Micro {
+        var ops: [(String, Summary)]
+        var mapGBps: Double
+        var zeroPageMsPerGiB: Double
+    }
+
+    func microbenchmark(_ backend: any MemoryBackend, pageSize: Int) throws -> Micro {
+        let n = microPages
+        let bytes = n * pageSize
+        var t0 = nowNanos()
+        let base = try backend.reserve(bytes: bytes)
+        let reserveMicros = Double(nowNanos() - t0) / 1000
+        var create: [Double] = [], map: [Double] = [], unmap: [Double] = [], release: [Double] = []
+        var pages: [PhysicalPage] = []
+        for _ in 0..<n {
+            t0 = nowNanos()
+            pages += try backend.createPages(count: 1, pageSize: pageSize)
+            create.append(Double(nowNanos() - t0) / 1000)
+        }
+        let mapStart = nowNanos()
+        for (i, p) in pages.enumerated() {
+            t0 = nowNanos()
+            try backend.map(p, at: base + UInt(i * pageSize), pageSize: pageSize)
+            map.append(Double(nowNanos() - t0) / 1000)
+        }
+        let mapSeconds = Double(nowNanos() - mapStart) / 1e9
+        for i in 0..<n {
+            t0 = nowNanos()
+            try backend.unmap(address: base + UInt(i * pageSize), pageSize: pageSize)
+            unmap.append(Double(nowNanos() - t0) / 1000)
+        }
+        for p in pages {
+            t0 = nowNanos()
+            try backend.releasePages([p], pageSize: pageSize)
+            release.append(Double(nowNanos() - t0) / 1000)
+        }
+        try backend.releaseReservation(address: base, bytes: bytes)
+
+        // Zero page: what mapping a read-as-zero page over a whole reservation costs at start-up.
+        let zeroHandle = try BackendHandle.make(self.backend, zeroPage: true)
+        let zeroBytes = 1 << 30
+        t0 = nowNanos()
+        let zbase = try zeroHandle.backend.reserve(bytes: zeroBytes)
+        let zeroMs = Double(nowNanos() - t0) / 1e6
+        try zeroHandle.backend.releaseReservation(address: zbase, bytes: zeroBytes)
+
+        return Micro(ops: [("reserve (\(formatBytes(bytes)))", Summary([reserveMicros])),
+                           ("create page", Summary(create)), ("map + set access", Summary(map)),
+                           ("unmap", Summary(unmap)), ("release page", Summary(release))],
+                     mapGBps: Double(bytes) / mapSeconds / 1e9, zeroPageMsPerGiB: zeroMs)
+    }
+
+    struct DecodeRun {
+        var layout: String
+        var background: Bool
+        var critical: Summary
+        var criticalDecodeOnly: Summary
+        var criticalMaps: Int
+        var backgroundMaps: Int
+        var unmaps: Int
+        var preemptions: Int
+        var completed: Int
+        var roundingWastePerRequest: Double
+        var mappedMinusUsed: Double
+        var meanActive: Double
+        var startupMs: Double
+
+        var json: String {
+            "{\"layout\": \"\(layout)\", \"backgroundMapper\": \(background), \"criticalMicros\": \(critical.json), "
+                + "\"criticalMicrosDecodeOnlySteps\": \(criticalDecodeOnly.json), \"criticalMaps\": \(criticalMaps), "
+                + "\"backgroundMaps\": \(backgroundMaps), \"unmaps\": \(unmaps), \"preemptions\": \(preemptions), "
+                + "\"completed\": \(completed), \"roundingWastePerRequestBytes\": \(fmt(roundingWastePerRequest, 0)), "
+                + "\"meanMappedMinusUsedBytes\": \(fmt(mappedMinusUsed, 0)), \"meanActive\": \(fmt(meanActive, 1)), "
+                + "\"startupMs\": \(fmt(startupMs, 1))}"
+        }
+    }
+
+    struct Request {
+        var prompt: Int
+        var target: Int
+        var length = 0
+    }
+
+    func decodeRun(spec: KVCacheSpec, handle: BackendHandle, budget: Int, background: Bool) throws -> DecodeRun {
+        let t0 = nowNanos()
+        let manager = try KVCacheManager(spec: spec, backend: handle.backend, memoryBudget: budget,
+                                         policy: MapAheadPolicy(background: background, lookAheadTokens: 16))
+        let startupMs = Double(nowNanos() - t0) / 1e6
+        defer { try? manager.shutdown() }
+        var rng = SplitMix(state: seed)
+        func newRequest() -> Request {
+            let prompt = Int.random(in: 128...1536, using: &rng)
+            let output = Int.random(in: 64...1024, using: &rng)
+            return Request(prompt: prompt, target: min(spec.maxContext, prompt + output))
+        }
+        var queue: [Request] = []
+        var running: [Int: Request] = [:]
+        var critical: [Double] = [], decodeOnly: [Double] = []
+        var preemptions = 0, completed = 0
+        var roundingWaste = 0.0, mappedMinusUsed = 0.0, activeSum = 0.0
+        let stepNanos = UInt64(stepMs * 1e6)
+        for _ in 0..<steps {
+            // Finished requests leave (their pages stay mapped for the next one in the slot).
+            for (slot, r) in running where r.length >= r.target {
+                try manager.free(slot)
+                running[slot] = nil
+                completed += 1
+            }
+            var admitted = 0
+            while admitted < arrivalsPerStep, running.count < spec.maxSlots {
+                let r = queue.isEmpty ? newRequest() : queue.removeFirst()
+                let slot = try manager.allocateSlot(expectedLength: r.target)
+                running[slot] = Request(prompt: r.prompt, target: r.target, length: 0)
+                admitted += 1
+            }
+            var batch: [(slot: Int, length: Int)] = []
+            for (slot, r) in running {
+                running[slot]!.length = r.length == 0 ? r.prompt : r.length + 1
+                batch.append((slot, running[slot]!.length))
+            }
+            var nanos: UInt64 = 0
+            while true {
+                let start = nowNanos()
+                do {
+                    try manager.step(batch)
+                    nanos += nowNanos() - start
+                    break
+                } catch KVCacheError.outOfPages {
+                    nanos += nowNanos() - start
+                    // Preempt the youngest request (recompute later), as a scheduler would.
+                    let victim = running.min { $0.value.length < $1.value.length }!
+                    try manager.free(victim.key)
+                    running[victim.key] = nil
+                    queue.insert(Request(prompt: victim.value.prompt, target: victim.value.target), at: 0)
+                    batch.removeAll { $0.slot == victim.key }
+                    preemptions += 1
+                }
+            }
+            critical.append(Double(nanos) / 1000)
+            if admitted == 0 { decodeOnly.append(Double(nanos) / 1000) }
+            let st = manager.stats
+            var rounding = 0
+            for (_, r) in running {
+                rounding += spec.pagesPerTensor(tokens: r.length) * spec.tensorCount * spec.pageSize - r.length * spec.tokenBytes
+            }
+            if !running.isEmpty { roundingWaste += Double(rounding) / Double(running.count) }
+            mappedMinusUsed += Double(st.wasteBytes)
+            activeSum += Double(running.count)
+            // The model's forward pass would run now; the background mapper works meanwhile.
+            let wake = nowNanos() + stepNanos
+            while nowNanos() < wake { usleep(UInt32(min(1000, (wake - nowNanos()) / 1000 + 1))) }
+        }
+        let st = manager.stats
+        return DecodeRun(layout: spec.layout.rawValue, background: background, critical: Summary(critical),
+                         criticalDecodeOnly: Summary(decodeOnly), criticalMaps: st.criticalMaps,
+                         backgroundMaps: st.backgroundMaps, unmaps: st.unmaps, preemptions: preemptions,
+                         completed: completed, roundingWastePerRequest: roundingWaste / Double(steps),
+                         mappedMinusUsed: mappedMinusUsed / Double(steps), meanActive: activeSum / Double(steps),
+                         startupMs: startupMs)
+    }
+}

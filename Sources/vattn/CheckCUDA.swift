@@ -1,0 +1,117 @@
+import ArgumentParser
+import CUDADriver
+import CUDAKernels
+import VAttention
+
+struct CheckCUDA: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cuda",
+        abstract: "On a GPU: random request lifecycles where a kernel writes and re-reads every token through the "
+            + "manager's virtual addresses, with the background mapper on, for both layouts.")
+
+    @Option(help: "Lifecycle operations per layout.")
+    var operations = 300
+    @Option(help: "Random seed (default: from the clock).")
+    var seed: UInt64?
+
+    func run() throws {
+        let handle = try BackendHandle.make(.cuda)
+        let device = handle.device!, stream = handle.stream!
+        let nvrtc = try NVRTC()
+        let module = try loadKernelModule("kv_pattern.cu", device: device, compiler: nvrtc)
+        let write = try module.function("kv_pattern_write"), check = try module.function("kv_pattern_check")
+        let counter = try DeviceBuffer(device.cuda, byteCount: 4)
+        let seed = self.seed ?? nowNanos()
+        print("vattn check cuda — \(handle.description), NVRTC \(nvrtc.version.major).\(nvrtc.version.minor), seed \(seed)")
+        var failures = 0
+        for layout in KVCacheSpec.Layout.allCases {
+            // 4 layers × 8 KV heads × 128 bf16: 2 KB per token per layer; 2 MB pages; a tight budget forces reclaim.
+            let spec = KVCacheSpec(layers: 4, kvHeads: 8, headDim: 128, dtype: .bf16, maxSlots: 8, maxContext: 8192,
+                                   pageSize: 2 << 20, layout: layout)
+            let budget = spec.tensorCount * spec.maxPagesPerTensor * 3 * spec.pageSize
+            let m = try KVCacheManager(spec: spec, backend: handle.backend, memoryBudget: budget,
+                                       policy: MapAheadPolicy(background: true, lookAheadTokens: 64))
+            var rng = SplitMix(state: seed)
+            var active: [Int: (request: UInt64, length: Int)] = [:]
+            var nextRequest: UInt64 = 1
+            var verified = 0, outOfPages = 0
+            let elements = spec.kvHeads * spec.headDim
+            func launchWrite(slot: Int, request: UInt64, from: Int, to: Int) throws {
+                guard to > from else { return }
+                for layer in 0..<spec.layers {
+                    for kind in KVKind.allCases {
+                        let v = m.view(layer: layer, kind)
+                        try write.launch(grid: (UInt32(to - from), 1, 1), block: (128, 1, 1), stream: stream, [
+                            .pointer(UInt64(v.address)), .int64(Int64(v.slotStride)), .int64(Int64(v.tokenStride)),
+                            .int32(Int32(slot)), .int64(Int64(from)), .int32(Int32(elements)), .int64(Int64(request)),
+                            .int32(Int32(layer * 2 + kind.rawValue)),
+                        ])
+                    }
+                }
+            }
+            for op in 0..<operations {
+                let roll = Int.random(in: 0..<10, using: &rng)
+                if roll < 3, m.hasFreeSlot {
+                    active[try m.allocateSlot(expectedLength: 1000)] = (nextRequest, 0)
+                    nextRequest += 1
+                } else if roll < 8, let (slot, r) = active.randomElement(using: &rng) {
+                    let newLength = min(spec.maxContext, r.length + Int.random(in: 1...1500, using: &rng))
+                    do {
+                        try m.step([(slot, newLength)])
+                    } catch KVCacheError.outOfPages {
+                        outOfPages += 1
+                        if let victim = active.keys.filter({ $0 != slot }).randomElement(using: &rng) {
+                            try m.free(victim)  // after its kernels were queued: the fence covers them
+                            active[victim] = nil
+                        }
+                        continue
+                    }
+                    try launchWrite(slot: slot, request: r.request, from: r.length, to: newLength)
+                    active[slot] = (r.request, newLength)
+                } else if let (slot, _) = active.randomElement(using: &rng) {
+                    try m.free(slot)
+                    active[slot] = nil
+                }
+                let problems = m.checkInvariants()
+                if !problems.isEmpty {
+                    print("  FAIL \(layout) op \(op): \(problems.prefix(3))")
+                    failures += 1
+                    break
+                }
+                if op % 10 == 9 {
+                    try counter.upload([UInt32(0)])
+                    for (slot, r) in active where r.length > 0 {
+                        for layer in 0..<spec.layers {
+                            for kind in KVKind.allCases {
+                                let v = m.view(layer: layer, kind)
+                                try check.launch(grid: (UInt32(r.length), 1, 1), block: (128, 1, 1), stream: stream, [
+                                    .pointer(UInt64(v.address)), .int64(Int64(v.slotStride)),
+                                    .int64(Int64(v.tokenStride)), .int32(Int32(slot)), .int32(Int32(elements)),
+                                    .int64(Int64(r.request)), .int32(Int32(layer * 2 + kind.rawValue)),
+                                    .pointer(counter.address),
+                                ])
+                            }
+                        }
+                        verified += r.length * spec.layers * 2
+                    }
+                    try stream.synchronize()
+                    let bad = try counter.download(UInt32.self, count: 1)[0]
+                    if bad != 0 {
+                        print("  FAIL \(layout) op \(op): \(bad) mismatching elements")
+                        failures += 1
+                        break
+                    }
+                }
+            }
+            let st = m.stats
+            try stream.synchronize()
+            try m.shutdown()
+            print("  \(layout): \(verified) token-rows verified, \(st.criticalMaps) maps on the critical path, "
+                  + "\(st.backgroundMaps) in the background, \(st.unmaps) unmaps, \(outOfPages) out-of-pages, "
+                  + "background errors \(st.backgroundErrors)")
+            if st.backgroundErrors > 0 { print("  FAIL background mapper: \(st.lastBackgroundError ?? "")"); failures += 1 }
+        }
+        print(failures == 0 ? "PASS vattn check cuda" : "FAIL vattn check cuda (\(failures))")
+        if failures > 0 { throw ExitCode(1) }
+    }
+}
