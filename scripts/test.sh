@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's test command (README): unit and integration tests on the CPU, then the concurrency tests under
+# ThreadSanitizer. GPU tests are not here: they need a GPU (scripts/gpu/run-all.sh on the GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-model.sh
+swift test 2>&1 | tee /tmp/vattn-test.log
+echo "== ThreadSanitizer: memory manager and background mapper =="
+swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests
