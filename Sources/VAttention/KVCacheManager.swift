@@ -94,6 +94,7 @@ public final class KVCacheManager: Sendable {
             guard let chosen = best ?? largest else { throw KVCacheError.noFreeSlot }
             s.slots[chosen.slot].active = true
             s.slots[chosen.slot].length = 0
+            s.slots[chosen.slot].prepared = 0
             return chosen.slot
         }
     }
@@ -110,6 +111,22 @@ public final class KVCacheManager: Sendable {
             s.slots[slot].length = 0
             s.slots[slot].fence = fence
         }
+    }
+
+    /// Asks the background mapper to back `slot` up to `tokens` ahead of time — e.g. the prompt of a request admitted
+    /// now whose prefill runs next iteration — so that step finds the pages mapped. Never maps synchronously and never
+    /// reclaims from active requests for it; `step` still guarantees correctness if the mapper has not finished.
+    public func prepare(_ slot: Int, tokens: Int) throws {
+        try core.state.withLock { s in
+            try s.checkOpen()
+            try s.checkActive(slot)
+            guard tokens >= 0, tokens <= spec.maxContext else {
+                throw KVCacheError.lengthOutOfRange(slot: slot, length: tokens, maxContext: spec.maxContext)
+            }
+            s.slots[slot].prepared = tokens
+            s.scheduleLookAhead(spec: spec, policy: policy)
+        }
+        if policy.background { core.signal.post() }
     }
 
     /// Makes every listed slot backed up to its new length (in every tensor) before the model iteration that uses it.
@@ -182,6 +199,16 @@ public final class KVCacheManager: Sendable {
             guard length <= spec.maxContext else { return false }
             let needed = s.slots[slot].missingPages(upTo: spec.pagesPerTensor(tokens: length))
             return needed <= s.freeablePages(spec: spec, overridingLengths: [slot: length])
+        }
+    }
+
+    /// Whether a new request of `tokens` tokens fits now: a free slot, and enough free or reclaimable pages for whole
+    /// pages in every tensor (the scheduler's `canAllocate` before `allocateSlot`).
+    public func canAdmit(tokens: Int) -> Bool {
+        core.state.withLock { s in
+            guard !s.shutDown, tokens <= spec.maxContext, s.slots.contains(where: { !$0.active }) else { return false }
+            return spec.pagesPerTensor(tokens: tokens) * spec.tensorCount
+                <= s.freeablePages(spec: spec, overridingLengths: [:])
         }
     }
 
@@ -269,6 +296,12 @@ public final class KVCacheManager: Sendable {
                 let need = slot.active ? spec.pagesPerTensor(tokens: slot.length) : 0
                 if slot.length > spec.maxContext { problems.append("slot \(i): length \(slot.length) > max context") }
                 if !slot.active && slot.length != 0 { problems.append("slot \(i): idle with length \(slot.length)") }
+                let counts = slot.pages.map(\.count)
+                if slot.minPages != (counts.min() ?? 0) || slot.maxPages != (counts.max() ?? 0)
+                    || slot.totalPages != counts.reduce(0, +)
+                {
+                    problems.append("slot \(i): cached page counts are stale")
+                }
                 for (t, pages) in slot.pages.enumerated() {
                     if pages.count < need {
                         problems.append("slot \(i) tensor \(t): \(pages.count) pages mapped, length needs \(need)")
@@ -302,10 +335,10 @@ public final class KVCacheManager: Sendable {
             for i in s.slots.indices {
                 if let f = s.slots[i].fence { try f.wait() }
                 for t in 0..<spec.tensorCount {
-                    while let page = s.slots[i].pages[t].popLast() {
-                        try backend.unmap(address: core.address(slot: i, tensor: t, page: s.slots[i].pages[t].count),
+                    while let count = Optional(s.slots[i].pages[t].count), count > 0 {
+                        try backend.unmap(address: core.address(slot: i, tensor: t, page: count - 1),
                                           pageSize: spec.pageSize)
-                        s.pool.append(page)
+                        s.pool.append(s.slots[i].removeLast(tensor: t))
                     }
                 }
             }

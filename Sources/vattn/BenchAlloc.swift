@@ -26,8 +26,8 @@ struct BenchAlloc: ParsableCommand {
     var slots = 256
     @Option(help: "Max context per request in the decode run.")
     var maxContext = 4096
-    @Option(help: "Decode steps per configuration.")
-    var steps = 300
+    @Option(help: "Measured steps per configuration (after a warm-up step that fills every slot).")
+    var steps = 500
     @Option(help: "Simulated model time per step, ms (the mapper's window).")
     var stepMs = 20.0
     @Option(help: "New requests admitted per step at most.")
@@ -189,27 +189,35 @@ struct BenchAlloc: ParsableCommand {
         }
         var queue: [Request] = []
         var running: [Int: Request] = [:]
+        // Warm-up (not measured): slots hold requests somewhere in their lives, as in a server that has been up — as
+        // many as the budget holds.
+        for _ in 0..<spec.maxSlots {
+            var r = newRequest()
+            r.length = Int.random(in: r.prompt...r.target, using: &rng)
+            let slot = try manager.allocateSlot(expectedLength: r.target)
+            do {
+                try manager.step([(slot, r.length)])
+            } catch KVCacheError.outOfPages {
+                try manager.free(slot)
+                break
+            }
+            running[slot] = r
+        }
+        manager.waitForBackgroundMapper()
+        let warmStats = manager.stats
+        // Admitted requests get their slot one step before their prefill runs, and `prepare` lets the mapper back
+        // the prompt in the background meanwhile (a scheduler knows its next batch one step ahead).
+        var admittedLastStep: Set<Int> = []
         var critical: [Double] = [], decodeOnly: [Double] = []
         var preemptions = 0, completed = 0
         var roundingWaste = 0.0, mappedMinusUsed = 0.0, activeSum = 0.0
         let stepNanos = UInt64(stepMs * 1e6)
         for _ in 0..<steps {
-            // Finished requests leave (their pages stay mapped for the next one in the slot).
-            for (slot, r) in running where r.length >= r.target {
-                try manager.free(slot)
-                running[slot] = nil
-                completed += 1
-            }
-            var admitted = 0
-            while admitted < arrivalsPerStep, running.count < spec.maxSlots {
-                let r = queue.isEmpty ? newRequest() : queue.removeFirst()
-                let slot = try manager.allocateSlot(expectedLength: r.target)
-                running[slot] = Request(prompt: r.prompt, target: r.target, length: 0)
-                admitted += 1
-            }
             var batch: [(slot: Int, length: Int)] = []
+            let prefills = admittedLastStep.count
             for (slot, r) in running {
-                running[slot]!.length = r.length == 0 ? r.prompt : r.length + 1
+                if r.length >= r.target { continue }
+                running[slot]!.length = admittedLastStep.contains(slot) ? r.prompt : r.length + 1
                 batch.append((slot, running[slot]!.length))
             }
             var nanos: UInt64 = 0
@@ -222,7 +230,7 @@ struct BenchAlloc: ParsableCommand {
                 } catch KVCacheError.outOfPages {
                     nanos += nowNanos() - start
                     // Preempt the youngest request (recompute later), as a scheduler would.
-                    let victim = running.min { $0.value.length < $1.value.length }!
+                    let victim = running.filter { $0.value.length > 0 }.min { $0.value.length < $1.value.length }!
                     try manager.free(victim.key)
                     running[victim.key] = nil
                     queue.insert(Request(prompt: victim.value.prompt, target: victim.value.target), at: 0)
@@ -231,7 +239,7 @@ struct BenchAlloc: ParsableCommand {
                 }
             }
             critical.append(Double(nanos) / 1000)
-            if admitted == 0 { decodeOnly.append(Double(nanos) / 1000) }
+            if prefills == 0 { decodeOnly.append(Double(nanos) / 1000) }
             let st = manager.stats
             var rounding = 0
             for (_, r) in running {
@@ -240,14 +248,33 @@ struct BenchAlloc: ParsableCommand {
             if !running.isEmpty { roundingWaste += Double(rounding) / Double(running.count) }
             mappedMinusUsed += Double(st.wasteBytes)
             activeSum += Double(running.count)
+            // After the iteration: finished requests leave (pages stay mapped for the next request in the slot) and
+            // new ones are admitted for the next step.
+            for (slot, r) in running where r.length >= r.target {
+                try manager.free(slot)
+                running[slot] = nil
+                completed += 1
+            }
+            admittedLastStep = []
+            while admittedLastStep.count < arrivalsPerStep, running.count < spec.maxSlots {
+                if queue.isEmpty { queue.append(newRequest()) }
+                // Admit only what fits, or every step would preempt what it just admitted.
+                guard manager.canAdmit(tokens: queue[0].prompt + arrivalsPerStep * 16) else { break }
+                let r = queue.removeFirst()
+                let slot = try manager.allocateSlot(expectedLength: r.target)
+                try manager.prepare(slot, tokens: r.prompt)
+                running[slot] = Request(prompt: r.prompt, target: r.target, length: 0)
+                admittedLastStep.insert(slot)
+            }
             // The model's forward pass would run now; the background mapper works meanwhile.
             let wake = nowNanos() + stepNanos
-            while nowNanos() < wake { usleep(UInt32(min(1000, (wake - nowNanos()) / 1000 + 1))) }
+            while case let now = nowNanos(), now < wake { usleep(UInt32(min(1000, (wake - now) / 1000 + 1))) }
         }
         let st = manager.stats
         return DecodeRun(layout: spec.layout.rawValue, background: background, critical: Summary(critical),
-                         criticalDecodeOnly: Summary(decodeOnly), criticalMaps: st.criticalMaps,
-                         backgroundMaps: st.backgroundMaps, unmaps: st.unmaps, preemptions: preemptions,
+                         criticalDecodeOnly: Summary(decodeOnly), criticalMaps: st.criticalMaps - warmStats.criticalMaps,
+                         backgroundMaps: st.backgroundMaps - warmStats.backgroundMaps,
+                         unmaps: st.unmaps - warmStats.unmaps, preemptions: preemptions,
                          completed: completed, roundingWastePerRequest: roundingWaste / Double(steps),
                          mappedMinusUsed: mappedMinusUsed / Double(steps), meanActive: activeSum / Double(steps),
                          startupMs: startupMs)

@@ -254,3 +254,23 @@ struct KVCacheManagerTests {
         }
     }
 }
+
+@Suite("Admission and preparation")
+struct AdmissionTests {
+    @Test("canAdmit counts whole pages per tensor; prepare lets the mapper back a prompt before its step")
+    func admitAndPrepare() throws {
+        let spec = smallSpec(layout: .perLayer, pageSize: 4096)  // 6 tensors, 64 tokens per page
+        let perPage = 4096 / spec.tokenBytesPerTensor
+        let m = try KVCacheManager(spec: spec, backend: HostMemoryBackend(), memoryBudget: spec.tensorCount * 3 * 4096,
+                                   policy: MapAheadPolicy(background: true, lookAheadTokens: 0))
+        #expect(m.canAdmit(tokens: 3 * perPage))
+        #expect(!m.canAdmit(tokens: 3 * perPage + 1))
+        let s = try m.allocateSlot()
+        try m.prepare(s, tokens: 2 * perPage)
+        m.waitForBackgroundMapper()
+        #expect(m.stats.backgroundMaps == 2 * spec.tensorCount)
+        #expect(try m.step([(s, 2 * perPage)]).pagesMapped == 0, "prepared pages are found mapped")
+        #expect(!m.canAdmit(tokens: perPage + 1))
+        #expect(m.checkInvariants().isEmpty)
+    }
+}
