@@ -16,7 +16,7 @@ public final class CUDAMemoryBackend: MemoryBackend {
     /// kernel reading past a request's length reads zeros instead of faulting (kvcached's approach).
     public let zeroPage: Bool
 
-    private let zero = Mutex<CUmemGenericAllocationHandle?>(nil)
+    private let zero = Locked<CUmemGenericAllocationHandle?>(nil)
     private var cuda: CUDA { device.cuda }
 
     public init(device: CUDADevice, stream: CUDAStream?, zeroPage: Bool = false) throws(CUDAError) {

@@ -23,7 +23,7 @@ public final class HostMemoryBackend: MemoryBackend {
         var pools: [UInt64: Pool] = [:]
         var nextPool: UInt64 = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init(zeroPage: Bool = false) {
         granularity = Int(sysconf(Int32(_SC_PAGESIZE)))

@@ -97,7 +97,7 @@ final class Core: Sendable {
     let backend: any MemoryBackend
     let bases: [UInt]
     let policy: MapAheadPolicy
-    let state: Mutex<ManagerState>
+    let state: Locked<ManagerState>
     let signal = WakeSignal()
     /// Steps waiting for the lock: the mapper yields to them between pages (a Mutex is not fair).
     let stepWaiting = Atomic<Int>(0)
@@ -107,7 +107,7 @@ final class Core: Sendable {
         self.backend = backend
         self.bases = bases
         self.policy = policy
-        state = Mutex(ManagerState(slots: Array(repeating: SlotState(tensors: spec.tensorCount), count: spec.maxSlots),
+        state = Locked(ManagerState(slots: Array(repeating: SlotState(tensors: spec.tensorCount), count: spec.maxSlots),
                                    pool: pool))
     }
 
