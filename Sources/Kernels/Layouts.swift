@@ -1,0 +1,178 @@
+/// Head configuration shared by all kernels. Query head `q` reads KV head
+/// `q / group` (consecutive query heads share a KV head, as in GQA models),
+/// so each KV head's `group` query heads are served from one pass over K/V.
+public struct AttentionShape: Sendable, Equatable {
+    public var qHeads: Int
+    public var kvHeads: Int
+    /// Must be a multiple of 8 (the SIMD width); true for every common model.
+    public var headDim: Int
+
+    public init(qHeads: Int, kvHeads: Int, headDim: Int) {
+        precondition(kvHeads > 0 && qHeads > 0 && qHeads % kvHeads == 0, "qHeads must be a multiple of kvHeads")
+        precondition(headDim > 0 && headDim % 8 == 0, "headDim must be a positive multiple of 8")
+        self.qHeads = qHeads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+    }
+
+    /// Query heads per KV head.
+    @inlinable public var group: Int { qHeads / kvHeads }
+}
+
+/// Tuning knobs; defaults are what the kernels are tuned for. Tests shrink
+/// them to exercise chunk/tile boundaries with short sequences.
+public struct AttentionOptions: Sendable {
+    /// Decode split-KV chunk (tokens per partial), like flash-decoding's split size.
+    public var kvChunk: Int = 256
+    /// Prefill: query positions per tile.
+    public var queryTile: Int = 16
+    /// Prefill: KV tokens per tile.
+    public var keyTile: Int = 64
+    /// Worker threads (including the caller).
+    public var threads: Int = defaultThreadCount
+
+    public init(kvChunk: Int = 256, queryTile: Int = 16, keyTile: Int = 64, threads: Int = defaultThreadCount) {
+        precondition(kvChunk > 0 && queryTile > 0 && keyTile > 0 && threads > 0)
+        self.kvChunk = kvChunk
+        self.queryTile = queryTile
+        self.keyTile = keyTile
+        self.threads = threads
+    }
+}
+
+/// One layer's K (or V) in vAttention's contiguous virtual tensor: element
+/// (slot, token, head, dim) lives at `base + slot*strideSlot + token*strideToken
+/// + head*strideHead + dim` (strides in elements, dim stride 1). Both
+/// vAttention layouts are just different strides, so kernels never care which.
+public struct StridedKV: @unchecked Sendable {
+    public var base: UnsafeMutableRawPointer
+    public var elementType: KVElementType
+    public var strideSlot: Int
+    public var strideToken: Int
+    public var strideHead: Int
+
+    public init(base: UnsafeMutableRawPointer, elementType: KVElementType,
+                strideSlot: Int, strideToken: Int, strideHead: Int) {
+        self.base = base
+        self.elementType = elementType
+        self.strideSlot = strideSlot
+        self.strideToken = strideToken
+        self.strideHead = strideHead
+    }
+
+    /// `perLayer` layout: this layer's own tensor `[slots, maxContext, kvHeads, headDim]`.
+    public static func perLayer(base: UnsafeMutableRawPointer, elementType: KVElementType,
+                                maxContext: Int, kvHeads: Int, headDim: Int) -> StridedKV {
+        StridedKV(base: base, elementType: elementType,
+                  strideSlot: maxContext * kvHeads * headDim,
+                  strideToken: kvHeads * headDim, strideHead: headDim)
+    }
+
+    /// `mega` layout: one tensor `[slots, maxContext, layers, kvHeads, headDim]`
+    /// for all layers; `base` is the whole tensor's base.
+    public static func mega(base: UnsafeMutableRawPointer, elementType: KVElementType, layer: Int,
+                            layers: Int, maxContext: Int, kvHeads: Int, headDim: Int) -> StridedKV {
+        precondition(layer >= 0 && layer < layers)
+        return StridedKV(base: base + layer * kvHeads * headDim * elementType.byteCount,
+                         elementType: elementType,
+                         strideSlot: maxContext * layers * kvHeads * headDim,
+                         strideToken: layers * kvHeads * headDim, strideHead: headDim)
+    }
+}
+
+/// One layer's K (or V) in the paged (vLLM) baseline: a block pool
+/// `[numBlocks, blockSize, kvHeads, headDim]` plus, per sequence, a block table
+/// mapping logical block i to a physical block id. K and V normally share the
+/// same tables (arrays are copy-on-write, so passing them twice costs nothing).
+public struct PagedKV: @unchecked Sendable {
+    public var pool: UnsafeMutableRawPointer
+    public var elementType: KVElementType
+    public var numBlocks: Int
+    public var blockSize: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// `blockTables[s][i]`: physical block holding tokens `i*blockSize ..< (i+1)*blockSize` of sequence `s`.
+    public var blockTables: [[Int32]]
+
+    public init(pool: UnsafeMutableRawPointer, elementType: KVElementType, numBlocks: Int,
+                blockSize: Int, kvHeads: Int, headDim: Int, blockTables: [[Int32]]) {
+        precondition(blockSize > 0 && numBlocks >= 0)
+        self.pool = pool
+        self.elementType = elementType
+        self.numBlocks = numBlocks
+        self.blockSize = blockSize
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.blockTables = blockTables
+    }
+
+    @inlinable public var strideToken: Int { kvHeads * headDim }
+    @inlinable public var strideBlock: Int { blockSize * kvHeads * headDim }
+}
+
+// MARK: - Addressing (internal): the only thing contiguous and paged kernels differ in.
+
+/// Where a sequence's tokens live for one K or V tensor. `run(from:)` returns
+/// the element offset of token `t` (head 0) and how many tokens starting at `t`
+/// follow at `strideToken` spacing, so inner loops stay stride-based and only
+/// consult the addressing once per run (once per block when paged).
+protocol KVSequenceAddress: Sendable {
+    var base: UnsafeMutableRawPointer { get }
+    var elementType: KVElementType { get }
+    var strideToken: Int { get }
+    var strideHead: Int { get }
+    func run(from token: Int) -> (offset: Int, count: Int)
+}
+
+struct ContiguousAddress: KVSequenceAddress, @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let elementType: KVElementType
+    let strideToken: Int
+    let strideHead: Int
+    let slotOffset: Int
+
+    init(_ kv: StridedKV, slot: Int) {
+        base = kv.base
+        elementType = kv.elementType
+        strideToken = kv.strideToken
+        strideHead = kv.strideHead
+        slotOffset = slot * kv.strideSlot
+    }
+
+    @inline(__always)
+    func run(from token: Int) -> (offset: Int, count: Int) {
+        (slotOffset &+ token &* strideToken, Int.max)
+    }
+}
+
+struct PagedAddress: KVSequenceAddress, @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let elementType: KVElementType
+    let strideToken: Int
+    let strideHead: Int
+    let strideBlock: Int
+    let blockSize: Int
+    let numBlocks: Int
+    let table: [Int32]
+
+    init(_ kv: PagedKV, sequence: Int) {
+        precondition(sequence >= 0 && sequence < kv.blockTables.count, "no block table for sequence \(sequence)")
+        base = kv.pool
+        elementType = kv.elementType
+        strideToken = kv.strideToken
+        strideHead = kv.headDim
+        strideBlock = kv.strideBlock
+        blockSize = kv.blockSize
+        numBlocks = kv.numBlocks
+        table = kv.blockTables[sequence]
+    }
+
+    @inline(__always)
+    func run(from token: Int) -> (offset: Int, count: Int) {
+        let (logical, within) = token.quotientAndRemainder(dividingBy: blockSize)
+        precondition(logical < table.count, "token \(token) beyond the sequence's block table")
+        let block = Int(table[logical])
+        precondition(block >= 0 && block < numBlocks, "block id \(block) out of range")
+        return (block &* strideBlock &+ within &* strideToken, blockSize &- within)
+    }
+}
