@@ -141,3 +141,60 @@ struct ChatTemplateTests {
                 == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n")
     }
 }
+
+@Suite("BPE on a tiny synthetic vocabulary")
+struct TinyBPETests {
+    /// 256 byte tokens, then a few merged tokens and two control tokens.
+    static func make(_ pre: PreTokenizerKind, extra: [String], merges: [String]) -> Tokenizer {
+        var toks = ByteLevel.byteToScalar.map { String($0) }
+        toks += extra
+        toks += ["<s>", "</s>"]
+        var types = [TokenType](repeating: .normal, count: toks.count)
+        types[toks.count - 2] = .control
+        types[toks.count - 1] = .control
+        return Tokenizer(tokens: toks, types: types, merges: merges, preTokenizer: pre,
+                         bos: TokenID(toks.count - 2), eos: TokenID(toks.count - 1), pad: nil, unknown: nil,
+                         addBOS: pre == .llama3)
+    }
+
+    @Test func mergesByRankLeftmostFirst() {
+        let t = Self.make(.gpt2, extra: ["ab", "bc", "abc", "aa"], merges: ["b c", "a b", "a bc", "a a"])
+        // "abc": rank("b c")=0 < rank("a b")=1 → "a"+"bc" → rank("a bc")=2 → "abc"
+        #expect(t.encode("abc") == [t.id(of: "abc")!])
+        // "aaa": leftmost "a a" first → "aa","a"
+        #expect(t.encode("aaa") == [t.id(of: "aa")!, t.id(of: "a")!])
+        #expect(t.decode(t.encode("aaa abc")) == "aaa abc")
+    }
+
+    @Test func ignoreMergesForLlama3() {
+        // "abc" is in the vocabulary but no merge path leads to it.
+        let l3 = Self.make(.llama3, extra: ["ab", "abc"], merges: ["a b"])
+        #expect(l3.encode("abc") == [l3.id(of: "abc")!])
+        #expect(l3.encode("abc", addSpecial: true) == [l3.bosID!, l3.id(of: "abc")!])
+        let g2 = Self.make(.gpt2, extra: ["ab", "abc"], merges: ["a b"])
+        #expect(g2.encode("abc") == [g2.id(of: "ab")!, g2.id(of: "c")!])
+        #expect(g2.encode("abc", addSpecial: true) == g2.encode("abc"))  // addBOS false
+    }
+
+    @Test func controlTokensOnlyWithParseSpecial() {
+        let t = Self.make(.gpt2, extra: [], merges: [])
+        let ids = t.encode("x<s>y", parseSpecial: true)
+        #expect(ids == [t.id(of: "x")!, t.bosID!, t.id(of: "y")!])
+        #expect(t.encode("x<s>y").count == 5)
+        #expect(t.decode(ids, renderSpecial: false) == "xy")
+        #expect(t.decode(ids) == "x<s>y")
+    }
+
+    @Test func unsupportedMetadata() throws {
+        var w = GGUFWriter()
+        w.kv("tokenizer.ggml.model", .string("llama"))
+        #expect(throws: TokenizerError.unsupportedModel("llama")) { try Tokenizer(file: GGUFFile(bytes: w.bytes())) }
+        var w2 = GGUFWriter()
+        w2.kv("tokenizer.ggml.model", .string("gpt2"))
+        w2.kv("tokenizer.ggml.pre", .string("qwen2"))
+        #expect(throws: TokenizerError.unsupportedPreTokenizer("qwen2")) { try Tokenizer(file: GGUFFile(bytes: w2.bytes())) }
+        var w3 = GGUFWriter()
+        w3.kv("tokenizer.ggml.model", .string("gpt2"))
+        #expect(throws: GGUFError.missingKey("tokenizer.ggml.tokens")) { try Tokenizer(file: GGUFFile(bytes: w3.bytes())) }
+    }
+}
