@@ -39,6 +39,6 @@ let package = Package(
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
         .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDAKernels"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
     ]
 )

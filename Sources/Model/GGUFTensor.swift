@@ -1,0 +1,56 @@
+/// A read-only view of one tensor's data inside a mapped `GGUFFile` (keeps the file alive).
+public struct GGUFTensor: @unchecked Sendable {
+    public let file: GGUFFile
+    public let info: GGUFTensorInfo
+
+    public init(file: GGUFFile, info: GGUFTensorInfo) {
+        self.file = file
+        self.info = info
+    }
+
+    public var name: String { info.name }
+    public var type: GGMLType { info.type }
+    public var rowLength: Int { info.rowLength }
+    public var rowCount: Int { info.rowCount }
+
+    /// The tensor's raw bytes (no copy).
+    public var data: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: file.bytes[info.fileOffset..<(info.fileOffset + info.byteCount)])
+    }
+
+    /// The raw bytes of row `i` (no copy).
+    public func rowData(_ i: Int) -> UnsafeRawBufferPointer {
+        precondition(i >= 0 && i < rowCount, "row \(i) out of range 0..<\(rowCount) for tensor '\(name)'")
+        let rb = info.rowBytes
+        let start = info.fileOffset + i * rb
+        return UnsafeRawBufferPointer(rebasing: file.bytes[start..<(start + rb)])
+    }
+
+    /// Row `i` converted to Float32.
+    public func dequantizeRow(_ i: Int) -> [Float] {
+        let n = rowLength
+        let raw = rowData(i)
+        return [Float](unsafeUninitializedCapacity: n) { out, count in
+            Quant.dequantize(type, raw, into: out.baseAddress!, count: n)
+            count = n
+        }
+    }
+
+    /// Dot product of row `i` with `x` (x.count must equal rowLength), computed from the quantized data.
+    public func dot(row i: Int, _ x: UnsafeBufferPointer<Float>) -> Float {
+        precondition(x.count == rowLength, "vector length \(x.count) != row length \(rowLength)")
+        return Quant.dot(type, rowData(i), x.baseAddress!, count: rowLength)
+    }
+
+    public func dot(row i: Int, _ x: [Float]) -> Float {
+        x.withUnsafeBufferPointer { dot(row: i, $0) }
+    }
+
+    /// y[r] = row_r · x for all rows (CPU matvec reference).
+    public func matvec(_ x: [Float]) -> [Float] {
+        precondition(x.count == rowLength)
+        return x.withUnsafeBufferPointer { xp in
+            (0..<rowCount).map { dot(row: $0, xp) }
+        }
+    }
+}
