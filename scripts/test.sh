@@ -3,7 +3,7 @@
 # ThreadSanitizer. GPU tests are not here: they need a GPU (scripts/gpu/run-all.sh on the GPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/fetch-model.sh
+scripts/fixtures/fetch_model.sh
 swift test 2>&1 | tee /tmp/vattn-test.log
 echo "== ThreadSanitizer: memory manager and background mapper =="
 swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests
