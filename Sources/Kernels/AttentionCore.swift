@@ -182,3 +182,4 @@ struct SendablePointer<T>: @unchecked Sendable {
     let p: T
     init(_ p: T) { self.p = p }
 }
+

@@ -66,11 +66,12 @@ public func floatFromBF16(_ bits: UInt16) -> Float {
 func fp16ToFloat8(_ h: SIMD8<UInt16>) -> SIMD8<Float> {
     let u = SIMD8<UInt32>(truncatingIfNeeded: h)
     let sign = (u & 0x8000) &<< 16
-    let mag = (u & 0x7FFF) &<< 13
-    let scaled = unsafeBitCast(mag, to: SIMD8<Float>.self) * 0x1p112
-    var bits = unsafeBitCast(scaled, to: SIMD8<UInt32>.self) | sign
-    let infNaN = (u & 0x7C00) .== 0x7C00
-    bits.replace(with: mag | 0x7F80_0000 | sign, where: infNaN)
+    let m15 = u & 0x7FFF
+    let scaled = unsafeBitCast(m15 &<< 13, to: SIMD8<Float>.self) * 0x1p112
+    // m15 >= 0x7C00 (exponent all ones: inf/NaN) ⇔ bit 15 of m15 + 0x400; then force
+    // the float exponent to all ones (pure integer ops: masked selects don't vectorize).
+    let special = ((m15 &+ 0x400) &>> 15) &* 0x7F80_0000
+    let bits = unsafeBitCast(scaled, to: SIMD8<UInt32>.self) | special | sign
     return unsafeBitCast(bits, to: SIMD8<Float>.self)
 }
 

@@ -26,7 +26,15 @@ func dot(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Float {
         j &+= 16
     }
     if j < n { s0 = s0 + a.load8(j) * b.load8(j) }
-    return (s0 + s1).sum()
+    return hsum(s0 + s1)
+}
+
+/// Tree reduction (3 dependent adds instead of a 7-long serial chain).
+@inline(__always)
+func hsum(_ v: SIMD8<Float>) -> Float {
+    let h = v.lowHalf + v.highHalf
+    let q = h.lowHalf + h.highHalf
+    return q[0] + q[1]
 }
 
 /// e^x for 8 lanes (Cephes expf: round(x/ln2) range reduction + degree-6
