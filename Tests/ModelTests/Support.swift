@@ -47,7 +47,9 @@ struct ModelFixture: Decodable {
     struct Row: Decodable { let tensor: String; let type: String; let row: Int; let row_length: Int; let values: [Float] }
     struct Pre: Decodable { let text: String; let gpt2: [String]; let llama3: [String]; let smollm: [String] }
     let oracle: String
+    struct RandomCase: Decodable { let text: String; let ids: [Int32] }
     let strings: [StringCase]
+    let random_strings: [RandomCase]
     let chats: [Chat]
     let dequant: [Row]
     let pretokenizer: [Pre]

@@ -30,6 +30,17 @@ struct TokenizerTests {
         }
     }
 
+    @Test("150 seeded random strings match llama.cpp and round-trip", .enabled(if: needsModel, skipReason))
+    func randomStrings() throws {
+        let t = try Support.tok()
+        let cases = try ModelFixture.get().random_strings
+        #expect(cases.count == 150)
+        for c in cases {
+            #expect(t.encode(c.text) == c.ids, "\(c.text.debugDescription)")
+            #expect(t.decode(t.encode(c.text)) == c.text)
+        }
+    }
+
     @Test("decode(encode(s)) == s", .enabled(if: needsModel, skipReason))
     func roundTrip() throws {
         let t = try Support.tok()
