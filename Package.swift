@@ -20,6 +20,8 @@ let package = Package(
     targets: [
         .target(name: "CCUDA"),
         .target(name: "CSystemShims"),
+        // A seeded generator shared by randomized tests and the synthetic workloads of `vattn bench`.
+        .target(name: "Randomness"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
         // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
         .executableTarget(name: "embed-cuda-sources"),
@@ -32,13 +34,13 @@ let package = Package(
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver", "CUDAKernels",
+                "VAttention", "CUDADriver", "CUDAKernels", "Randomness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
-        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDAKernels"]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDAKernels", "Randomness"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Randomness"], exclude: ["Fixtures"]),
     ]
 )

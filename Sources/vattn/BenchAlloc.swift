@@ -1,4 +1,5 @@
 import ArgumentParser
+import Randomness
 import VAttention
 #if canImport(Glibc)
 import Glibc
@@ -181,7 +182,7 @@ struct BenchAlloc: ParsableCommand {
                                          policy: MapAheadPolicy(background: background, lookAheadTokens: 16))
         let startupMs = Double(nowNanos() - t0) / 1e6
         defer { try? manager.shutdown() }
-        var rng = SplitMix(state: seed)
+        var rng = SplitMix64(seed: seed)
         func newRequest() -> Request {
             let prompt = Int.random(in: 128...1536, using: &rng)
             let output = Int.random(in: 64...1024, using: &rng)

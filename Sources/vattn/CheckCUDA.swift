@@ -1,4 +1,5 @@
 import ArgumentParser
+import Randomness
 import CUDADriver
 import CUDAKernels
 import VAttention
@@ -31,7 +32,7 @@ struct CheckCUDA: ParsableCommand {
             let budget = spec.tensorCount * spec.maxPagesPerTensor * 3 * spec.pageSize
             let m = try KVCacheManager(spec: spec, backend: handle.backend, memoryBudget: budget,
                                        policy: MapAheadPolicy(background: true, lookAheadTokens: 64))
-            var rng = SplitMix(state: seed)
+            var rng = SplitMix64(seed: seed)
             var active: [Int: (request: UInt64, length: Int)] = [:]
             var nextRequest: UInt64 = 1
             var verified = 0, outOfPages = 0

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Randomness
 import Testing
 
 /// Tolerance for every path (fp32, fp16, bf16 KV): the reference uses the very

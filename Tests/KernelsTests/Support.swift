@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Randomness
 import Testing
 
 /// Seed for this run: fresh each run unless KERNELS_SEED is set; every failure
@@ -8,18 +9,6 @@ let runSeed: UInt64 = {
     if let s = ProcessInfo.processInfo.environment["KERNELS_SEED"], let v = UInt64(s) { return v }
     return UInt64.random(in: 1...UInt64.max)
 }()
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// A per-test generator derived from the run seed and a test-specific salt.
 func makeRNG(_ salt: String) -> (SplitMix64, UInt64) {

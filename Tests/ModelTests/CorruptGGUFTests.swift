@@ -1,4 +1,5 @@
 import Foundation
+import Randomness
 import Testing
 @testable import Model
 
@@ -135,7 +136,7 @@ struct CorruptGGUFTests {
     @Test("random byte corruption never crashes")
     func randomCorruption() throws {
         let b = try Array(Data(contentsOf: URL(fileURLWithPath: Support.fixture("synthetic.gguf"))))
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         let headerEnd = 1000  // corrupt the metadata / tensor-info region
         for _ in 0..<400 {
             var c = b
@@ -145,17 +146,4 @@ struct CorruptGGUFTests {
             }
         }
     }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func float() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
 }

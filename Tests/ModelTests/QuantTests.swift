@@ -1,4 +1,5 @@
 import Foundation
+import Randomness
 import Testing
 @testable import Model
 
@@ -24,10 +25,10 @@ struct QuantTests {
     @Test("quantized dot equals float64 dot of dequantized values (synthetic, all types)")
     func syntheticDot() throws {
         let f = try GGUFFile(path: Support.fixture("synthetic.gguf"))
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for info in f.tensors {
             let t = GGUFTensor(file: f, info: info)
-            let x = (0..<t.rowLength).map { _ in rng.float() }
+            let x = (0..<t.rowLength).map { _ in rng.nextSignedUnitFloat() }
             for r in 0..<t.rowCount { try checkDot(t, row: r, x: x) }
         }
     }
@@ -72,15 +73,15 @@ struct QuantTests {
           .enabled(if: Support.runModelTests, "SmolLM2 GGUF not in the ModelStore cache (bash scripts/fixtures/fetch_model.sh); CI=1 makes this a failure"))
     func realDot() throws {
         let f = try Support.model()
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         for name in ["token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight", "blk.7.attn_v.weight", "output_norm.weight"] {
             let t = try f.tensor(named: name)
-            let x = (0..<t.rowLength).map { _ in rng.float() }
+            let x = (0..<t.rowLength).map { _ in rng.nextSignedUnitFloat() }
             for r in Set([0, 1, t.rowCount / 2, t.rowCount - 1]) where r < t.rowCount { try checkDot(t, row: r, x: x) }
         }
         // matvec agrees with per-row dot.
         let t = try f.tensor(named: "blk.0.attn_k.weight")
-        let x = (0..<t.rowLength).map { _ in rng.float() }
+        let x = (0..<t.rowLength).map { _ in rng.nextSignedUnitFloat() }
         let y = t.matvec(x)
         #expect(y.count == 192)
         #expect(y[5] == t.dot(row: 5, x))

@@ -1,3 +1,4 @@
+import Randomness
 import Synchronization
 import Testing
 @testable import VAttention
@@ -10,7 +11,7 @@ struct ConcurrencyTests {
     @Test("step in a tight loop while the mapper maps ahead")
     func stressStepAgainstMapper() throws {
         let seed = freshSeed()
-        var rng = SeededRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let spec = KVCacheSpec(layers: 4, kvHeads: 2, headDim: 16, dtype: .fp16, maxSlots: 8, maxContext: 2000,
                                pageSize: 4096, layout: .perLayer)
         let budget = spec.tensorCount * spec.maxPagesPerTensor * 5 * 4096

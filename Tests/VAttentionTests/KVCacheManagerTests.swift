@@ -1,18 +1,6 @@
+import Randomness
 import Testing
 @testable import VAttention
-
-/// Seeded generator (SplitMix64) so failures replay: every test prints its seed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 func freshSeed() -> UInt64 { UInt64.random(in: 1...UInt64.max) }
 
@@ -71,7 +59,7 @@ struct KVCacheManagerTests {
     func randomLifecycles(layout: KVCacheSpec.Layout, pageSize: Int) throws {
         for background in [false, true] {
             let seed = freshSeed()
-            var rng = SeededRandom(seed: seed)
+            var rng = SplitMix64(seed: seed)
             let spec = smallSpec(layout: layout, pageSize: pageSize)
             // Room for roughly 2.5 full-length requests: reclaiming and out-of-pages both happen.
             let fullRequestPages = spec.pagesPerTensor(tokens: spec.maxContext) * spec.tensorCount
