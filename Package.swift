@@ -8,6 +8,10 @@ import PackageDescription
 //   Kernels (CPU reference attention; CUDA sources)
 //   Model (GGUF reader, tokenizer)
 //   vattn (CLI)
+// Numeric code is optimised even in debug builds: the tests run a real 135M-parameter model, which unoptimised
+// Swift makes ~50× slower.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "VAttention",
     products: [
@@ -29,8 +33,11 @@ let package = Package(
         .target(name: "CUDAKernels", dependencies: ["CUDADriver"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
-        .target(name: "Kernels"),
-        .target(name: "Model", dependencies: ["CSystemShims"]),
+        .target(name: "Kernels", swiftSettings: optimized),
+        .target(name: "Model", dependencies: ["CSystemShims"], swiftSettings: optimized),
+        // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
+        .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness"],
+                swiftSettings: optimized),
         .executableTarget(
             name: "vattn",
             dependencies: [
@@ -41,6 +48,8 @@ let package = Package(
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
         .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDAKernels", "Randomness"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Randomness"], exclude: ["Fixtures"]),
     ]
 )

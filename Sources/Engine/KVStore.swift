@@ -1,0 +1,208 @@
+import Kernels
+import VAttention
+
+/// Where the engine keeps K/V: the vAttention manager (contiguous virtual tensors) or the paged baseline (block
+/// tables). Everything else in the engine is identical, so comparing the two measures paging alone.
+public protocol KVStore: AnyObject {
+    var name: String { get }
+    /// A new request of `tokens` tokens fits now (a free slot and memory for it).
+    func canAdmit(tokens: Int) -> Bool
+    func allocateSlot(expectedLength: Int) throws -> Int
+    /// Backs every listed slot up to its length before the iteration; throws `KVOutOfMemory` (state unchanged).
+    func step(_ lengths: [(slot: Int, length: Int)]) throws
+    func free(_ slot: Int) throws
+    /// The longest sequence a slot can hold.
+    var maxContext: Int { get }
+    var slotCount: Int { get }
+    var memory: KVMemoryReport { get }
+
+    func append(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, slots: [Int], positions: [Int])
+    func decode(layer: Int, query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape,
+                scale: Float, output: UnsafeMutablePointer<Float>)
+    func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
+                 shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>)
+}
+
+/// Not enough KV memory for a step: the scheduler preempts a request and retries.
+public struct KVOutOfMemory: Error, CustomStringConvertible {
+    public let detail: String
+    public var description: String { "out of KV memory: \(detail)" }
+}
+
+public struct KVMemoryReport: Sendable {
+    public var reservedBytes = 0
+    public var mappedBytes = 0
+    public var usedBytes = 0
+    public var wasteBytes: Int { mappedBytes - usedBytes }
+    public var criticalMaps = 0
+    public var backgroundMaps = 0
+}
+
+extension KVElementType {
+    init(_ dtype: KVCacheSpec.DType) {
+        switch dtype {
+        case .fp32: self = .fp32
+        case .fp16: self = .fp16
+        case .bf16: self = .bf16
+        }
+    }
+}
+
+/// vAttention: K/V in a `KVCacheManager`'s virtual tensors; kernels get base addresses and strides.
+public final class VAttentionKVStore: KVStore {
+    public let manager: KVCacheManager
+    public let name = "vattention"
+    private let keys: [StridedKV]
+    private let values: [StridedKV]
+
+    public init(manager: KVCacheManager) {
+        self.manager = manager
+        func strided(_ v: KVTensorView) -> StridedKV {
+            StridedKV(base: UnsafeMutableRawPointer(bitPattern: v.address)!, elementType: KVElementType(v.dtype),
+                      strideSlot: v.slotStride, strideToken: v.tokenStride, strideHead: v.headStride)
+        }
+        keys = (0..<manager.spec.layers).map { strided(manager.view(layer: $0, .key)) }
+        values = (0..<manager.spec.layers).map { strided(manager.view(layer: $0, .value)) }
+    }
+
+    public var maxContext: Int { manager.spec.maxContext }
+    public var slotCount: Int { manager.spec.maxSlots }
+    public func canAdmit(tokens: Int) -> Bool { manager.canAdmit(tokens: tokens) }
+    public func allocateSlot(expectedLength: Int) throws -> Int {
+        try manager.allocateSlot(expectedLength: min(expectedLength, manager.spec.maxContext))
+    }
+    public func step(_ lengths: [(slot: Int, length: Int)]) throws {
+        do { try manager.step(lengths) } catch let e as KVCacheError {
+            if case .outOfPages = e { throw KVOutOfMemory(detail: e.description) }
+            throw e
+        }
+    }
+    public func free(_ slot: Int) throws { try manager.free(slot) }
+    public var memory: KVMemoryReport {
+        let s = manager.stats
+        return KVMemoryReport(reservedBytes: s.reservedBytes, mappedBytes: s.mappedBytes, usedBytes: s.usedBytes,
+                              criticalMaps: s.criticalMaps, backgroundMaps: s.backgroundMaps)
+    }
+
+    public func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, slots: [Int],
+                       positions: [Int]) {
+        let spec = manager.spec
+        appendKV(keys: k, values: v, slots: slots, positions: positions, kvHeads: spec.kvHeads, headDim: spec.headDim,
+                 into: keys[layer], values[layer])
+    }
+
+    public func decode(layer: Int, query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape,
+                       scale: Float, output: UnsafeMutablePointer<Float>) {
+        decodeAttention(query: query, keys: keys[layer], values: values[layer], slots: slots, lengths: lengths,
+                        shape: shape, scale: scale, output: output)
+    }
+
+    public func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
+                        shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>) {
+        prefillAttention(query: query, chunkLength: chunkLength, offset: offset, keys: keys[layer],
+                         values: values[layer], slot: slot, shape: shape, scale: scale, output: output)
+    }
+}
+
+/// The paged baseline (vLLM layout): per layer a K and a V block pool `[blocks, blockSize, kvHeads, headDim]`, a
+/// block table per slot, blocks from a `BlockAllocator`. Memory is allocated up front (as PagedAttention does).
+public final class PagedKVStore: KVStore {
+    public let name: String
+    public let layers: Int, kvHeads: Int, headDim: Int, blockSize: Int, maxContext: Int, slotCount: Int
+    public let elementType: KVElementType
+    private var allocator: BlockAllocator
+    private var tables: [[Int32]]
+    private var lengths: [Int]
+    private var active: [Bool]
+    private let kPools: [UnsafeMutableRawPointer]
+    private let vPools: [UnsafeMutableRawPointer]
+    private let blockBytes: Int
+
+    public init(layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, slots: Int, maxContext: Int,
+                blockSize: Int, memoryBudget: Int) {
+        self.layers = layers; self.kvHeads = kvHeads; self.headDim = headDim; self.elementType = elementType
+        self.slotCount = slots; self.maxContext = maxContext; self.blockSize = blockSize
+        name = "paged(\(blockSize))"
+        let bytes = blockSize * kvHeads * headDim * elementType.byteCount
+        blockBytes = bytes
+        let blocks = max(1, memoryBudget / (bytes * 2 * layers))
+        allocator = BlockAllocator(blockCount: blocks)
+        tables = Array(repeating: [], count: slots)
+        lengths = Array(repeating: 0, count: slots)
+        active = Array(repeating: false, count: slots)
+        kPools = (0..<layers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: blocks * bytes, alignment: 64) }
+        vPools = (0..<layers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: blocks * bytes, alignment: 64) }
+    }
+
+    deinit {
+        for p in kPools + vPools { p.deallocate() }
+    }
+
+    private func blocks(for tokens: Int) -> Int { (tokens + blockSize - 1) / blockSize }
+
+    public func canAdmit(tokens: Int) -> Bool {
+        active.contains(false) && allocator.canAllocate(blocks: blocks(for: tokens))
+    }
+
+    public func allocateSlot(expectedLength: Int) throws -> Int {
+        guard let slot = active.firstIndex(of: false) else { throw KVOutOfMemory(detail: "no free slot") }
+        active[slot] = true
+        lengths[slot] = 0
+        return slot
+    }
+
+    public func step(_ lengths: [(slot: Int, length: Int)]) throws {
+        let needed = lengths.reduce(0) { $0 + max(0, blocks(for: $1.length) - tables[$1.slot].count) }
+        guard allocator.canAllocate(blocks: needed) else {
+            throw KVOutOfMemory(detail: "need \(needed) blocks, \(allocator.freeCount) free")
+        }
+        for (slot, length) in lengths {
+            let missing = blocks(for: length) - tables[slot].count
+            if missing > 0 { tables[slot] += try allocator.allocate(blocks: missing) }
+            self.lengths[slot] = length
+        }
+    }
+
+    public func free(_ slot: Int) throws {
+        precondition(active[slot], "slot \(slot) freed twice")
+        try allocator.free(tables[slot])
+        tables[slot] = []
+        lengths[slot] = 0
+        active[slot] = false
+    }
+
+    public var memory: KVMemoryReport {
+        let mapped = (allocator.blockCount - allocator.freeCount) * blockBytes * 2 * layers
+        let used = lengths.reduce(0, +) * kvHeads * headDim * elementType.byteCount * 2 * layers
+        return KVMemoryReport(reservedBytes: allocator.blockCount * blockBytes * 2 * layers, mappedBytes: mapped,
+                              usedBytes: used)
+    }
+
+    private func paged(_ pools: [UnsafeMutableRawPointer], layer: Int, slots: [Int]) -> PagedKV {
+        PagedKV(pool: pools[layer], elementType: elementType, numBlocks: allocator.blockCount, blockSize: blockSize,
+                kvHeads: kvHeads, headDim: headDim, blockTables: slots.map { tables[$0] })
+    }
+
+    public func append(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, slots: [Int],
+                       positions: [Int]) {
+        let distinct = Array(Set(slots)).sorted()
+        let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
+        appendKVPaged(keys: keys, values: values, sequences: slots.map { index[$0]! }, positions: positions,
+                      into: paged(kPools, layer: layer, slots: distinct), paged(vPools, layer: layer, slots: distinct))
+    }
+
+    public func decode(layer: Int, query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape,
+                       scale: Float, output: UnsafeMutablePointer<Float>) {
+        decodeAttention(query: query, keys: paged(kPools, layer: layer, slots: slots),
+                        values: paged(vPools, layer: layer, slots: slots), lengths: lengths, shape: shape,
+                        scale: scale, output: output)
+    }
+
+    public func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
+                        shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>) {
+        prefillAttention(query: query, chunkLength: chunkLength, offset: offset,
+                         keys: paged(kPools, layer: layer, slots: [slot]),
+                         values: paged(vPools, layer: layer, slots: [slot]), sequence: 0, shape: shape, scale: scale,
+                         output: output)
+    }
+}

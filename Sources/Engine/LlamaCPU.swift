@@ -1,0 +1,198 @@
+import Kernels
+import Model
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One sequence's tokens in a forward pass: `tokens` sit at positions `start ..< start + tokens.count` of `slot`.
+public struct SequenceChunk: Sendable {
+    public var slot: Int
+    public var start: Int
+    public var tokens: [TokenID]
+    /// Whether the caller needs logits of the chunk's last token (a finished prefill or a decode).
+    public var wantsLogits: Bool
+
+    public init(slot: Int, start: Int, tokens: [TokenID], wantsLogits: Bool) {
+        self.slot = slot
+        self.start = start
+        self.tokens = tokens
+        self.wantsLogits = wantsLogits
+    }
+}
+
+/// A Llama-family model on the CPU, computing straight from the GGUF's (quantized) weights: embeddings, RMSNorm,
+/// RoPE, GQA attention through `KVStore` (vAttention or paged), SwiGLU MLP, tied or separate output head.
+public final class CPULlamaModel: @unchecked Sendable {
+    public let hyperparameters: LlamaHyperparameters
+    private let embeddings: GGUFTensor
+    private let outputNorm: [Float]
+    private let output: GGUFTensor
+    private let layers: [Layer]
+    /// θ_i = base^(-2i/d) for the rotary embedding.
+    private let inverseFrequencies: [Float]
+
+    struct Layer {
+        var attentionNorm: [Float], q: GGUFTensor, k: GGUFTensor, v: GGUFTensor, o: GGUFTensor
+        var ffnNorm: [Float], gate: GGUFTensor, up: GGUFTensor, down: GGUFTensor
+    }
+
+    public init(file: GGUFFile) throws {
+        let hp = try LlamaHyperparameters(file: file)
+        hyperparameters = hp
+        func tensor(_ name: String) throws -> GGUFTensor { try file.tensor(named: name) }
+        embeddings = try tensor("token_embd.weight")
+        outputNorm = try tensor("output_norm.weight").dequantizeRow(0)
+        output = hp.tiedEmbeddings ? embeddings : try tensor("output.weight")
+        layers = try (0..<hp.blockCount).map { i in
+            let p = "blk.\(i)."
+            return Layer(attentionNorm: try tensor(p + "attn_norm.weight").dequantizeRow(0),
+                         q: try tensor(p + "attn_q.weight"), k: try tensor(p + "attn_k.weight"),
+                         v: try tensor(p + "attn_v.weight"), o: try tensor(p + "attn_output.weight"),
+                         ffnNorm: try tensor(p + "ffn_norm.weight").dequantizeRow(0),
+                         gate: try tensor(p + "ffn_gate.weight"), up: try tensor(p + "ffn_up.weight"),
+                         down: try tensor(p + "ffn_down.weight"))
+        }
+        let d = hp.headDim
+        inverseFrequencies = (0..<(d / 2)).map { i in Float(pow(Double(hp.ropeFreqBase), -2.0 * Double(i) / Double(d))) }
+    }
+
+    public var attentionShape: AttentionShape {
+        AttentionShape(qHeads: hyperparameters.headCount, kvHeads: hyperparameters.headCountKV,
+                       headDim: hyperparameters.headDim)
+    }
+
+    /// Runs the chunks through the model, writing their K/V into `kv` (whose `step` must already back every slot to
+    /// `start + tokens.count`), and returns the logits of the last token of each chunk that wants them, in order.
+    public func forward(_ chunks: [SequenceChunk], kv: any KVStore) -> [[Float]] {
+        let hp = hyperparameters
+        let dModel = hp.embeddingLength, dHead = hp.headDim
+        let qDim = hp.headCount * dHead, kvDim = hp.headCountKV * dHead, ffn = hp.feedForwardLength
+        let n = chunks.reduce(0) { $0 + $1.tokens.count }
+        guard n > 0 else { return [] }
+        var slots: [Int] = [], positions: [Int] = []
+        for c in chunks {
+            for i in c.tokens.indices { slots.append(c.slot); positions.append(c.start + i) }
+        }
+
+        let x = Buffer(n * dModel), h = Buffer(n * dModel)
+        let q = Buffer(n * qDim), k = Buffer(n * kvDim), v = Buffer(n * kvDim), attn = Buffer(n * qDim)
+        let gate = Buffer(n * ffn), up = Buffer(n * ffn)
+        defer { [x, h, q, k, v, attn, gate, up].forEach { $0.free() } }
+
+        var t = 0
+        for c in chunks {
+            for token in c.tokens {
+                Quant.dequantize(embeddings.type, embeddings.rowData(Int(token)), into: x.p + t * dModel, count: dModel)
+                t += 1
+            }
+        }
+        let shape = attentionShape
+        let scale = 1 / Float(dHead).squareRoot()
+        // Decode chunks (one token) go to the batched decode kernel together; prefill chunks one by one.
+        var decodeRows: [Int] = [], decodeSlots: [Int] = [], decodeLengths: [Int] = []
+        var prefill: [(row: Int, chunk: SequenceChunk)] = []
+        var row = 0
+        for c in chunks {
+            if c.tokens.count == 1 {
+                decodeRows.append(row); decodeSlots.append(c.slot); decodeLengths.append(c.start + 1)
+            } else {
+                prefill.append((row, c))
+            }
+            row += c.tokens.count
+        }
+        let decodeQuery = Buffer(decodeRows.count * qDim), decodeOut = Buffer(decodeRows.count * qDim)
+        defer { decodeQuery.free(); decodeOut.free() }
+
+        for (layerIndex, layer) in layers.enumerated() {
+            rmsNorm(x.p, layer.attentionNorm, rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p)
+            matmul(layer.q, h.p, tokens: n, q.p)
+            matmul(layer.k, h.p, tokens: n, k.p)
+            matmul(layer.v, h.p, tokens: n, v.p)
+            for r in 0..<n {
+                rope(q.p + r * qDim, heads: hp.headCount, position: positions[r])
+                rope(k.p + r * kvDim, heads: hp.headCountKV, position: positions[r])
+            }
+            kv.append(layer: layerIndex, keys: k.p, values: v.p, slots: slots, positions: positions)
+            if !decodeRows.isEmpty {
+                for (i, r) in decodeRows.enumerated() { (decodeQuery.p + i * qDim).update(from: q.p + r * qDim, count: qDim) }
+                kv.decode(layer: layerIndex, query: decodeQuery.p, slots: decodeSlots, lengths: decodeLengths,
+                          shape: shape, scale: scale, output: decodeOut.p)
+                for (i, r) in decodeRows.enumerated() { (attn.p + r * qDim).update(from: decodeOut.p + i * qDim, count: qDim) }
+            }
+            for (r, c) in prefill {
+                kv.prefill(layer: layerIndex, query: q.p + r * qDim, chunkLength: c.tokens.count, offset: c.start,
+                           slot: c.slot, shape: shape, scale: scale, output: attn.p + r * qDim)
+            }
+            matmul(layer.o, attn.p, tokens: n, h.p)
+            add(h.p, into: x.p, count: n * dModel)
+            rmsNorm(x.p, layer.ffnNorm, rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p)
+            matmul(layer.gate, h.p, tokens: n, gate.p)
+            matmul(layer.up, h.p, tokens: n, up.p)
+            for i in 0..<(n * ffn) {
+                let g = gate.p[i]
+                gate.p[i] = g / (1 + exp(-g)) * up.p[i]
+            }
+            matmul(layer.down, gate.p, tokens: n, h.p)
+            add(h.p, into: x.p, count: n * dModel)
+        }
+
+        // Logits only for the rows asked for.
+        var wanted: [Int] = []
+        row = 0
+        for c in chunks {
+            row += c.tokens.count
+            if c.wantsLogits { wanted.append(row - 1) }
+        }
+        guard !wanted.isEmpty else { return [] }
+        let last = Buffer(wanted.count * dModel)
+        defer { last.free() }
+        for (i, r) in wanted.enumerated() {
+            rmsNorm(x.p + r * dModel, outputNorm, rows: 1, width: dModel, epsilon: hp.rmsNormEpsilon,
+                    into: last.p + i * dModel)
+        }
+        let vocab = output.rowCount
+        var logits = [Float](repeating: 0, count: wanted.count * vocab)
+        logits.withUnsafeMutableBufferPointer { matmul(output, last.p, tokens: wanted.count, $0.baseAddress!) }
+        return (0..<wanted.count).map { Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
+    }
+
+    /// Rotates adjacent pairs (llama.cpp's "normal" RoPE, matching the GGUF's permuted Q/K weights).
+    private func rope(_ v: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
+        let d = hyperparameters.headDim
+        for (i, f) in inverseFrequencies.enumerated() {
+            let angle = Float(position) * f
+            let c = cos(angle), s = sin(angle)
+            for head in 0..<heads {
+                let p = v + head * d + 2 * i
+                let a = p[0], b = p[1]
+                p[0] = a * c - b * s
+                p[1] = a * s + b * c
+            }
+        }
+    }
+}
+
+private func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], rows: Int, width: Int, epsilon: Float,
+                     into y: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let xr = x + r * width, yr = y + r * width
+        var sum: Double = 0
+        for i in 0..<width { sum += Double(xr[i] * xr[i]) }
+        let inv = 1 / Float((sum / Double(width) + Double(epsilon)).squareRoot())
+        for i in 0..<width { yr[i] = xr[i] * inv * weight[i] }
+    }
+}
+
+private func add(_ a: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count { x[i] += a[i] }
+}
+
+/// A float scratch buffer with manual lifetime (freed by the forward pass that made it).
+struct Buffer {
+    let p: UnsafeMutablePointer<Float>
+    init(_ count: Int) {
+        p = .allocate(capacity: max(count, 1))
+        p.initialize(repeating: .nan, count: max(count, 1))  // poisoned: a missed write shows up as NaN
+    }
+    func free() { p.deallocate() }
+}
