@@ -1,0 +1,86 @@
+import CUDADriver
+
+/// Element type of a prefill launch (queries, outputs, K and V share it).
+public enum AttentionElement: String, Sendable, CaseIterable {
+    case bf16, fp16
+}
+
+/// Where a launch finds K and V. Strides are in elements; token `t`, KV head `h`, dim `d` of K is at
+/// `keys + (tokenOffset(t) + h·headStride + d) · 2` bytes.
+public enum PrefillKV: Sendable {
+    /// vAttention: the slot's tokens at a fixed stride. `keys`/`values` point at token 0 of the slot
+    /// (`KVTensorView.byteAddress(slot:token: 0)`), so both KVCacheManager layouts are just strides.
+    case contiguous(keys: UInt64, values: UInt64, tokenStride: Int, headStride: Int)
+    /// vLLM layout: pools `[numBlocks, blockSize, kvHeads, headDim]`, `table` an int32 device array mapping the
+    /// sequence's logical block i to a physical block.
+    case paged(keys: UInt64, values: UInt64, table: UInt64, blockSize: Int)
+}
+
+/// The FlashAttention-2-style causal prefill kernels of `cuda/prefill_attention.cu`, compiled once for the device.
+public final class PrefillAttentionKernels: @unchecked Sendable {
+    public let module: CUDAModule
+    private var functions: [String: CUDAFunction] = [:]
+    public static let headDims = [64, 128]
+
+    public init(device: CUDADevice, compiler: NVRTC) throws {
+        module = try loadKernelModule("prefill_attention.cu", device: device, compiler: compiler)
+        for dtype in AttentionElement.allCases {
+            for d in Self.headDims {
+                for paged in [false, true] {
+                    for warps in Self.warpChoices(dtype: dtype, headDim: d) {
+                        let name = Self.kernelName(dtype: dtype, headDim: d, warps: warps, paged: paged)
+                        let f = try module.function(name)
+                        let bytes = Self.sharedBytes(headDim: d, warps: warps)
+                        if bytes > 48 * 1024 { try f.setMaxDynamicSharedMemory(bytes) }
+                        functions[name] = f
+                    }
+                }
+            }
+        }
+    }
+
+    /// Warps per block compiled for a configuration (4: 64 query rows per block; 8: 128).
+    public static func warpChoices(dtype: AttentionElement, headDim: Int) -> [Int] {
+        dtype == .bf16 && headDim == 128 ? [4, 8] : [4]
+    }
+
+    public static func kernelName(dtype: AttentionElement, headDim: Int, warps: Int, paged: Bool) -> String {
+        "prefill_\(dtype.rawValue)_d\(headDim)_w\(warps)_\(paged ? "paged" : "contig")"
+    }
+
+    /// Q tile + two stages of K and V tiles (64 tokens each).
+    public static func sharedBytes(headDim: Int, warps: Int) -> Int { (16 * warps + 4 * 64) * headDim * 2 }
+
+    /// Queues causal prefill of one chunk: `query`/`output` are `[chunkLength, qHeads, headDim]` device arrays; query
+    /// row i is position `offset + i` and attends to K/V positions `0...offset + i` (already in the cache).
+    public func launch(query: UInt64, output: UInt64, kv: PrefillKV, chunkLength: Int, offset: Int,
+                       qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionElement, scale: Float,
+                       warps: Int = 4, stream: CUDAStream?) throws {
+        precondition(Self.headDims.contains(headDim), "head dim \(headDim) not compiled (64, 128)")
+        precondition(qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0, "qHeads must be a multiple of kvHeads")
+        precondition(offset >= 0 && chunkLength >= 0)
+        guard chunkLength > 0 else { return }
+        let paged: Bool
+        let keys: UInt64, values: UInt64, table: UInt64, tokenStride: Int, headStride: Int, blockSize: Int
+        switch kv {
+        case let .contiguous(k, v, ts, hs):
+            paged = false; keys = k; values = v; table = 0; tokenStride = ts; headStride = hs; blockSize = 0
+        case let .paged(k, v, t, bs):
+            precondition(bs > 0)
+            paged = true; keys = k; values = v; table = t
+            tokenStride = kvHeads * headDim; headStride = headDim; blockSize = bs
+        }
+        let name = Self.kernelName(dtype: dtype, headDim: headDim, warps: warps, paged: paged)
+        guard let f = functions[name] else { preconditionFailure("kernel \(name) not compiled") }
+        let rows = 16 * warps
+        let tiles = (chunkLength + rows - 1) / rows
+        let log2e: Float = 1.4426950408889634
+        try f.launch(grid: (UInt32(qHeads), UInt32(tiles), 1), block: (UInt32(32 * warps), 1, 1),
+                     sharedBytes: UInt32(Self.sharedBytes(headDim: headDim, warps: warps)), stream: stream, [
+                        .pointer(query), .pointer(output), .pointer(keys), .pointer(values), .pointer(table),
+                        .int32(Int32(chunkLength)), .int32(Int32(offset)), .int32(Int32(qHeads)),
+                        .int32(Int32(kvHeads)), .float(scale * log2e), .int64(Int64(tokenStride)),
+                        .int64(Int64(headStride)), .int32(Int32(blockSize)),
+                     ])
+    }
+}
