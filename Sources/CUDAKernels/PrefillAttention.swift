@@ -16,6 +16,21 @@ public enum PrefillKV: Sendable {
     case paged(keys: UInt64, values: UInt64, table: UInt64, blockSize: Int)
 }
 
+/// A compiled tile configuration: `warps` warps per block, each owning `rowTiles`×16 query rows; K/V stream through
+/// shared memory `keyTile` tokens at a time.
+public struct PrefillConfig: Hashable, Sendable, CustomStringConvertible {
+    public var warps: Int
+    public var rowTiles: Int
+    public var keyTile: Int
+    public init(warps: Int, rowTiles: Int, keyTile: Int) {
+        self.warps = warps; self.rowTiles = rowTiles; self.keyTile = keyTile
+    }
+    public var rowsPerBlock: Int { 16 * warps * rowTiles }
+    public var description: String { "w\(warps)m\(rowTiles)n\(keyTile)" }
+    /// Q tile + two stages of K and V tiles.
+    public func sharedBytes(headDim: Int) -> Int { (rowsPerBlock + 4 * keyTile) * headDim * 2 }
+}
+
 /// The FlashAttention-2-style causal prefill kernels of `cuda/prefill_attention.cu`, compiled once for the device.
 public final class PrefillAttentionKernels: @unchecked Sendable {
     public let module: CUDAModule
@@ -27,10 +42,10 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
         for dtype in AttentionElement.allCases {
             for d in Self.headDims {
                 for paged in [false, true] {
-                    for warps in Self.warpChoices(dtype: dtype, headDim: d) {
-                        let name = Self.kernelName(dtype: dtype, headDim: d, warps: warps, paged: paged)
+                    for config in Self.configs(dtype: dtype, headDim: d) {
+                        let name = Self.kernelName(dtype: dtype, headDim: d, config: config, paged: paged)
                         let f = try module.function(name)
-                        let bytes = Self.sharedBytes(headDim: d, warps: warps)
+                        let bytes = config.sharedBytes(headDim: d)
                         if bytes > 48 * 1024 { try f.setMaxDynamicSharedMemory(bytes) }
                         functions[name] = f
                     }
@@ -39,23 +54,31 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
         }
     }
 
-    /// Warps per block compiled for a configuration (4: 64 query rows per block; 8: 128).
-    public static func warpChoices(dtype: AttentionElement, headDim: Int) -> [Int] {
-        dtype == .bf16 && headDim == 128 ? [4, 8] : [4]
+    /// Tile configurations compiled for a dtype and head dim (must match the instantiations in the .cu file); the
+    /// first is the default.
+    public static func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
+        switch (dtype, headDim) {
+        case (.bf16, 128):
+            return [PrefillConfig(warps: 4, rowTiles: 2, keyTile: 32), PrefillConfig(warps: 8, rowTiles: 2, keyTile: 32),
+                    PrefillConfig(warps: 4, rowTiles: 2, keyTile: 64), PrefillConfig(warps: 4, rowTiles: 1, keyTile: 64),
+                    PrefillConfig(warps: 8, rowTiles: 1, keyTile: 64)]
+        case (.fp16, 128):
+            return [PrefillConfig(warps: 4, rowTiles: 2, keyTile: 32), PrefillConfig(warps: 4, rowTiles: 1, keyTile: 64)]
+        default:
+            return [PrefillConfig(warps: 4, rowTiles: 2, keyTile: 64), PrefillConfig(warps: 4, rowTiles: 1, keyTile: 64)]
+        }
     }
 
-    public static func kernelName(dtype: AttentionElement, headDim: Int, warps: Int, paged: Bool) -> String {
-        "prefill_\(dtype.rawValue)_d\(headDim)_w\(warps)_\(paged ? "paged" : "contig")"
+    public static func kernelName(dtype: AttentionElement, headDim: Int, config: PrefillConfig, paged: Bool) -> String {
+        "prefill_\(dtype.rawValue)_d\(headDim)_\(config)_\(paged ? "paged" : "contig")"
     }
-
-    /// Q tile + two stages of K and V tiles (64 tokens each).
-    public static func sharedBytes(headDim: Int, warps: Int) -> Int { (16 * warps + 4 * 64) * headDim * 2 }
 
     /// Queues causal prefill of one chunk: `query`/`output` are `[chunkLength, qHeads, headDim]` device arrays; query
     /// row i is position `offset + i` and attends to K/V positions `0...offset + i` (already in the cache).
     public func launch(query: UInt64, output: UInt64, kv: PrefillKV, chunkLength: Int, offset: Int,
                        qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionElement, scale: Float,
-                       warps: Int = 4, stream: CUDAStream?) throws {
+                       config: PrefillConfig? = nil, stream: CUDAStream?) throws {
+        let config = config ?? Self.configs(dtype: dtype, headDim: headDim)[0]
         precondition(Self.headDims.contains(headDim), "head dim \(headDim) not compiled (64, 128)")
         precondition(qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0, "qHeads must be a multiple of kvHeads")
         precondition(offset >= 0 && chunkLength >= 0)
@@ -70,13 +93,13 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
             paged = true; keys = k; values = v; table = t
             tokenStride = kvHeads * headDim; headStride = headDim; blockSize = bs
         }
-        let name = Self.kernelName(dtype: dtype, headDim: headDim, warps: warps, paged: paged)
+        let name = Self.kernelName(dtype: dtype, headDim: headDim, config: config, paged: paged)
         guard let f = functions[name] else { preconditionFailure("kernel \(name) not compiled") }
-        let rows = 16 * warps
+        let rows = config.rowsPerBlock
         let tiles = (chunkLength + rows - 1) / rows
         let log2e: Float = 1.4426950408889634
-        try f.launch(grid: (UInt32(qHeads), UInt32(tiles), 1), block: (UInt32(32 * warps), 1, 1),
-                     sharedBytes: UInt32(Self.sharedBytes(headDim: headDim, warps: warps)), stream: stream, [
+        try f.launch(grid: (UInt32(qHeads), UInt32(tiles), 1), block: (UInt32(32 * config.warps), 1, 1),
+                     sharedBytes: UInt32(config.sharedBytes(headDim: headDim)), stream: stream, [
                         .pointer(query), .pointer(output), .pointer(keys), .pointer(values), .pointer(table),
                         .int32(Int32(chunkLength)), .int32(Int32(offset)), .int32(Int32(qHeads)),
                         .int32(Int32(kvHeads)), .float(scale * log2e), .int64(Int64(tokenStride)),

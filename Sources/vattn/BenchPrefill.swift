@@ -30,7 +30,7 @@ struct BenchPrefill: ParsableCommand {
         let n: Int
         let offset: Int
         let kernel: String
-        let warps: Int
+        let config: PrefillConfig
         let us: Double
         let tflops: Double
         let flops: Double
@@ -70,6 +70,7 @@ struct BenchPrefill: ParsableCommand {
         let query = try DeviceBuffer(cuda, byteCount: qBits.count * 2)
         try query.upload(qBits)
         let output = try DeviceBuffer(cuda, byteCount: qBits.count * 2)
+        try device.synchronize()
 
         let cases: [(name: String, n: Int, offset: Int)] = [
             ("causal 2K", 2048, 0), ("causal 8K", 8192, 0), ("causal 32K", 32768, 0), ("chunk 2K @30K", 2048, 30720),
@@ -84,11 +85,11 @@ struct BenchPrefill: ParsableCommand {
             for (name, n, offset) in cases {
                 // The chunk's queries are the last n positions: use the tail of the query buffer.
                 let q = query.address + UInt64((maxContext - n) * qHeads * d * 2)
-                for warps in PrefillAttentionKernels.warpChoices(dtype: dtype, headDim: d) {
+                for config in PrefillAttentionKernels.configs(dtype: dtype, headDim: d) {
                     func launch() throws {
                         try kernels.launch(query: q, output: output.address, kv: kv, chunkLength: n, offset: offset,
                                            qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype, scale: scale,
-                                           warps: warps, stream: stream)
+                                           config: config, stream: stream)
                     }
                     for _ in 0..<warmup { try launch() }
                     var samples: [Double] = []
@@ -101,9 +102,9 @@ struct BenchPrefill: ParsableCommand {
                     }
                     let us = Summary(samples).p50
                     let f = flops(n, offset)
-                    rows.append(Row(caseName: name, n: n, offset: offset, kernel: label, warps: warps, us: us,
+                    rows.append(Row(caseName: name, n: n, offset: offset, kernel: label, config: config, us: us,
                                     tflops: f / (us * 1e-6) / 1e12, flops: f))
-                    print("  \(pad(name, 14)) \(pad(label, 16)) w\(warps)  \(lpad(fmt(us, 1), 9)) µs  "
+                    print("  \(pad(name, 14)) \(pad(label, 16)) \(pad(config.description, 9))\(lpad(fmt(us, 1), 9)) µs  "
                           + "\(lpad(fmt(rows.last!.tflops, 1), 6)) TFLOP/s")
                 }
             }
@@ -120,6 +121,7 @@ struct BenchPrefill: ParsableCommand {
             let kView = m.view(layer: layer, .key), vView = m.view(layer: layer, .value)
             try PrefillSupport.writeTokens(cuda, view: kView, slot: slot, from: 0, rows: kBits, rowElements: rowElements)
             try PrefillSupport.writeTokens(cuda, view: vView, slot: slot, from: 0, rows: vBits, rowElements: rowElements)
+            try device.synchronize()  // the uploads went through the legacy stream
             try time("vattn \(layout.rawValue)", .contiguous(
                 keys: UInt64(kView.byteAddress(slot: slot, token: 0)), values: UInt64(vView.byteAddress(slot: slot, token: 0)),
                 tokenStride: kView.tokenStride, headStride: kView.headStride))
@@ -129,6 +131,7 @@ struct BenchPrefill: ParsableCommand {
         for blockSize in [16, 256] {
             let pool = try PrefillSupport.PagedPool(cuda, keyRows: kBits, valueRows: vBits, rowElements: rowElements,
                                                     blockSize: blockSize, rng: &rng)
+            try device.synchronize()
             try time("paged \(blockSize)", .paged(keys: pool.keys.address, values: pool.values.address,
                                                   table: pool.table.address, blockSize: blockSize))
             try stream.synchronize()
@@ -149,7 +152,7 @@ struct BenchPrefill: ParsableCommand {
             for k in kernelsOrder {
                 if let r = rows.filter({ $0.caseName == c.name && $0.kernel == k }).min(by: { $0.us < $1.us }) {
                     best[k] = r
-                    cells.append("\(fmt(r.us, 1)) µs / \(fmt(r.tflops, 1)) (w\(r.warps))")
+                    cells.append("\(fmt(r.us, 1)) µs / \(fmt(r.tflops, 1)) (\(r.config))")
                 } else { cells.append("–") }
             }
             let ratio = (best["paged 16"]?.us ?? .nan) / (best["vattn perLayer"]?.us ?? .nan)
@@ -164,7 +167,7 @@ struct BenchPrefill: ParsableCommand {
             s += "  \"results\": [\n"
             s += rows.map { r in
                 "    {\"case\": \(jsonString(r.caseName)), \"n\": \(r.n), \"offset\": \(r.offset), "
-                    + "\"kernel\": \(jsonString(r.kernel)), \"warps\": \(r.warps), \"median_us\": \(fmt(r.us, 2)), "
+                    + "\"kernel\": \(jsonString(r.kernel)), \"config\": \"\(r.config)\", \"median_us\": \(fmt(r.us, 2)), "
                     + "\"tflops\": \(fmt(r.tflops, 2)), \"flops\": \(r.flops)}"
             }.joined(separator: ",\n")
             s += "\n  ]\n}\n"

@@ -154,11 +154,14 @@ struct CheckPrefill: ParsableCommand {
                         try query.upload(qBits)
                         let output = try DeviceBuffer(cuda, byteCount: qBits.count * 2)
 
-                        func verify(_ label: String, _ kv: PrefillKV, warps: Int) throws {
+                        func verify(_ label: String, _ kv: PrefillKV, config: PrefillConfig) throws {
                             try cuda.check(cuda.api.memsetD8(output.address, 0xFF, output.byteCount), "cuMemsetD8")
+                            // Uploads and the poison go through the legacy stream, which our non-blocking stream does
+                            // not wait for: finish them first.
+                            try device.synchronize()
                             try kernels.launch(query: query.address, output: output.address, kv: kv, chunkLength: n,
                                                offset: offset, qHeads: qHeads, kvHeads: kvHeads, headDim: d,
-                                               dtype: dtype, scale: scale, warps: warps, stream: stream)
+                                               dtype: dtype, scale: scale, config: config, stream: stream)
                             try stream.synchronize()
                             let got = try output.download(UInt16.self, count: qBits.count)
                             var num = 0.0, den = 0.0, nans = 0
@@ -170,15 +173,15 @@ struct CheckPrefill: ParsableCommand {
                             }
                             let rel = den > 0 ? (num / den).squareRoot() : num.squareRoot()
                             let ok = nans == 0 && rel <= tolerance
-                            let name = "\(dtype.rawValue) d\(d) g\(group) n\(n) off\(offset) \(label) w\(warps)"
-                            print("  \(ok ? "PASS" : "FAIL") \(pad(name, 46)) rel err \(fmt(rel, 6))"
+                            let name = "\(dtype.rawValue) d\(d) g\(group) n\(n) off\(offset) \(label) \(config)"
+                            print("  \(ok ? "PASS" : "FAIL") \(pad(name, 50)) rel err \(fmt(rel, 6))"
                                   + (nans > 0 ? "  \(nans) NaN/unwritten" : ""))
                             if ok { passed += 1 } else { failed += 1 }
                             let key = "\(dtype.rawValue) \(label)"
                             worst[key] = max(worst[key] ?? 0, nans > 0 ? .infinity : rel)
                         }
 
-                        let warpChoices = PrefillAttentionKernels.warpChoices(dtype: dtype, headDim: d)
+                        let configs = PrefillAttentionKernels.configs(dtype: dtype, headDim: d)
                         for (layout, m, slot) in managers {
                             // The slot is backed to maxContext; NaN past the chunk: reading beyond kvLen must not leak.
                             let nanRows = [UInt16](repeating: PrefillSupport.nanBits, count: 64 * rowElements)
@@ -195,7 +198,7 @@ struct CheckPrefill: ParsableCommand {
                                 keys: UInt64(kView.byteAddress(slot: slot, token: 0)),
                                 values: UInt64(vView.byteAddress(slot: slot, token: 0)),
                                 tokenStride: kView.tokenStride, headStride: kView.headStride)
-                            for w in warpChoices { try verify(layout.rawValue, kv, warps: w) }
+                            for c in configs { try verify(layout.rawValue, kv, config: c) }
                         }
                         for blockSize in [16, 256] {
                             let pool = try PrefillSupport.PagedPool(cuda, keyRows: kBits, valueRows: vBits,
@@ -203,7 +206,7 @@ struct CheckPrefill: ParsableCommand {
                                                                     rng: &rng)
                             let kv = PrefillKV.paged(keys: pool.keys.address, values: pool.values.address,
                                                      table: pool.table.address, blockSize: blockSize)
-                            for w in warpChoices { try verify("paged\(blockSize)", kv, warps: w) }
+                            for c in configs { try verify("paged\(blockSize)", kv, config: c) }
                         }
                     }
                 }

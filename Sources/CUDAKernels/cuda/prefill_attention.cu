@@ -5,7 +5,7 @@
 // [n, qHeads, D] (bf16 or fp16); query head h reads KV head h / (qHeads/kvHeads) (GQA).
 //
 // One block = one query head × BM = 16·NW query rows; each warp owns 16 rows. K/V stream through shared memory in
-// tiles of BN = 64 tokens, double-buffered with cp.async; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16
+// tiles of BN (32 or 64) tokens, double-buffered with cp.async; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16
 // (bf16/fp16 in, fp32 accumulate), operands fetched with ldmatrix from XOR-swizzled tiles; online softmax in base 2.
 //
 // Addressing is the only difference between the two variants, and it is only used by the tile loader:
@@ -85,13 +85,16 @@ template <> struct TokenAddress<true> {
     }
 };
 
-template <class T, int D, int NW, bool PAGED>
+template <class T, int D, int NW, int MT, int BN, bool PAGED>
 __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__restrict__ out,
                                              const u16 *__restrict__ k, const u16 *__restrict__ v,
                                              const int *__restrict__ table, int n, int offset, int qHeads,
                                              int kvHeads, float scaleLog2, i64 tokenStride, i64 headStride,
                                              int blockSize) {
-    constexpr int BM = 16 * NW, BN = 64, NT = 32 * NW, CH = D / 8;
+    // MT m16 tiles (16·MT query rows) per warp. MT = 1 keeps Q fragments in registers; MT = 2 re-reads them from
+    // shared memory but reuses every K/V fragment for two row tiles (half the shared-memory traffic per mma).
+    constexpr int BM = 16 * MT * NW, NT = 32 * NW, CH = D / 8;
+    constexpr bool Q_IN_REGS = MT == 1;
     extern __shared__ __align__(128) u16 smem[];
     u16 *sQ = smem;             // BM × D
     u16 *sK = sQ + BM * D;      // 2 stages × BN × D
@@ -136,144 +139,184 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
     load_kv(0, 0);
     cp_async_commit();
 
-    u32 qf[D / 16][4];
-    float acc[D / 8][4];
+    u32 qf[Q_IN_REGS ? D / 16 : 1][4];
+    float acc[MT][D / 8][4];
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-    float mRow[2] = {NEG_INF, NEG_INF}, lRow[2] = {0.f, 0.f};
-    const int rowPos0 = offset + p0 + warp * 16 + (lane >> 2);  // position of this thread's first row; second is +8
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+    float mRow[MT][2], lRow[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) mRow[mt][0] = mRow[mt][1] = NEG_INF, lRow[mt][0] = lRow[mt][1] = 0.f;
+    const int warpRow = warp * 16 * MT;                        // first row of this warp in the block
+    const int rowPos0 = offset + p0 + warpRow + (lane >> 2);  // position of row (mt=0, first half); +16·mt, +8
+    const int warpLastPos = offset + p0 + warpRow + 16 * MT - 1;
 
     for (int j = 0; j < nTiles; ++j) {
         if (j + 1 < nTiles) load_kv(j + 1, (j + 1) & 1);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (j == 0) {
+        if (Q_IN_REGS && j == 0) {
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
-                int r = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * kk + (lane >> 4);
-                ldsm_x4(qf[kk], smem_u32(sQ + swz<D>(r, c)));
+                int r = warpRow + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * kk + (lane >> 4);
+                ldsm_x4(qf[Q_IN_REGS ? kk : 0], smem_u32(sQ + swz<D>(r, c)));
             }
         }
         const u16 *cK = sK + (j & 1) * BN * D, *cV = sV + (j & 1) * BN * D;
-
-        // S = Q Kᵀ (16 rows × 64 keys per warp).
-        float s[BN / 8][4];
-#pragma unroll
-        for (int i = 0; i < BN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-            for (int jj = 0; jj < BN / 16; ++jj) {
-                u32 b[4];
-                int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
-                ldsm_x4(b, smem_u32(cK + swz<D>(r, c)));
-                mma16816<T>(s[2 * jj], qf[kk], b[0], b[1]);
-                mma16816<T>(s[2 * jj + 1], qf[kk], b[2], b[3]);
-            }
-        }
-
-        // Scale into base 2, causal mask (only tiles that reach past the block's first position need it).
         const int t0 = j * BN;
-        const bool needMask = t0 + BN - 1 > offset + p0;
+        if (t0 <= warpLastPos) {  // else every key of this tile is in all of this warp's rows' future: skip
+            // S = Q Kᵀ (16·MT rows × 64 keys per warp), raw scores.
+            float s[MT][BN / 8][4];
 #pragma unroll
-        for (int i = 0; i < BN / 8; ++i) {
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[i][e] * scaleLog2;
-                if (needMask) {
-                    int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
-                    int pos = rowPos0 + (e >> 1) * 8;
-                    if (key > pos) x = NEG_INF;
+                for (int i = 0; i < BN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                u32 a[MT][4];
+                if constexpr (Q_IN_REGS) {
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) a[0][x] = qf[kk][x];
+                } else {
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        int r = warpRow + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * kk + (lane >> 4);
+                        ldsm_x4(a[mt], smem_u32(sQ + swz<D>(r, c)));
+                    }
                 }
-                s[i][e] = x;
+#pragma unroll
+                for (int jj = 0; jj < BN / 16; ++jj) {
+                    u32 b[4];
+                    int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
+                    ldsm_x4(b, smem_u32(cK + swz<D>(r, c)));
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma16816<T>(s[mt][2 * jj], a[mt], b[0], b[1]);
+                        mma16816<T>(s[mt][2 * jj + 1], a[mt], b[2], b[3]);
+                    }
+                }
             }
-        }
 
-        // Online softmax: rows r0 (e = 0, 1) and r1 (e = 2, 3); a row's 64 scores live in a quad of lanes.
-        float corr[2];
+            // Causal mask (only tiles reaching past the block's first position need it).
+            if (t0 + BN - 1 > offset + p0) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float mx = NEG_INF;
+                for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(s[i][2 * h], s[i][2 * h + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mNew = fmaxf(mRow[h], mx);
-            float mUse = mNew == NEG_INF ? 0.f : mNew;
-            corr[h] = exp2f(mRow[h] - mUse);
-            mRow[h] = mNew;
-            float sum = 0.f;
+                    for (int i = 0; i < BN / 8; ++i)
 #pragma unroll
-            for (int i = 0; i < BN / 8; ++i) {
-                float a = exp2f(s[i][2 * h] - mUse), b = exp2f(s[i][2 * h + 1] - mUse);
-                s[i][2 * h] = a;
-                s[i][2 * h + 1] = b;
-                sum += a + b;
+                        for (int e = 0; e < 4; ++e) {
+                            int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
+                            int pos = rowPos0 + mt * 16 + (e >> 1) * 8;
+                            if (key > pos) s[mt][i][e] = NEG_INF;
+                        }
             }
-            lRow[h] = lRow[h] * corr[h] + sum;  // per-thread partial; the quad is summed at the end
-        }
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            acc[i][0] *= corr[0];
-            acc[i][1] *= corr[0];
-            acc[i][2] *= corr[1];
-            acc[i][3] *= corr[1];
-        }
 
-        // O += P V.
+            // Online softmax in base 2 (p = 2^(s·scaleLog2 − m·scaleLog2), one FFMA + EX2 per score); a row's 64
+            // scores live in a quad of lanes.
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            u32 a[4];
-            a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            for (int mt = 0; mt < MT; ++mt) {
+                float corr[2];
 #pragma unroll
-            for (int jd = 0; jd < D / 16; ++jd) {
-                u32 b[4];
-                int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
-                ldsm_x4_t(b, smem_u32(cV + swz<D>(r, c)));
-                mma16816<T>(acc[2 * jd], a, b[0], b[1]);
-                mma16816<T>(acc[2 * jd + 1], a, b[2], b[3]);
+                for (int h = 0; h < 2; ++h) {
+                    float mx = NEG_INF;
+#pragma unroll
+                    for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(s[mt][i][2 * h], s[mt][i][2 * h + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    float mNew = fmaxf(mRow[mt][h], mx);
+                    float mScaled = mNew == NEG_INF ? 0.f : mNew * scaleLog2;
+                    corr[h] = exp2f(mRow[mt][h] * scaleLog2 - mScaled);
+                    mRow[mt][h] = mNew;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int i = 0; i < BN / 8; ++i) {
+                        float a = exp2f(fmaf(s[mt][i][2 * h], scaleLog2, -mScaled));
+                        float b = exp2f(fmaf(s[mt][i][2 * h + 1], scaleLog2, -mScaled));
+                        s[mt][i][2 * h] = a;
+                        s[mt][i][2 * h + 1] = b;
+                        sum += a + b;
+                    }
+                    lRow[mt][h] = lRow[mt][h] * corr[h] + sum;  // per-thread partial; the quad is summed at the end
+                }
+#pragma unroll
+                for (int i = 0; i < D / 8; ++i) {
+                    acc[mt][i][0] *= corr[0];
+                    acc[mt][i][1] *= corr[0];
+                    acc[mt][i][2] *= corr[1];
+                    acc[mt][i][3] *= corr[1];
+                }
+            }
+
+            // O += P V.
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk) {
+                u32 a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int jd = 0; jd < D / 16; ++jd) {
+                    u32 b[4];
+                    int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
+                    ldsm_x4_t(b, smem_u32(cV + swz<D>(r, c)));
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma16816<T>(acc[mt][2 * jd], a[mt], b[0], b[1]);
+                        mma16816<T>(acc[mt][2 * jd + 1], a[mt], b[2], b[3]);
+                    }
+                }
             }
         }
         __syncthreads();  // the next iteration refills this stage
     }
 
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        lRow[h] += __shfl_xor_sync(0xffffffffu, lRow[h], 1);
-        lRow[h] += __shfl_xor_sync(0xffffffffu, lRow[h], 2);
-    }
-    const float inv0 = 1.f / lRow[0], inv1 = 1.f / lRow[1];
-    const int row0 = p0 + warp * 16 + (lane >> 2), row1 = row0 + 8;
-    u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
-    u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-        if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(acc[i][0] * inv0, acc[i][1] * inv0);
-        if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(acc[i][2] * inv1, acc[i][3] * inv1);
+        for (int h = 0; h < 2; ++h) {
+            lRow[mt][h] += __shfl_xor_sync(0xffffffffu, lRow[mt][h], 1);
+            lRow[mt][h] += __shfl_xor_sync(0xffffffffu, lRow[mt][h], 2);
+        }
+        const float inv0 = 1.f / lRow[mt][0], inv1 = 1.f / lRow[mt][1];
+        const int row0 = p0 + warpRow + mt * 16 + (lane >> 2), row1 = row0 + 8;
+        u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
+        u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(acc[mt][i][0] * inv0, acc[mt][i][1] * inv0);
+            if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(acc[mt][i][2] * inv1, acc[mt][i][3] * inv1);
+        }
     }
 }
 
-#define PREFILL_KERNEL(NAME, T, D, NW, PAGED)                                                                     \
+#define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, PAGED)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * NW, NW == 4 ? 2 : 1)                                      \
         NAME(const u16 *q, u16 *out, const u16 *k, const u16 *v, const int *table, int n, int offset,           \
              int qHeads, int kvHeads, float scaleLog2, long long tokenStride, long long headStride,              \
              int blockSize) {                                                                                    \
-        prefill_body<T, D, NW, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2, tokenStride,  \
-                                      headStride, blockSize);                                                    \
+        prefill_body<T, D, NW, MT, BN, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2,           \
+                                          tokenStride, headStride, blockSize);                                   \
     }
+#define PREFILL_PAIR(DT, T, D, NW, MT, BN)                                                                       \
+    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##_contig, T, D, NW, MT, BN, false)                  \
+    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##_paged, T, D, NW, MT, BN, true)
 
-// Names: prefill_<dtype>_d<D>_w<warps>_<contig|paged>. Shared memory: (16·NW + 4·64)·D·2 bytes.
-PREFILL_KERNEL(prefill_bf16_d64_w4_contig, BF16, 64, 4, false)
-PREFILL_KERNEL(prefill_bf16_d64_w4_paged, BF16, 64, 4, true)
-PREFILL_KERNEL(prefill_bf16_d128_w4_contig, BF16, 128, 4, false)
-PREFILL_KERNEL(prefill_bf16_d128_w4_paged, BF16, 128, 4, true)
-PREFILL_KERNEL(prefill_fp16_d64_w4_contig, F16, 64, 4, false)
-PREFILL_KERNEL(prefill_fp16_d64_w4_paged, F16, 64, 4, true)
-PREFILL_KERNEL(prefill_fp16_d128_w4_contig, F16, 128, 4, false)
-PREFILL_KERNEL(prefill_fp16_d128_w4_paged, F16, 128, 4, true)
-PREFILL_KERNEL(prefill_bf16_d128_w8_contig, BF16, 128, 8, false)
-PREFILL_KERNEL(prefill_bf16_d128_w8_paged, BF16, 128, 8, true)
+// Names: prefill_<dtype>_d<D>_w<warps>m<row tiles per warp>n<keys per tile>_<contig|paged>; 16·warps·m query rows
+// per block. Shared memory: (16·warps·m + 4·n)·D·2 bytes. Scores are raw; scaleLog2 = softmax scale · log2(e).
+PREFILL_PAIR(bf16, BF16, 64, 4, 1, 64)
+PREFILL_PAIR(bf16, BF16, 64, 4, 2, 64)
+PREFILL_PAIR(bf16, BF16, 128, 4, 1, 64)
+PREFILL_PAIR(bf16, BF16, 128, 8, 1, 64)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 64)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32)
+PREFILL_PAIR(bf16, BF16, 128, 8, 2, 32)
+PREFILL_PAIR(fp16, F16, 64, 4, 1, 64)
+PREFILL_PAIR(fp16, F16, 64, 4, 2, 64)
+PREFILL_PAIR(fp16, F16, 128, 4, 1, 64)
+PREFILL_PAIR(fp16, F16, 128, 4, 2, 32)
