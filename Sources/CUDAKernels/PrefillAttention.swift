@@ -17,18 +17,19 @@ public enum PrefillKV: Sendable {
 }
 
 /// A compiled tile configuration: `warps` warps per block, each owning `rowTiles`×16 query rows; K/V stream through
-/// shared memory `keyTile` tokens at a time.
+/// shared memory `keyTile` tokens at a time through a `stages`-deep cp.async ring.
 public struct PrefillConfig: Hashable, Sendable, CustomStringConvertible {
     public var warps: Int
     public var rowTiles: Int
     public var keyTile: Int
-    public init(warps: Int, rowTiles: Int, keyTile: Int) {
-        self.warps = warps; self.rowTiles = rowTiles; self.keyTile = keyTile
+    public var stages: Int
+    public init(_ warps: Int, _ rowTiles: Int, _ keyTile: Int, _ stages: Int) {
+        self.warps = warps; self.rowTiles = rowTiles; self.keyTile = keyTile; self.stages = stages
     }
     public var rowsPerBlock: Int { 16 * warps * rowTiles }
-    public var description: String { "w\(warps)m\(rowTiles)n\(keyTile)" }
-    /// Q tile + two stages of K and V tiles.
-    public func sharedBytes(headDim: Int) -> Int { (rowsPerBlock + 4 * keyTile) * headDim * 2 }
+    public var description: String { "w\(warps)m\(rowTiles)n\(keyTile)s\(stages)" }
+    /// Q tile + `stages` K and V tiles.
+    public func sharedBytes(headDim: Int) -> Int { (rowsPerBlock + 2 * stages * keyTile) * headDim * 2 }
 }
 
 /// The FlashAttention-2-style causal prefill kernels of `cuda/prefill_attention.cu`, compiled once for the device.
@@ -59,13 +60,12 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
     public static func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
         switch (dtype, headDim) {
         case (.bf16, 128):
-            return [PrefillConfig(warps: 4, rowTiles: 2, keyTile: 32), PrefillConfig(warps: 8, rowTiles: 2, keyTile: 32),
-                    PrefillConfig(warps: 4, rowTiles: 2, keyTile: 64), PrefillConfig(warps: 4, rowTiles: 1, keyTile: 64),
-                    PrefillConfig(warps: 8, rowTiles: 1, keyTile: 64)]
+            return [PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 2, 32, 4), PrefillConfig(4, 2, 32, 2),
+                    PrefillConfig(4, 2, 64, 2), PrefillConfig(8, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
         case (.fp16, 128):
-            return [PrefillConfig(warps: 4, rowTiles: 2, keyTile: 32), PrefillConfig(warps: 4, rowTiles: 1, keyTile: 64)]
+            return [PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
         default:
-            return [PrefillConfig(warps: 4, rowTiles: 2, keyTile: 64), PrefillConfig(warps: 4, rowTiles: 1, keyTile: 64)]
+            return [PrefillConfig(4, 2, 64, 2), PrefillConfig(4, 1, 64, 2)]
         }
     }
 

@@ -85,7 +85,7 @@ template <> struct TokenAddress<true> {
     }
 };
 
-template <class T, int D, int NW, int MT, int BN, bool PAGED>
+template <class T, int D, int NW, int MT, int BN, int STAGES, bool PAGED>
 __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__restrict__ out,
                                              const u16 *__restrict__ k, const u16 *__restrict__ v,
                                              const int *__restrict__ table, int n, int offset, int qHeads,
@@ -97,8 +97,8 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
     constexpr bool Q_IN_REGS = MT == 1;
     extern __shared__ __align__(128) u16 smem[];
     u16 *sQ = smem;             // BM × D
-    u16 *sK = sQ + BM * D;      // 2 stages × BN × D
-    u16 *sV = sK + 2 * BN * D;  // 2 stages × BN × D
+    u16 *sK = sQ + BM * D;           // STAGES × BN × D
+    u16 *sV = sK + STAGES * BN * D;  // STAGES × BN × D
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int qh = blockIdx.x;
@@ -136,8 +136,12 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
             cp_async16(smem_u32(dV + swz<D>(r, c)), vh + o, valid ? 16 : 0);
         }
     };
-    load_kv(0, 0);
-    cp_async_commit();
+    // Prologue: tiles 0..STAGES-2 in flight (Q rides with tile 0), one commit group each.
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nTiles) load_kv(st, st);
+        cp_async_commit();
+    }
 
     u32 qf[Q_IN_REGS ? D / 16 : 1][4];
     float acc[MT][D / 8][4];
@@ -153,10 +157,12 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
     const int warpLastPos = offset + p0 + warpRow + 16 * MT - 1;
 
     for (int j = 0; j < nTiles; ++j) {
-        if (j + 1 < nTiles) load_kv(j + 1, (j + 1) & 1);
-        cp_async_commit();
-        cp_async_wait<1>();
+        // Tile j has landed once at most STAGES-2 younger groups are pending; the barrier also means every warp is
+        // done with tile j-1, whose stage the prefetch of tile j+STAGES-1 reuses: one barrier per tile.
+        cp_async_wait<STAGES - 2>();
         __syncthreads();
+        if (j + STAGES - 1 < nTiles) load_kv(j + STAGES - 1, (j + STAGES - 1) % STAGES);
+        cp_async_commit();
         if (Q_IN_REGS && j == 0) {
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
@@ -164,7 +170,7 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
                 ldsm_x4(qf[Q_IN_REGS ? kk : 0], smem_u32(sQ + swz<D>(r, c)));
             }
         }
-        const u16 *cK = sK + (j & 1) * BN * D, *cV = sV + (j & 1) * BN * D;
+        const u16 *cK = sK + (j % STAGES) * BN * D, *cV = sV + (j % STAGES) * BN * D;
         const int t0 = j * BN;
         if (t0 <= warpLastPos) {  // else every key of this tile is in all of this warp's rows' future: skip
             // S = Q Kᵀ (16·MT rows × 64 keys per warp), raw scores.
@@ -273,7 +279,6 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
                 }
             }
         }
-        __syncthreads();  // the next iteration refills this stage
     }
 
 #pragma unroll
@@ -295,28 +300,29 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
     }
 }
 
-#define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, PAGED)                                                               \
+#define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, S, PAGED)                                                               \
     extern "C" __global__ void __launch_bounds__(32 * NW, NW == 4 ? 2 : 1)                                      \
         NAME(const u16 *q, u16 *out, const u16 *k, const u16 *v, const int *table, int n, int offset,           \
              int qHeads, int kvHeads, float scaleLog2, long long tokenStride, long long headStride,              \
              int blockSize) {                                                                                    \
-        prefill_body<T, D, NW, MT, BN, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2,           \
+        prefill_body<T, D, NW, MT, BN, S, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2,           \
                                           tokenStride, headStride, blockSize);                                   \
     }
-#define PREFILL_PAIR(DT, T, D, NW, MT, BN)                                                                       \
-    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##_contig, T, D, NW, MT, BN, false)                  \
-    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##_paged, T, D, NW, MT, BN, true)
+#define PREFILL_PAIR(DT, T, D, NW, MT, BN, S)                                                                    \
+    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##s##S##_contig, T, D, NW, MT, BN, S, false)         \
+    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##s##S##_paged, T, D, NW, MT, BN, S, true)
 
-// Names: prefill_<dtype>_d<D>_w<warps>m<row tiles per warp>n<keys per tile>_<contig|paged>; 16·warps·m query rows
-// per block. Shared memory: (16·warps·m + 4·n)·D·2 bytes. Scores are raw; scaleLog2 = softmax scale · log2(e).
-PREFILL_PAIR(bf16, BF16, 64, 4, 1, 64)
-PREFILL_PAIR(bf16, BF16, 64, 4, 2, 64)
-PREFILL_PAIR(bf16, BF16, 128, 4, 1, 64)
-PREFILL_PAIR(bf16, BF16, 128, 8, 1, 64)
-PREFILL_PAIR(bf16, BF16, 128, 4, 2, 64)
-PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32)
-PREFILL_PAIR(bf16, BF16, 128, 8, 2, 32)
-PREFILL_PAIR(fp16, F16, 64, 4, 1, 64)
-PREFILL_PAIR(fp16, F16, 64, 4, 2, 64)
-PREFILL_PAIR(fp16, F16, 128, 4, 1, 64)
-PREFILL_PAIR(fp16, F16, 128, 4, 2, 32)
+// Names: prefill_<dtype>_d<D>_w<warps>m<row tiles per warp>n<keys per tile>s<stages>_<contig|paged>; 16·warps·m
+// query rows per block. Shared memory: (16·warps·m + 2·stages·n)·D·2 bytes. Scores are raw; scaleLog2 = scale·log2(e).
+PREFILL_PAIR(bf16, BF16, 64, 4, 2, 64, 2)
+PREFILL_PAIR(bf16, BF16, 64, 4, 1, 64, 2)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 64, 2)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 2)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 3)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 4)
+PREFILL_PAIR(bf16, BF16, 128, 8, 2, 32, 3)
+PREFILL_PAIR(bf16, BF16, 128, 4, 1, 64, 2)
+PREFILL_PAIR(fp16, F16, 64, 4, 2, 64, 2)
+PREFILL_PAIR(fp16, F16, 64, 4, 1, 64, 2)
+PREFILL_PAIR(fp16, F16, 128, 4, 2, 32, 3)
+PREFILL_PAIR(fp16, F16, 128, 4, 1, 64, 2)
