@@ -12,7 +12,7 @@ public enum PrefillKV: Sendable {
     /// (`KVTensorView.byteAddress(slot:token: 0)`), so both KVCacheManager layouts are just strides.
     case contiguous(keys: UInt64, values: UInt64, tokenStride: Int, headStride: Int)
     /// vLLM layout: pools `[numBlocks, blockSize, kvHeads, headDim]`, `table` an int32 device array mapping the
-    /// sequence's logical block i to a physical block.
+    /// sequence's logical block i to a physical block; `blockSize` a power of two.
     case paged(keys: UInt64, values: UInt64, table: UInt64, blockSize: Int)
 }
 
@@ -60,7 +60,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
     public static func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
         switch (dtype, headDim) {
         case (.bf16, 128):
-            return [PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 2, 32, 4), PrefillConfig(4, 2, 32, 2),
+            return [PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 2, 32, 2),
                     PrefillConfig(4, 2, 64, 2), PrefillConfig(8, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
         case (.fp16, 128):
             return [PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
@@ -89,7 +89,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
         case let .contiguous(k, v, ts, hs):
             paged = false; keys = k; values = v; table = 0; tokenStride = ts; headStride = hs; blockSize = 0
         case let .paged(k, v, t, bs):
-            precondition(bs > 0)
+            precondition(bs > 0 && bs & (bs - 1) == 0, "block size must be a power of two")
             paged = true; keys = k; values = v; table = t
             tokenStride = kvHeads * headDim; headStride = headDim; blockSize = bs
         }
