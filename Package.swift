@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver", "CUDAKernels", "Randomness",
+                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -43,6 +43,8 @@ public struct DriverAPI: Sendable {
     public var moduleLoadData: @Sendable (_ image: UnsafeRawPointer) -> (CUresult, CUmodule?)
     public var moduleUnload: @Sendable (_ module: CUmodule?) -> CUresult
     public var moduleGetFunction: @Sendable (_ module: CUmodule?, _ name: String) -> (CUresult, CUfunction?)
+    /// cuFuncSetAttribute (e.g. raising a kernel's dynamic shared memory limit above 48 KB).
+    public var funcSetAttribute: @Sendable (_ function: CUfunction?, _ attribute: Int32, _ value: Int32) -> CUresult
     public var launchKernel: @Sendable (_ function: CUfunction?, _ grid: (UInt32, UInt32, UInt32),
                                         _ block: (UInt32, UInt32, UInt32), _ sharedBytes: UInt32, _ stream: CUstream?,
                                         _ params: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult
@@ -85,6 +87,7 @@ public struct DriverAPI: Sendable {
         moduleLoadData: @escaping @Sendable (UnsafeRawPointer) -> (CUresult, CUmodule?),
         moduleUnload: @escaping @Sendable (CUmodule?) -> CUresult,
         moduleGetFunction: @escaping @Sendable (CUmodule?, String) -> (CUresult, CUfunction?),
+        funcSetAttribute: @escaping @Sendable (CUfunction?, Int32, Int32) -> CUresult,
         launchKernel: @escaping @Sendable (CUfunction?, (UInt32, UInt32, UInt32), (UInt32, UInt32, UInt32), UInt32,
                                            CUstream?, UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult
     ) {
@@ -102,6 +105,7 @@ public struct DriverAPI: Sendable {
         self.memCreate = memCreate; self.memRelease = memRelease; self.memMap = memMap; self.memUnmap = memUnmap
         self.memSetAccess = memSetAccess; self.memGranularity = memGranularity
         self.moduleLoadData = moduleLoadData; self.moduleUnload = moduleUnload
-        self.moduleGetFunction = moduleGetFunction; self.launchKernel = launchKernel
+        self.moduleGetFunction = moduleGetFunction; self.funcSetAttribute = funcSetAttribute
+        self.launchKernel = launchKernel
     }
 }

@@ -33,6 +33,13 @@ public struct CUDAFunction: @unchecked Sendable {
     let module: CUDAModule
     let handle: CUfunction?
 
+    /// Allows up to `bytes` of dynamic shared memory per block (needed above 48 KB).
+    public func setMaxDynamicSharedMemory(_ bytes: Int) throws(CUDAError) {
+        let r = module.cuda.api.funcSetAttribute(handle, Int32(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES_),
+                                                 Int32(bytes))
+        try module.cuda.check(r, "cuFuncSetAttribute")
+    }
+
     /// Launches with arguments packed as the kernel's parameter list (each argument's bytes, by pointer).
     public func launch(grid: (UInt32, UInt32, UInt32), block: (UInt32, UInt32, UInt32), sharedBytes: UInt32 = 0,
                        stream: CUDAStream?, _ arguments: [KernelArgument]) throws(CUDAError) {

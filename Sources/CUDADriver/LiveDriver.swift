@@ -78,6 +78,7 @@ extension DriverAPI {
         let moduleLoadData = try resolve("cuModuleLoadData", as: PFN_cuModuleLoadData.self)
         let moduleUnload = try resolve("cuModuleUnload", as: PFN_cuModuleUnload.self)
         let moduleGetFunction = try resolve("cuModuleGetFunction", as: PFN_cuModuleGetFunction.self)
+        let funcSetAttribute = try resolve("cuFuncSetAttribute", as: PFN_cuFuncSetAttribute.self)
         let launchKernel = try resolve("cuLaunchKernel", as: PFN_cuLaunchKernel.self)
 
         let initResult = cuInit.call(0)
@@ -167,6 +168,7 @@ extension DriverAPI {
             moduleGetFunction: { m, name in
                 var f: CUfunction?; let r = moduleGetFunction.call(&f, m, name); return (r, f)
             },
+            funcSetAttribute: { f, attribute, value in funcSetAttribute.call(f, attribute, value) },
             launchKernel: { f, grid, block, shared, stream, params in
                 launchKernel.call(f, grid.0, grid.1, grid.2, block.0, block.1, block.2, shared, stream, params, nil)
             }

@@ -47,6 +47,7 @@ final class RecordingDriver: Sendable {
             },
             memGranularity: { _, _ in (0, self.granularity) },
             moduleLoadData: { _ in (0, OpaquePointer(bitPattern: 0x1000)) }, moduleUnload: { _ in 0 }, moduleGetFunction: { _, _ in (0, OpaquePointer(bitPattern: 0x1000)) },
+            funcSetAttribute: { _, _, _ in 0 },
             launchKernel: { _, _, _, _, _, _ in 0 })
     }
 }

@@ -23,6 +23,7 @@ enum { CU_MEM_ACCESS_FLAGS_PROT_NONE_ = 0, CU_MEM_ACCESS_FLAGS_PROT_READ_ = 1, C
 enum { CU_MEM_ALLOC_GRANULARITY_MINIMUM_ = 0, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED_ = 1 };
 enum { CU_EVENT_DISABLE_TIMING_ = 2 };
 enum { CU_STREAM_NON_BLOCKING_ = 1 };
+enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES_ = 8 };
 enum { CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR_ = 75, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR_ = 76,
        CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT_ = 16 };
 
@@ -96,6 +97,7 @@ typedef CUresult (*PFN_cuMemGetAllocationGranularity)(size_t *granularity, const
 typedef CUresult (*PFN_cuModuleLoadData)(CUmodule *module, const void *image);
 typedef CUresult (*PFN_cuModuleUnload)(CUmodule hmod);
 typedef CUresult (*PFN_cuModuleGetFunction)(CUfunction *hfunc, CUmodule hmod, const char *name);
+typedef CUresult (*PFN_cuFuncSetAttribute)(CUfunction hfunc, int attrib, int value);
 typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
                                        unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
                                        unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);

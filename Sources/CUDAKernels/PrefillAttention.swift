@@ -1,0 +1,110 @@
+import CUDADriver
+
+/// Element type of a prefill launch (queries, outputs, K and V share it).
+public enum AttentionElement: String, Sendable, CaseIterable {
+    case bf16, fp16
+}
+
+/// Where a launch finds K and V. Strides are in elements; token `t`, KV head `h`, dim `d` of K is at
+/// `keys + (tokenOffset(t) + h·headStride + d) · 2` bytes.
+public enum PrefillKV: Sendable {
+    /// vAttention: the slot's tokens at a fixed stride. `keys`/`values` point at token 0 of the slot
+    /// (`KVTensorView.byteAddress(slot:token: 0)`), so both KVCacheManager layouts are just strides.
+    case contiguous(keys: UInt64, values: UInt64, tokenStride: Int, headStride: Int)
+    /// vLLM layout: pools `[numBlocks, blockSize, kvHeads, headDim]`, `table` an int32 device array mapping the
+    /// sequence's logical block i to a physical block; `blockSize` a power of two.
+    case paged(keys: UInt64, values: UInt64, table: UInt64, blockSize: Int)
+}
+
+/// A compiled tile configuration: `warps` warps per block, each owning `rowTiles`×16 query rows; K/V stream through
+/// shared memory `keyTile` tokens at a time through a `stages`-deep cp.async ring.
+public struct PrefillConfig: Hashable, Sendable, CustomStringConvertible {
+    public var warps: Int
+    public var rowTiles: Int
+    public var keyTile: Int
+    public var stages: Int
+    public init(_ warps: Int, _ rowTiles: Int, _ keyTile: Int, _ stages: Int) {
+        self.warps = warps; self.rowTiles = rowTiles; self.keyTile = keyTile; self.stages = stages
+    }
+    public var rowsPerBlock: Int { 16 * warps * rowTiles }
+    public var description: String { "w\(warps)m\(rowTiles)n\(keyTile)s\(stages)" }
+    /// Q tile + `stages` K and V tiles.
+    public func sharedBytes(headDim: Int) -> Int { (rowsPerBlock + 2 * stages * keyTile) * headDim * 2 }
+}
+
+/// The FlashAttention-2-style causal prefill kernels of `cuda/prefill_attention.cu`, compiled once for the device.
+public final class PrefillAttentionKernels: @unchecked Sendable {
+    public let module: CUDAModule
+    private var functions: [String: CUDAFunction] = [:]
+    public static let headDims = [64, 128]
+
+    public init(device: CUDADevice, compiler: NVRTC) throws {
+        module = try loadKernelModule("prefill_attention.cu", device: device, compiler: compiler)
+        for dtype in AttentionElement.allCases {
+            for d in Self.headDims {
+                for paged in [false, true] {
+                    for config in Self.configs(dtype: dtype, headDim: d) {
+                        let name = Self.kernelName(dtype: dtype, headDim: d, config: config, paged: paged)
+                        let f = try module.function(name)
+                        let bytes = config.sharedBytes(headDim: d)
+                        if bytes > 48 * 1024 { try f.setMaxDynamicSharedMemory(bytes) }
+                        functions[name] = f
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tile configurations compiled for a dtype and head dim (must match the instantiations in the .cu file); the
+    /// first is the default.
+    public static func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
+        switch (dtype, headDim) {
+        case (.bf16, 128):
+            // w4m2n64s2 first: the fastest or within 1% of it in every case of the 2026-11-22 H100 bench.
+            return [PrefillConfig(4, 2, 64, 2), PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 2, 32, 2),
+                    PrefillConfig(8, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
+        case (.fp16, 128):
+            return [PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
+        default:
+            return [PrefillConfig(4, 2, 64, 2), PrefillConfig(4, 1, 64, 2)]
+        }
+    }
+
+    public static func kernelName(dtype: AttentionElement, headDim: Int, config: PrefillConfig, paged: Bool) -> String {
+        "prefill_\(dtype.rawValue)_d\(headDim)_\(config)_\(paged ? "paged" : "contig")"
+    }
+
+    /// Queues causal prefill of one chunk: `query`/`output` are `[chunkLength, qHeads, headDim]` device arrays; query
+    /// row i is position `offset + i` and attends to K/V positions `0...offset + i` (already in the cache).
+    public func launch(query: UInt64, output: UInt64, kv: PrefillKV, chunkLength: Int, offset: Int,
+                       qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionElement, scale: Float,
+                       config: PrefillConfig? = nil, stream: CUDAStream?) throws {
+        let config = config ?? Self.configs(dtype: dtype, headDim: headDim)[0]
+        precondition(Self.headDims.contains(headDim), "head dim \(headDim) not compiled (64, 128)")
+        precondition(qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0, "qHeads must be a multiple of kvHeads")
+        precondition(offset >= 0 && chunkLength >= 0)
+        guard chunkLength > 0 else { return }
+        let paged: Bool
+        let keys: UInt64, values: UInt64, table: UInt64, tokenStride: Int, headStride: Int, blockSize: Int
+        switch kv {
+        case let .contiguous(k, v, ts, hs):
+            paged = false; keys = k; values = v; table = 0; tokenStride = ts; headStride = hs; blockSize = 0
+        case let .paged(k, v, t, bs):
+            precondition(bs > 0 && bs & (bs - 1) == 0, "block size must be a power of two")
+            paged = true; keys = k; values = v; table = t
+            tokenStride = kvHeads * headDim; headStride = headDim; blockSize = bs
+        }
+        let name = Self.kernelName(dtype: dtype, headDim: headDim, config: config, paged: paged)
+        guard let f = functions[name] else { preconditionFailure("kernel \(name) not compiled") }
+        let rows = config.rowsPerBlock
+        let tiles = (chunkLength + rows - 1) / rows
+        let log2e: Float = 1.4426950408889634
+        try f.launch(grid: (UInt32(qHeads), UInt32(tiles), 1), block: (UInt32(32 * config.warps), 1, 1),
+                     sharedBytes: UInt32(config.sharedBytes(headDim: headDim)), stream: stream, [
+                        .pointer(query), .pointer(output), .pointer(keys), .pointer(values), .pointer(table),
+                        .int32(Int32(chunkLength)), .int32(Int32(offset)), .int32(Int32(qHeads)),
+                        .int32(Int32(kvHeads)), .float(scale * log2e), .int64(Int64(tokenStride)),
+                        .int64(Int64(headStride)), .int32(Int32(blockSize)),
+                     ])
+    }
+}

@@ -1,0 +1,331 @@
+// Causal prefill attention (chunked prefill included), FlashAttention-2 style, for one sequence.
+//
+// Query row i of the chunk is position offset+i and attends to KV positions 0...offset+i of its sequence; the
+// chunk's own K/V must already be in the cache (kvLen = offset + n). Queries and outputs are contiguous
+// [n, qHeads, D] (bf16 or fp16); query head h reads KV head h / (qHeads/kvHeads) (GQA).
+//
+// One block = one query head × BM = 16·NW query rows; each warp owns 16 rows. K/V stream through shared memory in
+// tiles of BN (32 or 64) tokens, double-buffered with cp.async; S = Q·Kᵀ and O += P·V run on mma.sync m16n8k16
+// (bf16/fp16 in, fp32 accumulate), operands fetched with ldmatrix from XOR-swizzled tiles; online softmax in base 2.
+//
+// Addressing is the only difference between the two variants, and it is only used by the tile loader:
+//   contiguous (vAttention): token t of the slot at  k + t·tokenStride + kvHead·headStride   (k already at the slot)
+//   paged (vLLM layout [numBlocks, blockSize, kvHeads, D]): k + (table[t/bs]·bs + t%bs)·tokenStride + kvHead·headStride
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+#define NEG_INF __int_as_float(0xff800000)
+
+struct BF16 {};
+struct F16 {};
+
+template <class T> __device__ __forceinline__ void mma16816(float c[4], const u32 a[4], u32 b0, u32 b1);
+template <> __device__ __forceinline__ void mma16816<BF16>(float c[4], const u32 a[4], u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<F16>(float c[4], const u32 a[4], u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats → packed pair, `lo` in the low half (the lower column index).
+template <class T> __device__ __forceinline__ u32 pack2(float lo, float hi);
+template <> __device__ __forceinline__ u32 pack2<BF16>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ u32 pack2<F16>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ u32 smem_u32(const void *p) { return (u32)__cvta_generic_to_shared(p); }
+
+// 16 bytes global → shared; bytes past srcBytes (0 or 16) are zero-filled.
+__device__ __forceinline__ void cp_async16(u32 dst, const void *src, int srcBytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(srcBytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm_x4(u32 r[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(u32 r[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// Element offset of 16-byte chunk `c` of row `r` in a [rows][D] tile: chunks XOR-swizzled by row so that the 8 rows an
+// ldmatrix reads in one phase hit 8 different bank groups.
+template <int D> __device__ __forceinline__ int swz(int r, int c) { return r * D + ((c ^ (r & 7)) << 3); }
+
+template <bool PAGED> struct TokenAddress;
+template <> struct TokenAddress<false> {
+    i64 tokenStride;
+    __device__ __forceinline__ i64 operator()(int t) const { return (i64)t * tokenStride; }
+};
+template <> struct TokenAddress<true> {  // blockSize is a power of two (vLLM's are)
+    i64 tokenStride;
+    const int *table;
+    int blockShift;
+    __device__ __forceinline__ i64 operator()(int t) const {
+        int b = t >> blockShift;
+        return (((i64)__ldg(table + b) << blockShift) + (t & ((1 << blockShift) - 1))) * tokenStride;
+    }
+};
+
+template <class T, int D, int NW, int MT, int BN, int STAGES, bool PAGED>
+__device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__restrict__ out,
+                                             const u16 *__restrict__ k, const u16 *__restrict__ v,
+                                             const int *__restrict__ table, int n, int offset, int qHeads,
+                                             int kvHeads, float scaleLog2, i64 tokenStride, i64 headStride,
+                                             int blockSize) {
+    // MT m16 tiles (16·MT query rows) per warp. MT = 1 keeps Q fragments in registers; MT = 2 re-reads them from
+    // shared memory but reuses every K/V fragment for two row tiles (half the shared-memory traffic per mma).
+    constexpr int BM = 16 * MT * NW, NT = 32 * NW, CH = D / 8;
+    constexpr bool Q_IN_REGS = MT == 1;
+    extern __shared__ __align__(128) u16 smem[];
+    u16 *sQ = smem;             // BM × D
+    u16 *sK = sQ + BM * D;           // STAGES × BN × D
+    u16 *sV = sK + STAGES * BN * D;  // STAGES × BN × D
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int qh = blockIdx.x;
+    const int p0 = (gridDim.y - 1 - blockIdx.y) * BM;  // heaviest tiles first
+    const int kvh = qh / (qHeads / kvHeads);
+    const int kvLen = offset + n;
+    const int keyEnd = min(offset + p0 + BM, kvLen);  // exclusive bound of the keys any row of this block sees
+    const int nTiles = (keyEnd + BN - 1) / BN;
+
+    TokenAddress<PAGED> addr;
+    addr.tokenStride = tokenStride;
+    if constexpr (PAGED) {
+        addr.table = table;
+        addr.blockShift = __ffs(blockSize) - 1;
+    }
+    const u16 *kh = k + (i64)kvh * headStride;
+    const u16 *vh = v + (i64)kvh * headStride;
+
+    // Q tile (rows past the chunk are zero-filled and never stored).
+    const i64 qTok = (i64)qHeads * D;
+#pragma unroll
+    for (int i = tid; i < BM * CH; i += NT) {
+        int r = i / CH, c = i % CH, p = p0 + r;
+        const u16 *src = q + (i64)min(p, n - 1) * qTok + (i64)qh * D + c * 8;
+        cp_async16(smem_u32(sQ + swz<D>(r, c)), src, p < n ? 16 : 0);
+    }
+    auto load_kv = [&](int tileIndex, int stage) {
+        u16 *dK = sK + stage * BN * D, *dV = sV + stage * BN * D;
+#pragma unroll
+        for (int i = tid; i < BN * CH; i += NT) {
+            int r = i / CH, c = i % CH, t = tileIndex * BN + r;
+            bool valid = t < kvLen;
+            i64 o = addr(valid ? t : kvLen - 1) + c * 8;
+            cp_async16(smem_u32(dK + swz<D>(r, c)), kh + o, valid ? 16 : 0);
+            cp_async16(smem_u32(dV + swz<D>(r, c)), vh + o, valid ? 16 : 0);
+        }
+    };
+    // Prologue: tiles 0..STAGES-2 in flight (Q rides with tile 0), one commit group each.
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        if (st < nTiles) load_kv(st, st);
+        cp_async_commit();
+    }
+
+    u32 qf[Q_IN_REGS ? D / 16 : 1][4];
+    float acc[MT][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+    float mRow[MT][2], lRow[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) mRow[mt][0] = mRow[mt][1] = NEG_INF, lRow[mt][0] = lRow[mt][1] = 0.f;
+    const int warpRow = warp * 16 * MT;                        // first row of this warp in the block
+    const int rowPos0 = offset + p0 + warpRow + (lane >> 2);  // position of row (mt=0, first half); +16·mt, +8
+    const int warpLastPos = offset + p0 + warpRow + 16 * MT - 1;
+
+    for (int j = 0; j < nTiles; ++j) {
+        // Tile j has landed once at most STAGES-2 younger groups are pending; the barrier also means every warp is
+        // done with tile j-1, whose stage the prefetch of tile j+STAGES-1 reuses: one barrier per tile.
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        if (j + STAGES - 1 < nTiles) load_kv(j + STAGES - 1, (j + STAGES - 1) % STAGES);
+        cp_async_commit();
+        if (Q_IN_REGS && j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                int r = warpRow + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * kk + (lane >> 4);
+                ldsm_x4(qf[Q_IN_REGS ? kk : 0], smem_u32(sQ + swz<D>(r, c)));
+            }
+        }
+        const u16 *cK = sK + (j % STAGES) * BN * D, *cV = sV + (j % STAGES) * BN * D;
+        const int t0 = j * BN;
+        if (t0 <= warpLastPos) {  // else every key of this tile is in all of this warp's rows' future: skip
+            // S = Q Kᵀ (16·MT rows × 64 keys per warp), raw scores.
+            float s[MT][BN / 8][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int i = 0; i < BN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                u32 a[MT][4];
+                if constexpr (Q_IN_REGS) {
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) a[0][x] = qf[kk][x];
+                } else {
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        int r = warpRow + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * kk + (lane >> 4);
+                        ldsm_x4(a[mt], smem_u32(sQ + swz<D>(r, c)));
+                    }
+                }
+#pragma unroll
+                for (int jj = 0; jj < BN / 16; ++jj) {
+                    u32 b[4];
+                    int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
+                    ldsm_x4(b, smem_u32(cK + swz<D>(r, c)));
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma16816<T>(s[mt][2 * jj], a[mt], b[0], b[1]);
+                        mma16816<T>(s[mt][2 * jj + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+
+            // Causal mask (only tiles reaching past the block's first position need it).
+            if (t0 + BN - 1 > offset + p0) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int i = 0; i < BN / 8; ++i)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
+                            int pos = rowPos0 + mt * 16 + (e >> 1) * 8;
+                            if (key > pos) s[mt][i][e] = NEG_INF;
+                        }
+            }
+
+            // Online softmax in base 2 (p = 2^(s·scaleLog2 − m·scaleLog2), one FFMA + EX2 per score); a row's 64
+            // scores live in a quad of lanes.
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                float corr[2];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    float mx = NEG_INF;
+#pragma unroll
+                    for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(s[mt][i][2 * h], s[mt][i][2 * h + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    float mNew = fmaxf(mRow[mt][h], mx);
+                    float mScaled = mNew == NEG_INF ? 0.f : mNew * scaleLog2;
+                    corr[h] = exp2f(mRow[mt][h] * scaleLog2 - mScaled);
+                    mRow[mt][h] = mNew;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int i = 0; i < BN / 8; ++i) {
+                        float a = exp2f(fmaf(s[mt][i][2 * h], scaleLog2, -mScaled));
+                        float b = exp2f(fmaf(s[mt][i][2 * h + 1], scaleLog2, -mScaled));
+                        s[mt][i][2 * h] = a;
+                        s[mt][i][2 * h + 1] = b;
+                        sum += a + b;
+                    }
+                    lRow[mt][h] = lRow[mt][h] * corr[h] + sum;  // per-thread partial; the quad is summed at the end
+                }
+                // Rescale only when some row of the warp saw a new maximum (corr is exactly 1 otherwise): once the
+                // running maxima settle this skips D/2 multiplies per row tile and key tile.
+                if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {
+#pragma unroll
+                    for (int i = 0; i < D / 8; ++i) {
+                        acc[mt][i][0] *= corr[0];
+                        acc[mt][i][1] *= corr[0];
+                        acc[mt][i][2] *= corr[1];
+                        acc[mt][i][3] *= corr[1];
+                    }
+                }
+            }
+
+            // O += P V.
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk) {
+                u32 a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int jd = 0; jd < D / 16; ++jd) {
+                    u32 b[4];
+                    int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
+                    ldsm_x4_t(b, smem_u32(cV + swz<D>(r, c)));
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma16816<T>(acc[mt][2 * jd], a[mt], b[0], b[1]);
+                        mma16816<T>(acc[mt][2 * jd + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            lRow[mt][h] += __shfl_xor_sync(0xffffffffu, lRow[mt][h], 1);
+            lRow[mt][h] += __shfl_xor_sync(0xffffffffu, lRow[mt][h], 2);
+        }
+        const float inv0 = 1.f / lRow[mt][0], inv1 = 1.f / lRow[mt][1];
+        const int row0 = p0 + warpRow + mt * 16 + (lane >> 2), row1 = row0 + 8;
+        u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
+        u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(acc[mt][i][0] * inv0, acc[mt][i][1] * inv0);
+            if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(acc[mt][i][2] * inv1, acc[mt][i][3] * inv1);
+        }
+    }
+}
+
+#define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, S, PAGED)                                                               \
+    extern "C" __global__ void __launch_bounds__(32 * NW, NW == 4 ? 2 : 1)                                      \
+        NAME(const u16 *q, u16 *out, const u16 *k, const u16 *v, const int *table, int n, int offset,           \
+             int qHeads, int kvHeads, float scaleLog2, long long tokenStride, long long headStride,              \
+             int blockSize) {                                                                                    \
+        prefill_body<T, D, NW, MT, BN, S, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2,           \
+                                          tokenStride, headStride, blockSize);                                   \
+    }
+#define PREFILL_PAIR(DT, T, D, NW, MT, BN, S)                                                                    \
+    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##s##S##_contig, T, D, NW, MT, BN, S, false)         \
+    PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##s##S##_paged, T, D, NW, MT, BN, S, true)
+
+// Names: prefill_<dtype>_d<D>_w<warps>m<row tiles per warp>n<keys per tile>s<stages>_<contig|paged>; 16·warps·m
+// query rows per block. Shared memory: (16·warps·m + 2·stages·n)·D·2 bytes. Scores are raw; scaleLog2 = scale·log2(e).
+PREFILL_PAIR(bf16, BF16, 64, 4, 2, 64, 2)
+PREFILL_PAIR(bf16, BF16, 64, 4, 1, 64, 2)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 64, 2)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 2)
+PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 3)
+PREFILL_PAIR(bf16, BF16, 128, 8, 2, 32, 3)
+PREFILL_PAIR(bf16, BF16, 128, 4, 1, 64, 2)
+PREFILL_PAIR(fp16, F16, 64, 4, 2, 64, 2)
+PREFILL_PAIR(fp16, F16, 64, 4, 1, 64, 2)
+PREFILL_PAIR(fp16, F16, 128, 4, 2, 32, 3)
+PREFILL_PAIR(fp16, F16, 128, 4, 1, 64, 2)
