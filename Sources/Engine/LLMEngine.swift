@@ -1,0 +1,283 @@
+import Model
+
+/// Why a request stopped.
+public enum FinishReason: String, Sendable {
+    /// End-of-sequence token or a stop string.
+    case stop
+    /// `maxTokens` reached, or the context is full.
+    case length
+    /// Cancelled by the caller (e.g. a client that disconnected).
+    case cancelled
+}
+
+/// What one engine step produced for one request.
+public struct EngineEvent: Sendable {
+    public var request: Int
+    /// Tokens generated this step (usually one).
+    public var tokens: [TokenID]
+    /// New text (complete UTF-8 characters only; stop strings held back until they cannot match).
+    public var text: String
+    public var finished: FinishReason?
+}
+
+/// Engine settings.
+public struct EngineConfiguration: Sendable {
+    /// Tokens per iteration (Sarathi-style chunked prefill: decodes first, then prompt chunks fill the rest).
+    public var tokenBudget: Int = 256
+    /// Requests running at once at most (also bounded by the KV store's slots).
+    public var maxRunning: Int = 64
+    public init(tokenBudget: Int = 256, maxRunning: Int = 64) {
+        self.tokenBudget = tokenBudget
+        self.maxRunning = maxRunning
+    }
+}
+
+/// Continuous batching over one model and one KV store: scheduler + KV store + model runner, one loop.
+///
+/// Every `step()`: pick the batch (running decodes, then prompt chunks under the token budget, admitting waiting
+/// requests while memory allows), back it in the KV store (preempting the youngest request by recompute when memory
+/// runs out — it goes back to the queue and loses nothing), run the model, sample, and report new text.
+public final class LLMEngine {
+    public let model: CPULlamaModel
+    public let tokenizer: Tokenizer
+    public let kv: any KVStore
+    public let configuration: EngineConfiguration
+    public private(set) var stats = EngineStats()
+
+    final class Request {
+        let id: Int
+        let prompt: [TokenID]
+        let parameters: SamplingParameters
+        var output: [TokenID] = []
+        var sampler: Sampler
+        var detokenizer: StreamingDetokenizer
+        /// Text decoded but not yet emitted (it may be the start of a stop string).
+        var heldText = ""
+        var emittedText = ""
+        var slot: Int?
+        /// Tokens of `prompt + output` whose K/V are in the cache.
+        var cached = 0
+        var finished: FinishReason?
+        let arrival: Int
+
+        init(id: Int, prompt: [TokenID], parameters: SamplingParameters, tokenizer: Tokenizer, arrival: Int) {
+            self.id = id
+            self.prompt = prompt
+            self.parameters = parameters
+            sampler = Sampler(seed: parameters.seed ?? UInt64(id) &* 0x9E37_79B9_7F4A_7C15)
+            detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
+            self.arrival = arrival
+        }
+
+        /// Everything that must be in the cache before the next token: prompt and all generated tokens.
+        var sequence: [TokenID] { prompt + output }
+        var length: Int { prompt.count + output.count }
+    }
+
+    private var waiting: [Request] = []
+    private var running: [Request] = []
+    private var requests: [Int: Request] = [:]
+    private var nextID = 0
+
+    public init(model: CPULlamaModel, tokenizer: Tokenizer, kv: any KVStore,
+                configuration: EngineConfiguration = EngineConfiguration()) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kv = kv
+        self.configuration = configuration
+    }
+
+    /// Queues a request; returns its id. Prompts longer than the context are refused.
+    public func add(prompt: [TokenID], parameters: SamplingParameters) throws -> Int {
+        guard !prompt.isEmpty else { throw EngineError.emptyPrompt }
+        guard prompt.count < kv.maxContext else {
+            throw EngineError.promptTooLong(tokens: prompt.count, context: kv.maxContext)
+        }
+        let id = nextID
+        nextID += 1
+        let r = Request(id: id, prompt: prompt, parameters: parameters, tokenizer: tokenizer, arrival: id)
+        waiting.append(r)
+        requests[id] = r
+        return id
+    }
+
+    /// Stops a request at once and frees its slot (e.g. its client went away).
+    public func cancel(_ id: Int) throws {
+        guard let r = requests[id] else { return }
+        try complete(r, .cancelled)
+    }
+
+    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
+    public var waitingCount: Int { waiting.count }
+    public var runningCount: Int { running.count }
+
+    /// The generated tokens of a request (finished or not).
+    public func output(of id: Int) -> [TokenID]? { requests[id]?.output }
+
+    /// One iteration. Returns the events of every request that produced text or finished.
+    public func step() throws -> [EngineEvent] {
+        var chunks: [(Request, SequenceChunk)] = []
+        var admit = true
+        while true {
+            chunks = schedule(admitting: admit)
+            guard !chunks.isEmpty else { return [] }
+            do {
+                try kv.step(chunks.map { ($0.1.slot, $0.1.start + $0.1.tokens.count) })
+                break
+            } catch is KVOutOfMemory {
+                guard try preemptYoungest() else { throw EngineError.requestTooLargeForMemory }
+                admit = false  // re-admitting what was just preempted would only fail again
+            }
+        }
+        let logits = model.forward(chunks.map(\.1), kv: kv)
+        stats.steps += 1
+        stats.tokensComputed += chunks.reduce(0) { $0 + $1.1.tokens.count }
+        var events: [EngineEvent] = []
+        var next = logits.makeIterator()
+        for (r, chunk) in chunks {
+            r.cached = chunk.start + chunk.tokens.count
+            guard chunk.wantsLogits, let l = next.next() else { continue }
+            let token = r.sampler.sample(l, r.parameters)
+            r.output.append(token)
+            stats.tokensGenerated += 1
+            events.append(try emit(r, token))
+        }
+        return events
+    }
+
+    /// Runs until every queued request has finished; returns their outputs by id.
+    public func runToCompletion(onEvent: (EngineEvent) -> Void = { _ in }) throws {
+        while hasWork {
+            for e in try step() { onEvent(e) }
+        }
+    }
+
+    // MARK: Scheduling
+
+    private func schedule(admitting: Bool) -> [(Request, SequenceChunk)] {
+        var budget = configuration.tokenBudget
+        var batch: [(Request, SequenceChunk)] = []
+        // Decodes first: one token each for requests whose whole sequence but the last token is cached.
+        for r in running where r.cached == r.length - 1 && budget > 0 {
+            batch.append((r, SequenceChunk(slot: r.slot!, start: r.cached, tokens: [r.sequence[r.cached]], wantsLogits: true)))
+            budget -= 1
+        }
+        // Then prompt (or recompute) chunks of running requests, then admissions.
+        for r in running where r.cached < r.length - 1 && budget > 0 {
+            batch.append((r, chunk(r, budget: &budget)))
+        }
+        while admitting, budget > 0, let r = waiting.first, running.count < configuration.maxRunning,
+              kv.canAdmit(tokens: min(r.length, kv.maxContext))
+        {
+            guard let slot = try? kv.allocateSlot(expectedLength: r.length + r.parameters.maxTokens) else { break }
+            waiting.removeFirst()
+            r.slot = slot
+            r.cached = 0
+            running.append(r)
+            batch.append((r, chunk(r, budget: &budget)))
+        }
+        return batch
+    }
+
+    private func chunk(_ r: Request, budget: inout Int) -> SequenceChunk {
+        let remaining = r.length - r.cached
+        let n = min(remaining, budget)
+        budget -= n
+        let tokens = Array(r.sequence[r.cached..<(r.cached + n)])
+        return SequenceChunk(slot: r.slot!, start: r.cached, tokens: tokens, wantsLogits: r.cached + n == r.length)
+    }
+
+    /// Out of KV memory: the most recently admitted running request gives its slot back and will be recomputed.
+    private func preemptYoungest() throws -> Bool {
+        guard running.count > 1 || (running.count == 1 && !waiting.isEmpty),
+              let victim = running.max(by: { $0.arrival < $1.arrival })
+        else { return false }
+        try kv.free(victim.slot!)
+        victim.slot = nil
+        victim.cached = 0
+        running.removeAll { $0 === victim }
+        waiting.insert(victim, at: 0)
+        stats.preemptions += 1
+        return true
+    }
+
+    // MARK: Output
+
+    private func emit(_ r: Request, _ token: TokenID) throws -> EngineEvent {
+        var finish: FinishReason?
+        let isEOS = token == tokenizer.eosID || tokenizer.type(of: token) == .control
+        if isEOS && !r.parameters.ignoreEOS {
+            finish = .stop
+        } else {
+            r.heldText += r.detokenizer.push(token)
+        }
+        // Stop strings: cut at the first match; otherwise hold back a tail that could still become one.
+        var text = ""
+        if let range = r.parameters.stop.compactMap({ r.heldText.firstRange(of: $0) })
+            .min(by: { $0.lowerBound < $1.lowerBound })
+        {
+            text = String(r.heldText[..<range.lowerBound])
+            r.heldText = ""
+            finish = .stop
+        } else {
+            if finish == nil && (r.output.count >= r.parameters.maxTokens || r.length >= kv.maxContext) {
+                finish = .length
+            }
+            // Finishing: nothing can become a stop string any more, so all held text goes out.
+            let keep = finish != nil ? 0 : r.parameters.stop.map { holdBack(r.heldText, $0) }.max() ?? 0
+            text = String(r.heldText.dropLast(keep))
+            r.heldText = String(r.heldText.suffix(keep))
+            if finish != nil { text += r.detokenizer.flush() }
+        }
+        r.emittedText += text
+        if let f = finish { try complete(r, f) }
+        return EngineEvent(request: r.id, tokens: [token], text: text, finished: finish)
+    }
+
+    private func complete(_ r: Request, _ reason: FinishReason) throws {
+        r.finished = reason
+        if let slot = r.slot { try kv.free(slot) }
+        r.slot = nil
+        running.removeAll { $0 === r }
+        waiting.removeAll { $0 === r }
+        stats.finished += 1
+    }
+
+    /// The full text a request has produced so far.
+    public func text(of id: Int) -> String? { requests[id]?.emittedText }
+    public func finishReason(of id: Int) -> FinishReason? { requests[id]?.finished }
+    /// Forgets a finished request's bookkeeping.
+    public func remove(_ id: Int) { if requests[id]?.finished != nil { requests[id] = nil } }
+}
+
+/// Longest suffix of `text` that is a proper prefix of `stop` (it might still become the stop string).
+func holdBack(_ text: String, _ stop: String) -> Int {
+    var n = min(text.count, stop.count - 1)
+    while n > 0 {
+        if stop.hasPrefix(text.suffix(n)) { return n }
+        n -= 1
+    }
+    return 0
+}
+
+public enum EngineError: Error, Equatable, CustomStringConvertible {
+    case emptyPrompt
+    case promptTooLong(tokens: Int, context: Int)
+    case requestTooLargeForMemory
+
+    public var description: String {
+        switch self {
+        case .emptyPrompt: return "the prompt is empty"
+        case .promptTooLong(let t, let c): return "the prompt has \(t) tokens; the context holds \(c)"
+        case .requestTooLargeForMemory: return "a single request needs more KV memory than the whole budget"
+        }
+    }
+}
+
+public struct EngineStats: Sendable {
+    public var steps = 0
+    public var tokensComputed = 0
+    public var tokensGenerated = 0
+    public var preemptions = 0
+    public var finished = 0
+}
