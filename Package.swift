@@ -26,7 +26,7 @@ let package = Package(
         // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
         .executableTarget(name: "embed-cuda-sources"),
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
-        .target(name: "CUDAKernels", dependencies: ["CUDADriver"], exclude: ["cuda"],
+        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CCUDA"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
         .target(name: "Kernels"),
@@ -34,7 +34,7 @@ let package = Package(
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver", "CUDAKernels", "Randomness",
+                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
