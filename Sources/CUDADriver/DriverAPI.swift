@@ -46,6 +46,8 @@ public struct DriverAPI: Sendable {
     public var launchKernel: @Sendable (_ function: CUfunction?, _ grid: (UInt32, UInt32, UInt32),
                                         _ block: (UInt32, UInt32, UInt32), _ sharedBytes: UInt32, _ stream: CUstream?,
                                         _ params: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult
+    /// cuFuncSetAttribute (e.g. attribute 8, MAX_DYNAMIC_SHARED_SIZE_BYTES, to use more than 48 KB).
+    public var funcSetAttribute: @Sendable (_ function: CUfunction?, _ attribute: Int32, _ value: Int32) -> CUresult
 
     public init(
         errorName: @escaping @Sendable (CUresult) -> String,
@@ -86,7 +88,8 @@ public struct DriverAPI: Sendable {
         moduleUnload: @escaping @Sendable (CUmodule?) -> CUresult,
         moduleGetFunction: @escaping @Sendable (CUmodule?, String) -> (CUresult, CUfunction?),
         launchKernel: @escaping @Sendable (CUfunction?, (UInt32, UInt32, UInt32), (UInt32, UInt32, UInt32), UInt32,
-                                           CUstream?, UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult
+                                           CUstream?, UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult,
+        funcSetAttribute: @escaping @Sendable (CUfunction?, Int32, Int32) -> CUresult = { _, _, _ in 0 }
     ) {
         self.errorName = errorName; self.errorString = errorString; self.driverVersion = driverVersion
         self.deviceCount = deviceCount; self.deviceGet = deviceGet; self.deviceName = deviceName
@@ -103,5 +106,6 @@ public struct DriverAPI: Sendable {
         self.memSetAccess = memSetAccess; self.memGranularity = memGranularity
         self.moduleLoadData = moduleLoadData; self.moduleUnload = moduleUnload
         self.moduleGetFunction = moduleGetFunction; self.launchKernel = launchKernel
+        self.funcSetAttribute = funcSetAttribute
     }
 }

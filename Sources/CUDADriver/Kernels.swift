@@ -33,6 +33,14 @@ public struct CUDAFunction: @unchecked Sendable {
     let module: CUDAModule
     let handle: CUfunction?
 
+    /// The raw handle, for `DriverAPI.funcSetAttribute`.
+    public var handleForAttributes: CUfunction? { handle }
+
+    /// Raises the dynamic shared memory this function may be launched with (needed above 48 KB).
+    public func setMaxDynamicSharedMemory(_ bytes: Int) throws(CUDAError) {
+        try module.cuda.check(module.cuda.api.funcSetAttribute(handle, 8, Int32(bytes)), "cuFuncSetAttribute")
+    }
+
     /// Launches with arguments packed as the kernel's parameter list (each argument's bytes, by pointer).
     public func launch(grid: (UInt32, UInt32, UInt32), block: (UInt32, UInt32, UInt32), sharedBytes: UInt32 = 0,
                        stream: CUDAStream?, _ arguments: [KernelArgument]) throws(CUDAError) {

@@ -79,6 +79,7 @@ extension DriverAPI {
         let moduleUnload = try resolve("cuModuleUnload", as: PFN_cuModuleUnload.self)
         let moduleGetFunction = try resolve("cuModuleGetFunction", as: PFN_cuModuleGetFunction.self)
         let launchKernel = try resolve("cuLaunchKernel", as: PFN_cuLaunchKernel.self)
+        let funcSetAttribute = try resolve("cuFuncSetAttribute", as: PFN_cuFuncSetAttribute.self)
 
         let initResult = cuInit.call(0)
         if initResult != 0 {
@@ -169,7 +170,8 @@ extension DriverAPI {
             },
             launchKernel: { f, grid, block, shared, stream, params in
                 launchKernel.call(f, grid.0, grid.1, grid.2, block.0, block.1, block.2, shared, stream, params, nil)
-            }
+            },
+            funcSetAttribute: { f, attribute, value in funcSetAttribute.call(f, attribute, value) }
         )
     }
 }

@@ -63,31 +63,55 @@ public struct DecodeShape: Sendable, Hashable {
     public var maxLength: Int
     /// Tokens per split (a multiple of 32).
     public var chunk: Int
+    /// cp.async pipeline depth of the split kernel (2…8): stages − 1 tiles of 32 tokens in flight per warp.
+    public var stages: Int
 
     public var group: Int { qHeads / kvHeads }
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
+    /// Dynamic shared memory of one split-kernel block (one warp).
+    public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, group: group, headDim: headDim) }
 
-    /// `chunk: nil` picks a split size that gives the device a few waves of warps.
+    public static func sharedBytes(stages: Int, group: Int, headDim: Int) -> Int {
+        stages * 2 * 32 * (2 * headDim + 16) + group * headDim * 4 + group * 32 * 4
+    }
+
+    /// `chunk: nil` picks the split size from a wave model: one-warp blocks, `warpsPerSM` of them resident (shared
+    /// memory bound); every split costs its tokens plus a fixed ~64-token start-up; the kernel takes
+    /// ceil(items / resident) waves. The split count minimizing waves × (chunk + 64) wins.
     public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
-                chunk: Int? = nil, multiprocessors: Int = 132) {
+                chunk: Int? = nil, stages: Int = 4, multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
         precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)
         precondition([64, 128].contains(headDim), "head dim 64 or 128")
         precondition([1, 2, 3, 4, 8].contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
+        precondition((2...8).contains(stages), "2…8 stages")
         self.batch = batch
         self.qHeads = qHeads
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.dtype = dtype
         self.maxLength = maxLength
+        self.stages = stages
         if let chunk {
             precondition(chunk > 0 && chunk % 32 == 0, "chunk must be a positive multiple of 32")
             self.chunk = chunk
         } else {
-            // ~5 resident one-warp blocks per SM (shared memory bound); aim for ~4 waves, splits of ≥ 128 tokens.
-            let targetWarps = multiprocessors * 5 * 4
-            let splits = max(1, (targetWarps + batch * kvHeads - 1) / (batch * kvHeads))
-            let c = (maxLength + splits - 1) / splits
-            self.chunk = max(128, (c + 31) / 32 * 32)
+            let smem = DecodeShape.sharedBytes(stages: stages, group: qHeads / kvHeads, headDim: headDim)
+            let resident = multiprocessors * max(1, min(32, sharedPerSM / (smem + 1024)))
+            let pairs = batch * kvHeads
+            var best = (cost: Int.max, chunk: maxLength)
+            var lastChunk = -1
+            for splits in 1...max(1, maxLength / 32) {
+                let c = (maxLength + splits - 1) / splits
+                let chunk = (c + 31) / 32 * 32
+                if chunk == lastChunk { continue }
+                lastChunk = chunk
+                if chunk < 64 && splits > 1 { break }
+                let items = pairs * ((maxLength + chunk - 1) / chunk)
+                let waves = (items + resident - 1) / resident
+                let cost = waves * (chunk + 64)
+                if cost < best.cost { best = (cost, chunk) }
+            }
+            self.chunk = best.chunk
         }
     }
 }
@@ -124,6 +148,10 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     private func function(_ module: CUDAModule, _ name: String) throws -> CUDAFunction {
         if let f = functions[name] { return f }
         let f = try module.function(name)
+        if name.hasPrefix("decode_partial") {
+            try f.setMaxDynamicSharedMemory(232_448)  // 227 KB: the most one block may use on Hopper
+            _ = module.cuda.api.funcSetAttribute(f.handleForAttributes, 9, 100)  // carveout: max shared memory
+        }
         functions[name] = f
         return f
     }
@@ -137,11 +165,12 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         let name = "decode_partial_strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         try function(attention, name).launch(
-            grid: (UInt32(shape.maxSplits), UInt32(shape.kvHeads), UInt32(shape.batch)), block: (32, 1, 1),
-            stream: stream, [
+            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
+            sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
                 .pointer(query), .pointer(kv.keys), .pointer(kv.values), .int64(Int64(kv.slotStride)),
                 .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)), .pointer(slots), .pointer(lengths),
-                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .float(scale * log2e),
+                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
+                .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
             ])
         try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
@@ -156,12 +185,13 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
         let name = "decode_partial_paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         try function(attention, name).launch(
-            grid: (UInt32(shape.maxSplits), UInt32(shape.kvHeads), UInt32(shape.batch)), block: (32, 1, 1),
-            stream: stream, [
+            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
+            sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
                 .pointer(query), .pointer(kv.keyPool), .pointer(kv.valuePool), .pointer(kv.blockTables),
                 .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)), .int64(Int64(kv.blockStride)),
                 .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headDim)), .pointer(lengths),
-                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .float(scale * log2e),
+                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
+                .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
             ])
         try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
@@ -211,7 +241,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     public func copy(from source: UInt64, to destination: UInt64, bytes: Int, stream: CUDAStream?) throws {
         precondition(bytes % 16 == 0)
         try function(attention, "copy_u128").launch(
-            grid: (UInt32(multiprocessors * 8), 1, 1), block: (512, 1, 1), stream: stream,
+            grid: (UInt32(multiprocessors * 4), 1, 1), block: (512, 1, 1), stream: stream,
             [.pointer(source), .pointer(destination), .int64(Int64(bytes / 16))])
     }
 }

@@ -24,6 +24,8 @@ struct BenchAttention: ParsableCommand {
     var groups = 30
     @Option(help: "Override the split size (tokens, multiple of 32).")
     var chunk: Int?
+    @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
+    var stages = "4"
     @Option(help: "Storages to run: contiguous-perLayer, contiguous-mega, paged-16, paged-256 (comma separated).")
     var storages = "contiguous-perLayer,contiguous-mega,paged-16,paged-256"
     @Option(help: "Where to write the JSON result.")
@@ -60,24 +62,28 @@ struct BenchAttention: ParsableCommand {
         try sourceV.upload(randomHalfs(sourceTokens * rowElements, dtype: dtype, amplitude: 1, rng: &rng).bits)
 
         struct Row { var batch: Int; var context: Int; var storage: String; var chunk: Int; var micros: Double
-                     var spread: Double; var gbps: Double; var fraction: Double }
+                     var spread: Double; var gbps: Double; var fraction: Double; var stages: Int }
         var rows: [Row] = []
         for spec in shapes.split(separator: ",") {
             let parts = spec.split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2 else { throw ValidationErrorText("bad shape \(spec)") }
             let (batch, context) = (parts[0], parts[1])
-            let shape = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
-                                    maxLength: context, chunk: chunk, multiprocessors: kernels.multiprocessors)
+            let stageList = stages.split(separator: ",").compactMap { Int($0) }
+            let shapes = stageList.map {
+                DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
+                            maxLength: context, chunk: chunk, stages: $0, multiprocessors: kernels.multiprocessors)
+            }
             let q = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
             try q.upload(randomHalfs(batch * qHeads * d, dtype: dtype, amplitude: 2, rng: &rng).bits)
             let out = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
-            let workspace = try DecodeWorkspace(cuda, shape: shape)
+            let workspaces = try shapes.map { try DecodeWorkspace(cuda, shape: $0) }
             let bytes = Double(2 * batch * context * rowElements * 2)
             for storage in chosen {
                 let kv = try DecodeKV(storage: storage, layers: 2, kvHeads: kvHeads, headDim: d, dtype: dtype,
                                       lengths: [Int](repeating: context, count: batch), maxLength: context,
                                       handle: handle, kernels: kernels, sourceK: sourceK, sourceV: sourceV,
                                       sourceTokens: sourceTokens, rng: &rng)
+                for (shape, workspace) in zip(shapes, workspaces) {
                 var layer = 0
                 let scale = 1 / Float(d).squareRoot()
                 let call = {
@@ -97,12 +103,15 @@ struct BenchAttention: ParsableCommand {
                 if o.contains(where: { halfToFloat($0, dtype).isNaN }) {
                     throw ValidationErrorText("NaN in the output of \(storage) \(batch)x\(context)")
                 }
-                try kv.close(stream: stream)
-                rows.append(Row(batch: batch, context: context, storage: storage.description, chunk: shape.chunk,
-                                micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps))
-                print("  \(batch)×\(context) \(pad(storage.description, 20)) chunk \(shape.chunk): "
+                let label = stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description
+                rows.append(Row(batch: batch, context: context, storage: label, chunk: shape.chunk,
+                                micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps,
+                                stages: shape.stages))
+                print("  \(batch)×\(context) \(pad(label, 24)) chunk \(shape.chunk): "
                       + "\(fmt(micros, 1)) µs (p10–p90 spread \(fmt(spread, 1))), \(fmt(gbps, 0)) GB/s, "
                       + "\(fmt(gbps / copyGBps, 3)) of copy")
+                }
+                try kv.close(stream: stream)
             }
         }
 
@@ -115,7 +124,8 @@ struct BenchAttention: ParsableCommand {
         print("\nDecode, bf16, 32/8 heads, d=128: µs / fraction of copy (\(fmt(copyGBps, 0)) GB/s)")
         print("| kernel | " + shapeKeys.map { "\($0.0)×\($0.1 / 1024)K" }.joined(separator: " | ") + " |")
         print("|---|" + shapeKeys.map { _ in "---|" }.joined())
-        for storage in chosen.map(\.description) {
+        let labels = rows.reduce(into: [String]()) { acc, r in if !acc.contains(r.storage) { acc.append(r.storage) } }
+        for storage in labels {
             let cells = shapeKeys.map { key -> String in
                 guard let r = rows.first(where: { $0.storage == storage && ($0.batch, $0.context) == key }) else { return "–" }
                 return "\(fmt(r.micros, 1)) / \(fmt(r.fraction, 2))"
@@ -141,7 +151,7 @@ struct BenchAttention: ParsableCommand {
             text += "  \"callsPerGroup\": \(callsPerGroup), \"groups\": \(groups),\n  \"results\": [\n"
             text += rows.map { r in
                 "    {\"batch\": \(r.batch), \"context\": \(r.context), \"storage\": \"\(r.storage)\", "
-                    + "\"chunk\": \(r.chunk), \"microsMedian\": \(fmt(r.micros, 2)), "
+                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"microsMedian\": \(fmt(r.micros, 2)), "
                     + "\"microsP10P90Spread\": \(fmt(r.spread, 2)), \"GBps\": \(fmt(r.gbps, 1)), "
                     + "\"fractionOfCopy\": \(fmt(r.fraction, 4))}"
             }.joined(separator: ",\n")

@@ -36,10 +36,11 @@ struct CheckAttention: ParsableCommand {
                         var lengths = [1, 31, 33, 300, 1037, Int.random(in: 1...maxLength, using: &rng)]
                         lengths.shuffle(using: &rng)
                         let chunk: Int? = ci % 2 == 0 ? nil : 64  // default (≥ 128) and small splits (many merges)
+                        let stages = [2, 3, 4, 6][(ci + group) % 4]  // every pipeline depth, every storage
                         let shape = DecodeShape(batch: lengths.count, qHeads: kvHeads * group, kvHeads: kvHeads,
                                                 headDim: headDim, dtype: dtype, maxLength: maxLength, chunk: chunk,
-                                                multiprocessors: kernels.multiprocessors)
-                        let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk)"
+                                                stages: stages, multiprocessors: kernels.multiprocessors)
+                        let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk) s\(stages)"
                         let err = try runCase(shape: shape, lengths: lengths, storage: storage, handle: handle,
                                               kernels: kernels, cuda: cuda, stream: stream, rng: &rng)
                         let ok = err.nanCount == 0 && err.maxRel <= tolerance

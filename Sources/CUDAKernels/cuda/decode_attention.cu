@@ -1,8 +1,9 @@
 // Flash-decoding for one query token per sequence, GQA, split-KV + log-sum-exp merge.
 //
 // Work item: one warp = one (sequence, KV head, split of `chunk` tokens). The warp serves all G query heads of its
-// KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async (two stages,
-// the next tile in flight while the current one is used). Scores: lane = token (q broadcast from shared memory, no
+// KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async, `stages`
+// deep (a launch parameter: stages − 1 tiles in flight while one is used; dynamic shared memory, see
+// decode_smem_bytes). Scores: lane = token (q broadcast from shared memory, no
 // shuffles); P·V: lane = a d/32 slice of the head dim. Partials (max in log2 domain, sum, unnormalized acc) go to
 // fp32 scratch; `decode_merge_*` combines them per query head.
 //
@@ -53,10 +54,23 @@ struct FP16 {
 
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
     u32 s = (u32)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// Waits until at most `pending` groups are outstanding (run-time count: one of the immediates).
+__device__ __forceinline__ void cp_async_wait_dyn(int pending) {
+    switch (pending) {
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    case 3: cp_async_wait<3>(); break;
+    case 4: cp_async_wait<4>(); break;
+    case 5: cp_async_wait<5>(); break;
+    case 6: cp_async_wait<6>(); break;
+    default: cp_async_wait<7>(); break;
+    }
+}
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
@@ -97,20 +111,24 @@ template <int D> struct Geometry {
 template <typename T, int D, int G, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
                                                     const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
-                                                    int length, int chunk, int maxSplits, float scaleLog2,
+                                                    int length, int chunk, int maxSplits, int stages, float scaleLog2,
                                                     float *__restrict__ pm, float *__restrict__ pl,
                                                     float *__restrict__ pacc) {
     using Geo = Geometry<D>;
-    __shared__ __align__(16) unsigned char kv[2][2][TILE * Geo::ROW];  // [stage][K/V][row]
-    __shared__ __align__(16) float qs[G][D];
-    __shared__ __align__(16) float ps[G][TILE];
+    // Dynamic shared memory: [stages][K/V][TILE rows], then q [G][D] and p [G][TILE] (fp32).
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int STAGE_BYTES = 2 * TILE * Geo::ROW;
+    float(*qs)[D] = reinterpret_cast<float(*)[D]>(smem + stages * STAGE_BYTES);
+    float(*ps)[TILE] = reinterpret_cast<float(*)[TILE]>(smem + stages * STAGE_BYTES + G * D * 4);
 
     const int lane = threadIdx.x;
-    const int split = blockIdx.x, kvHead = blockIdx.y, seq = blockIdx.z;
+    // Grid (kvHeads, splits, batch): heads vary fastest, so warps running together read whole token rows
+    // (all heads of the same tokens: kvHeads·headDim·2 contiguous bytes) rather than one head's 256 B of many rows.
+    const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
     const int start = split * chunk;
     if (start >= length) return;
     const int end = min(length, start + chunk);
-    const int kvHeads = gridDim.y, qHeads = kvHeads * G;
+    const int kvHeads = gridDim.x, qHeads = kvHeads * G;
 
     // Query rows of the group, pre-scaled by scale·log2(e) (softmax in base 2).
     for (int i = lane; i < G * D; i += 32) {
@@ -128,10 +146,10 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
         for (int p = 0; p < Geo::PASSES; p++) {
             int row = p * Geo::ROWS_PER_PASS + rowInPass;
             i64 o = (i64)__shfl_sync(0xffffffffu, (long long)off, row) + chunkCol * 8;
-            cp_async16(&kv[stage][0][row * Geo::ROW + chunkCol * 16], kBase + o);
-            cp_async16(&kv[stage][1][row * Geo::ROW + chunkCol * 16], vBase + o);
+            unsigned char *dst = smem + stage * STAGE_BYTES + row * Geo::ROW + chunkCol * 16;
+            cp_async16(dst, kBase + o);
+            cp_async16(dst + TILE * Geo::ROW, vBase + o);
         }
-        cp_async_commit();
     };
 
     float m[G], l[G], acc[G][Geo::EPL];
@@ -143,16 +161,22 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
         for (int e = 0; e < Geo::EPL; e++) acc[h][e] = 0.f;
     }
 
-    issue(0, 0);
+    // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
+    for (int i = 0; i < stages - 1; i++) {
+        if (i < tiles) issue(i, i);
+        cp_async_commit();
+    }
+    int stage = 0;
     for (int tile = 0; tile < tiles; tile++) {
-        const int stage = tile & 1;
-        if (tile + 1 < tiles) issue(tile + 1, stage ^ 1);
-        else cp_async_commit();
-        cp_async_wait<1>();
+        // Refill the stage computed in the previous iteration with tile + stages − 1.
+        const int ahead = tile + stages - 1;
+        if (ahead < tiles) issue(ahead, ahead % stages);
+        cp_async_commit();
+        cp_async_wait_dyn(stages - 1);  // this tile's group is complete
         __syncwarp();
 
         // Scores: lane = token.
-        const unsigned char *kRow = &kv[stage][0][lane * Geo::ROW];
+        const unsigned char *kRow = smem + stage * STAGE_BYTES + lane * Geo::ROW;
         float s[G];
 #pragma unroll
         for (int h = 0; h < G; h++) s[h] = 0.f;
@@ -186,7 +210,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
         __syncwarp();
 
         // P·V: lane = head-dim slice [lane·EPL, lane·EPL + EPL).
-        const unsigned char *vTile = &kv[stage][1][0];
+        const unsigned char *vTile = smem + stage * STAGE_BYTES + TILE * Geo::ROW;
 #pragma unroll 2
         for (int t4 = 0; t4 < TILE; t4 += 4) {
             float4 p4[G];
@@ -213,7 +237,9 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             }
         }
         __syncwarp();  // the next iteration's issue() overwrites this stage
+        stage = stage + 1 == stages ? 0 : stage + 1;
     }
+    cp_async_wait<0>();
 
 #pragma unroll
     for (int h = 0; h < G; h++) {
@@ -232,23 +258,23 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
 template <typename T, int D, int G>
 __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *k, const u16 *v, i64 slotStride,
                                                        i64 tokenStride, i64 headStride, const int *slots,
-                                                       const int *lengths, int chunk, int maxSplits, float scaleLog2,
-                                                       float *pm, float *pl, float *pacc) {
+                                                       const int *lengths, int chunk, int maxSplits, int stages,
+                                                       float scaleLog2, float *pm, float *pl, float *pacc) {
     const int seq = blockIdx.z;
     StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
-    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.y * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 scaleLog2, pm, pl, pacc);
+    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
+                                 stages, scaleLog2, pm, pl, pacc);
 }
 
 template <typename T, int D, int G>
 __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k, const u16 *v, const int *blockTables,
                                                      int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
                                                      i64 headStride, const int *lengths, int chunk, int maxSplits,
-                                                     float scaleLog2, float *pm, float *pl, float *pacc) {
+                                                     int stages, float scaleLog2, float *pm, float *pl, float *pacc) {
     const int seq = blockIdx.z;
     PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
-    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.y * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 scaleLog2, pm, pl, pacc);
+    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
+                                 stages, scaleLog2, pm, pl, pacc);
 }
 
 // Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block D threads.
@@ -261,8 +287,10 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     const i64 row = (i64)seq * qHeads + head;
     const i64 base = row * maxSplits;
     float M = NEG_INF;
+#pragma unroll 8
     for (int i = 0; i < n; i++) M = fmaxf(M, pm[base + i]);
     float L = 0.f, o = 0.f;
+#pragma unroll 8
     for (int i = 0; i < n; i++) {
         float w = exp2f(pm[base + i] - M);
         L = fmaf(pl[base + i], w, L);
@@ -274,17 +302,17 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
 #define DECODE_PARTIAL(TN, T, D, G)                                                                                \
     extern "C" __global__ void __launch_bounds__(32) decode_partial_strided_##TN##_d##D##_g##G(                    \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
-        const int *slots, const int *lengths, int chunk, int maxSplits, float scaleLog2, float *pm, float *pl,     \
-        float *pacc) {                                                                                             \
+        const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
+        float *pl, float *pacc) {                                                                                  \
         decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
-                                        maxSplits, scaleLog2, pm, pl, pacc);                                       \
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc);                               \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32) decode_partial_paged_##TN##_d##D##_g##G(                      \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
-        float scaleLog2, float *pm, float *pl, float *pacc) {                                                      \
+        int stages, float scaleLog2, float *pm, float *pl, float *pacc) {                                          \
         decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
-                                      headStride, lengths, chunk, maxSplits, scaleLog2, pm, pl, pacc);             \
+                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc);     \
     }
 
 #define DECODE_MERGE(TN, T, D)                                                                                     \
@@ -305,5 +333,12 @@ DECODE_ALL_G(fp16, FP16, 128)
 // Device-to-device copy with 16-byte accesses, grid-stride: the bandwidth ceiling `vattn bench attention` reports
 // fractions of (bytes read + written).
 extern "C" __global__ void copy_u128(const uint4 *__restrict__ src, uint4 *__restrict__ dst, i64 n) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) dst[i] = src[i];
+    // Four independent 16-byte loads in flight per thread before the stores.
+    const i64 stride = (i64)gridDim.x * blockDim.x;
+    i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        uint4 a = src[i], b = src[i + stride], c = src[i + 2 * stride], d = src[i + 3 * stride];
+        dst[i] = a; dst[i + stride] = b; dst[i + 2 * stride] = c; dst[i + 3 * stride] = d;
+    }
+    for (; i < n; i += stride) dst[i] = src[i];
 }
