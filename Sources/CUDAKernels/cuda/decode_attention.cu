@@ -139,9 +139,13 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     const int tiles = (end - start + TILE - 1) / TILE;
     const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
 
-    auto issue = [&](int tile, int stage) {
-        int t = min(start + tile * TILE + lane, end - 1);  // clamp: rows past the end are loaded but masked
-        i64 off = addr.offset(t) + headOffset;  // this lane's token; rows are fetched from their owner lane
+    // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed one
+    // tile before it is issued, so a paged block-table read overlaps a tile's arithmetic instead of stalling issue.
+    auto tokenOffset = [&](int tile) -> i64 {
+        int t = min(start + tile * TILE + lane, end - 1);
+        return addr.offset(t) + headOffset;
+    };
+    auto issue = [&](i64 off, int stage) {  // rows are fetched from their owner lane's offset
 #pragma unroll
         for (int p = 0; p < Geo::PASSES; p++) {
             int row = p * Geo::ROWS_PER_PASS + rowInPass;
@@ -163,23 +167,31 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
 
     // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
     for (int i = 0; i < stages - 1; i++) {
-        if (i < tiles) issue(i, i);
+        if (i < tiles) issue(tokenOffset(i), i);
         cp_async_commit();
     }
+    i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
     int stage = 0;
     for (int tile = 0; tile < tiles; tile++) {
         // Refill the stage computed in the previous iteration with tile + stages − 1.
         const int ahead = tile + stages - 1;
-        if (ahead < tiles) issue(ahead, ahead % stages);
+        if (ahead < tiles) {
+            issue(nextOff, ahead % stages);
+            nextOff = tokenOffset(min(ahead + 1, tiles - 1));
+        }
         cp_async_commit();
         cp_async_wait_dyn(stages - 1);  // this tile's group is complete
         __syncwarp();
 
         // Scores: lane = token.
         const unsigned char *kRow = smem + stage * STAGE_BYTES + lane * Geo::ROW;
-        float s[G];
+        // NACC independent FMA chains per head (one chain of D FMAs would make the dot product latency-bound).
+        constexpr int NACC = G >= 8 ? 2 : 4;
+        float sa[G][NACC];
 #pragma unroll
-        for (int h = 0; h < G; h++) s[h] = 0.f;
+        for (int h = 0; h < G; h++)
+#pragma unroll
+            for (int a = 0; a < NACC; a++) sa[h][a] = 0.f;
 #pragma unroll
         for (int c = 0; c < Geo::CHUNKS; c++) {
             uint4 raw = *reinterpret_cast<const uint4 *>(kRow + c * 16);
@@ -188,11 +200,17 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             for (int h = 0; h < G; h++) {
                 float4 qa = *reinterpret_cast<const float4 *>(&qs[h][c * 8]);
                 float4 qb = *reinterpret_cast<const float4 *>(&qs[h][c * 8 + 4]);
-                float a = s[h];
-                a = fmaf(qa.x, k0.x, a); a = fmaf(qa.y, k0.y, a); a = fmaf(qa.z, k1.x, a); a = fmaf(qa.w, k1.y, a);
-                a = fmaf(qb.x, k2.x, a); a = fmaf(qb.y, k2.y, a); a = fmaf(qb.z, k3.x, a); a = fmaf(qb.w, k3.y, a);
-                s[h] = a;
+                float &a0 = sa[h][0], &a1 = sa[h][1 % NACC], &a2 = sa[h][2 % NACC], &a3 = sa[h][3 % NACC];
+                a0 = fmaf(qa.x, k0.x, a0); a1 = fmaf(qa.z, k1.x, a1); a2 = fmaf(qb.x, k2.x, a2); a3 = fmaf(qb.z, k3.x, a3);
+                a0 = fmaf(qa.y, k0.y, a0); a1 = fmaf(qa.w, k1.y, a1); a2 = fmaf(qb.y, k2.y, a2); a3 = fmaf(qb.w, k3.y, a3);
             }
+        }
+        float s[G];
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            s[h] = sa[h][0];
+#pragma unroll
+            for (int a = 1; a < NACC; a++) s[h] += sa[h][a];
         }
         const bool valid = start + tile * TILE + lane < end;
 #pragma unroll
@@ -277,26 +295,54 @@ __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k,
                                  stages, scaleLog2, pm, pl, pacc);
 }
 
-// Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block D threads.
+// Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, MERGE_P):
+// thread (j, p) sums head-dim element j over splits p, p + MERGE_P, …; the weights exp2(m_i − M) are computed once
+// per split into shared memory. Dynamic shared memory: maxSplits floats.
+constexpr int MERGE_P = 4;
+
+__device__ __forceinline__ float block_reduce(float v, bool isMax, float *scratch) {
+    const int tid = threadIdx.x + threadIdx.y * blockDim.x, nwarps = (blockDim.x * blockDim.y) / 32;
+    v = isMax ? warp_max(v) : warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous reduction
+    if ((tid & 31) == 0) scratch[tid >> 5] = v;
+    __syncthreads();
+    float r = isMax ? NEG_INF : 0.f;
+    for (int w = 0; w < nwarps; w++) r = isMax ? fmaxf(r, scratch[w]) : r + scratch[w];
+    return r;
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const float *__restrict__ pl,
                                              const float *__restrict__ pacc, const int *__restrict__ lengths,
                                              int chunk, int maxSplits, u16 *__restrict__ out) {
-    const int head = blockIdx.x, seq = blockIdx.y, qHeads = gridDim.x, j = threadIdx.x;
+    extern __shared__ float weights[];
+    __shared__ float scratch[32];
+    __shared__ float partial[MERGE_P][D];
+    const int head = blockIdx.x, seq = blockIdx.y, qHeads = gridDim.x, j = threadIdx.x, p = threadIdx.y;
+    const int tid = j + p * D, nthreads = D * MERGE_P;
     const int n = (__ldg(lengths + seq) + chunk - 1) / chunk;
     const i64 row = (i64)seq * qHeads + head;
     const i64 base = row * maxSplits;
     float M = NEG_INF;
-#pragma unroll 8
-    for (int i = 0; i < n; i++) M = fmaxf(M, pm[base + i]);
-    float L = 0.f, o = 0.f;
-#pragma unroll 8
-    for (int i = 0; i < n; i++) {
+    for (int i = tid; i < n; i += nthreads) M = fmaxf(M, pm[base + i]);
+    M = block_reduce(M, true, scratch);
+    float L = 0.f;
+    for (int i = tid; i < n; i += nthreads) {
         float w = exp2f(pm[base + i] - M);
+        weights[i] = w;
         L = fmaf(pl[base + i], w, L);
-        o = fmaf(pacc[(base + i) * D + j], w, o);
     }
-    out[row * D + j] = T::store1(n > 0 ? o / L : 0.f);
+    L = block_reduce(L, false, scratch);  // its barriers also publish `weights`
+    float o = 0.f;
+#pragma unroll 4
+    for (int i = p; i < n; i += MERGE_P) o = fmaf(pacc[(base + i) * D + j], weights[i], o);
+    partial[p][j] = o;
+    __syncthreads();
+    if (p == 0) {
+#pragma unroll
+        for (int q = 1; q < MERGE_P; q++) o += partial[q][j];
+        out[row * D + j] = T::store1(n > 0 ? o / L : 0.f);
+    }
 }
 
 #define DECODE_PARTIAL(TN, T, D, G)                                                                                \
