@@ -79,7 +79,7 @@ public struct DecodeShape: Sendable, Hashable {
     /// memory bound); every split costs its tokens plus a fixed ~64-token start-up; the kernel takes
     /// ceil(items / resident) waves. The split count minimizing waves × (chunk + 64) wins.
     public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
-                chunk: Int? = nil, stages: Int = 4, multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
+                chunk: Int? = nil, stages: Int = 3, multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
         precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)
         precondition([64, 128].contains(headDim), "head dim 64 or 128")
         precondition([1, 2, 3, 4, 8].contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
@@ -157,6 +157,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     }
 
     /// Decode attention over strided K/V: sequence b attends to the first `lengths[b]` tokens of slot `slots[b]`.
+    /// Two launches (split kernel + log-sum-exp merge), or one when `shape.maxSplits == 1` (the split kernel then
+    /// normalizes and writes the output itself).
     /// - query, output: `[batch, qHeads, headDim]` of `shape.dtype`; slots, lengths: int32 `[batch]` (device).
     /// Output rows of zero-length sequences are zeros.
     public func decode(query: UInt64, kv: DeviceStridedKV, slots: UInt64, lengths: UInt64, output: UInt64,
@@ -172,8 +174,11 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
+                .pointer(shape.maxSplits == 1 ? output : 0),
             ])
-        try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
+        if shape.maxSplits > 1 {
+            try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
+        }
     }
 
     /// Paged twin of `decode`: sequence b reads its tokens through row b of the block table.
@@ -193,15 +198,19 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
+                .pointer(shape.maxSplits == 1 ? output : 0),
             ])
-        try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
+        if shape.maxSplits > 1 {
+            try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
+        }
     }
 
     private func merge(lengths: UInt64, output: UInt64, shape: DecodeShape, workspace: DecodeWorkspace,
                        stream: CUDAStream?) throws {
         precondition(workspace.shape.maxSplits <= 12_000, "at most 12 000 splits (merge weights live in 48 KB)")
         try function(attention, "decode_merge_\(shape.dtype.rawValue)_d\(shape.headDim)").launch(
-            grid: (UInt32(shape.qHeads), UInt32(shape.batch), 1), block: (UInt32(shape.headDim), 4, 1),
+            grid: (UInt32(shape.qHeads), UInt32(shape.batch), 1),
+            block: (UInt32(shape.headDim), shape.maxSplits >= 16 ? 4 : 1, 1),
             sharedBytes: UInt32(workspace.shape.maxSplits * 4), stream: stream, [
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address),
                 .pointer(workspace.accs.address), .pointer(lengths), .int32(Int32(shape.chunk)),

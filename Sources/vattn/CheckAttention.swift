@@ -31,11 +31,13 @@ struct CheckAttention: ParsableCommand {
             for headDim in [64, 128] {
                 for group in headDim == 64 ? [1, 3, 4, 8] : [1, 4, 8] {
                     for (ci, storage) in KVStorage.all.enumerated() {
-                        // Lengths: 1, a tile boundary ± 1, non-multiples of tiles and splits, one random.
+                        // Lengths: 0, 1, a tile boundary ± 1, non-multiples of tiles and splits, one random.
                         let maxLength = 1100
-                        var lengths = [1, 31, 33, 300, 1037, Int.random(in: 1...maxLength, using: &rng)]
+                        var lengths = [0, 1, 31, 33, 300, 1037, Int.random(in: 1...maxLength, using: &rng)]
                         lengths.shuffle(using: &rng)
-                        let chunk: Int? = ci % 2 == 0 ? nil : 64  // default (≥ 128) and small splits (many merges)
+                        // Split size: the default (many splits), 64 (many merges) or ≥ maxLength (one split: no merge,
+                        // the split kernel writes the output).
+                        let chunk: Int? = [nil, 64, 1120][(ci + group + headDim / 64) % 3]
                         let stages = [2, 3, 4, 6][(ci + group) % 4]  // every pipeline depth, every storage
                         let shape = DecodeShape(batch: lengths.count, qHeads: kvHeads * group, kvHeads: kvHeads,
                                                 headDim: headDim, dtype: dtype, maxLength: maxLength, chunk: chunk,

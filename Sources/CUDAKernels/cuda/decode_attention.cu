@@ -113,7 +113,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
                                                     const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
                                                     int length, int chunk, int maxSplits, int stages, float scaleLog2,
                                                     float *__restrict__ pm, float *__restrict__ pl,
-                                                    float *__restrict__ pacc) {
+                                                    float *__restrict__ pacc, u16 *__restrict__ out) {
     using Geo = Geometry<D>;
     // Dynamic shared memory: [stages][K/V][TILE rows], then q [G][D] and p [G][TILE] (fp32).
     extern __shared__ __align__(16) unsigned char smem[];
@@ -126,9 +126,14 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     // (all heads of the same tokens: kvHeads·headDim·2 contiguous bytes) rather than one head's 256 B of many rows.
     const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
     const int start = split * chunk;
-    if (start >= length) return;
-    const int end = min(length, start + chunk);
     const int kvHeads = gridDim.x, qHeads = kvHeads * G;
+    if (start >= length) {
+        // Direct mode (one split, no merge): a zero-length sequence still gets its zero output rows.
+        if (out != nullptr && split == 0)
+            for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
+        return;
+    }
+    const int end = min(length, start + chunk);
 
     // Query rows of the group, pre-scaled by scale·log2(e) (softmax in base 2).
     for (int i = lane; i < G * D; i += 32) {
@@ -262,6 +267,13 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
 #pragma unroll
     for (int h = 0; h < G; h++) {
         float lt = warp_sum(l[h]);
+        if (out != nullptr) {  // direct mode: the only split; normalize and store the output row
+            const float inv = 1.f / lt;
+            u16 *o = out + ((i64)seq * qHeads + kvHead * G + h) * D + lane * Geo::EPL;
+#pragma unroll
+            for (int e = 0; e < Geo::EPL; e++) o[e] = T::store1(acc[h][e] * inv);
+            continue;
+        }
         i64 idx = ((i64)seq * qHeads + kvHead * G + h) * maxSplits + split;
         if (lane == 0) { pm[idx] = m[h]; pl[idx] = lt; }
         float *dst = pacc + idx * D + lane * Geo::EPL;
@@ -277,27 +289,30 @@ template <typename T, int D, int G>
 __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *k, const u16 *v, i64 slotStride,
                                                        i64 tokenStride, i64 headStride, const int *slots,
                                                        const int *lengths, int chunk, int maxSplits, int stages,
-                                                       float scaleLog2, float *pm, float *pl, float *pacc) {
+                                                       float scaleLog2, float *pm, float *pl, float *pacc,
+                                                       u16 *out) {
     const int seq = blockIdx.z;
     StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
     decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 stages, scaleLog2, pm, pl, pacc);
+                                 stages, scaleLog2, pm, pl, pacc, out);
 }
 
 template <typename T, int D, int G>
 __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k, const u16 *v, const int *blockTables,
                                                      int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
                                                      i64 headStride, const int *lengths, int chunk, int maxSplits,
-                                                     int stages, float scaleLog2, float *pm, float *pl, float *pacc) {
+                                                     int stages, float scaleLog2, float *pm, float *pl, float *pacc,
+                                                     u16 *out) {
     const int seq = blockIdx.z;
     PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
     decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 stages, scaleLog2, pm, pl, pacc);
+                                 stages, scaleLog2, pm, pl, pacc, out);
 }
 
-// Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, MERGE_P):
-// thread (j, p) sums head-dim element j over splits p, p + MERGE_P, …; the weights exp2(m_i − M) are computed once
-// per split into shared memory. Dynamic shared memory: maxSplits floats.
+// Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
+// P = 1…MERGE_P (more only pays with many splits): thread (j, p) sums head-dim element j over splits p, p + P, …;
+// the weights exp2(m_i − M) are computed once per split into shared memory. Dynamic shared memory: maxSplits floats.
+// Not launched when there is one split: the split kernel then writes the output itself (direct mode).
 constexpr int MERGE_P = 4;
 
 __device__ __forceinline__ float block_reduce(float v, bool isMax, float *scratch) {
@@ -319,7 +334,7 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     __shared__ float scratch[32];
     __shared__ float partial[MERGE_P][D];
     const int head = blockIdx.x, seq = blockIdx.y, qHeads = gridDim.x, j = threadIdx.x, p = threadIdx.y;
-    const int tid = j + p * D, nthreads = D * MERGE_P;
+    const int P = blockDim.y, tid = j + p * D, nthreads = D * P;
     const int n = (__ldg(lengths + seq) + chunk - 1) / chunk;
     const i64 row = (i64)seq * qHeads + head;
     const i64 base = row * maxSplits;
@@ -335,12 +350,13 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     L = block_reduce(L, false, scratch);  // its barriers also publish `weights`
     float o = 0.f;
 #pragma unroll 4
-    for (int i = p; i < n; i += MERGE_P) o = fmaf(pacc[(base + i) * D + j], weights[i], o);
-    partial[p][j] = o;
-    __syncthreads();
+    for (int i = p; i < n; i += P) o = fmaf(pacc[(base + i) * D + j], weights[i], o);
+    if (P > 1) {
+        partial[p][j] = o;
+        __syncthreads();
+    }
     if (p == 0) {
-#pragma unroll
-        for (int q = 1; q < MERGE_P; q++) o += partial[q][j];
+        for (int q = 1; q < P; q++) o += partial[q][j];
         out[row * D + j] = T::store1(n > 0 ? o / L : 0.f);
     }
 }
@@ -349,16 +365,17 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     extern "C" __global__ void __launch_bounds__(32) decode_partial_strided_##TN##_d##D##_g##G(                    \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
-        float *pl, float *pacc) {                                                                                  \
+        float *pl, float *pacc, u16 *out) {                                                                        \
         decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc);                               \
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);                          \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32) decode_partial_paged_##TN##_d##D##_g##G(                      \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
-        int stages, float scaleLog2, float *pm, float *pl, float *pacc) {                                          \
+        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out) {                                \
         decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
-                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc);     \
+                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
+                                      out);                                                                        \
     }
 
 #define DECODE_MERGE(TN, T, D)                                                                                     \
