@@ -33,11 +33,14 @@ public struct CUDAFunction: @unchecked Sendable {
     let module: CUDAModule
     let handle: CUfunction?
 
+    /// Sets a function attribute (cuFuncSetAttribute).
+    public func setAttribute(_ attribute: Int32, _ value: Int32) throws(CUDAError) {
+        try module.cuda.check(module.cuda.api.funcSetAttribute(handle, attribute, value), "cuFuncSetAttribute")
+    }
+
     /// Allows up to `bytes` of dynamic shared memory per block (needed above 48 KB).
     public func setMaxDynamicSharedMemory(_ bytes: Int) throws(CUDAError) {
-        let r = module.cuda.api.funcSetAttribute(handle, Int32(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES_),
-                                                 Int32(bytes))
-        try module.cuda.check(r, "cuFuncSetAttribute")
+        try setAttribute(Int32(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES_), Int32(bytes))
     }
 
     /// Launches with arguments packed as the kernel's parameter list (each argument's bytes, by pointer).

@@ -18,13 +18,13 @@ struct Vattn: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the memory manager (and, later, kernels and serving).",
-        subcommands: [BenchAlloc.self, BenchPrefill.self])
+        subcommands: [BenchAlloc.self, BenchPrefill.self, BenchAttention.self])
 }
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Correctness checks that need hardware CI does not have (a GPU).",
-        subcommands: [CheckCUDA.self, CheckPrefill.self])
+        subcommands: [CheckCUDA.self, CheckPrefill.self, CheckAttention.self])
 }
 
 enum BackendChoice: String, ExpressibleByArgument, CaseIterable {

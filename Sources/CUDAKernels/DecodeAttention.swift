@@ -1,0 +1,259 @@
+import CCUDA
+import CUDADriver
+
+/// Storage type of K, V, queries and outputs for the GPU attention kernels.
+public enum AttentionDType: String, Sendable, CaseIterable {
+    case bf16, fp16
+}
+
+/// K and V of one layer in strided (vAttention virtual tensor) form, device addresses: element (slot, token, head, d)
+/// of K is at `keys + (slot·slotStride + token·tokenStride + head·headStride + d)·2`. K and V share the strides (true
+/// for both `KVCacheManager` layouts). Build it from two `KVTensorView`s.
+public struct DeviceStridedKV: Sendable, Hashable {
+    public var keys: UInt64
+    public var values: UInt64
+    public var slotStride: Int
+    public var tokenStride: Int
+    public var headStride: Int
+
+    public init(keys: UInt64, values: UInt64, slotStride: Int, tokenStride: Int, headStride: Int) {
+        self.keys = keys
+        self.values = values
+        self.slotStride = slotStride
+        self.tokenStride = tokenStride
+        self.headStride = headStride
+    }
+}
+
+/// K and V of one layer in the paged (vLLM) form: pools `[numBlocks, blockSize, kvHeads, headDim]` and an int32 block
+/// table `[batch, tableStride]` in device memory (row s: the physical blocks of sequence s, in order).
+public struct DevicePagedKV: Sendable, Hashable {
+    public var keyPool: UInt64
+    public var valuePool: UInt64
+    public var blockTables: UInt64
+    public var tableStride: Int
+    public var blockSize: Int
+    public var kvHeads: Int
+    public var headDim: Int
+
+    public init(keyPool: UInt64, valuePool: UInt64, blockTables: UInt64, tableStride: Int, blockSize: Int,
+                kvHeads: Int, headDim: Int) {
+        self.keyPool = keyPool
+        self.valuePool = valuePool
+        self.blockTables = blockTables
+        self.tableStride = tableStride
+        self.blockSize = blockSize
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+    }
+
+    var tokenStride: Int { kvHeads * headDim }
+    var blockStride: Int { blockSize * kvHeads * headDim }
+}
+
+/// A decode launch's fixed shape (what a CUDA graph would be captured for): batch, heads, the longest context the
+/// grid covers, and the split size. Lengths and slots are read from device memory at run time.
+public struct DecodeShape: Sendable, Hashable {
+    public var batch: Int
+    public var qHeads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var dtype: AttentionDType
+    /// The grid covers this many tokens per sequence; longer sequences are not allowed.
+    public var maxLength: Int
+    /// Tokens per split (a multiple of 32).
+    public var chunk: Int
+    /// cp.async pipeline depth of the split kernel (2…8): stages − 1 tiles of 32 tokens in flight per warp.
+    public var stages: Int
+
+    public var group: Int { qHeads / kvHeads }
+    public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
+    /// Dynamic shared memory of one split-kernel block (one warp).
+    public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, group: group, headDim: headDim) }
+
+    public static func sharedBytes(stages: Int, group: Int, headDim: Int) -> Int {
+        stages * 2 * 32 * (2 * headDim + 16) + group * headDim * 4 + group * 32 * 4
+    }
+
+    /// `chunk: nil` picks the split size from a wave model: one-warp blocks, `warpsPerSM` of them resident (shared
+    /// memory bound); every split costs its tokens plus a fixed ~64-token start-up; the kernel takes
+    /// ceil(items / resident) waves. The split count minimizing waves × (chunk + 64) wins.
+    public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
+                chunk: Int? = nil, stages: Int = 3, multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
+        precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)
+        precondition([64, 128].contains(headDim), "head dim 64 or 128")
+        precondition([1, 2, 3, 4, 8].contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
+        precondition((2...8).contains(stages), "2…8 stages")
+        self.batch = batch
+        self.qHeads = qHeads
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.dtype = dtype
+        self.maxLength = maxLength
+        self.stages = stages
+        if let chunk {
+            precondition(chunk > 0 && chunk % 32 == 0, "chunk must be a positive multiple of 32")
+            self.chunk = chunk
+        } else {
+            let smem = DecodeShape.sharedBytes(stages: stages, group: qHeads / kvHeads, headDim: headDim)
+            let resident = multiprocessors * max(1, min(32, sharedPerSM / (smem + 1024)))
+            let pairs = batch * kvHeads
+            var best = (cost: Int.max, chunk: maxLength)
+            var lastChunk = -1
+            for splits in 1...max(1, maxLength / 32) {
+                let c = (maxLength + splits - 1) / splits
+                let chunk = (c + 31) / 32 * 32
+                if chunk == lastChunk { continue }
+                lastChunk = chunk
+                if chunk < 64 && splits > 1 { break }
+                let items = pairs * ((maxLength + chunk - 1) / chunk)
+                let waves = (items + resident - 1) / resident
+                let cost = waves * (chunk + 64)
+                if cost < best.cost { best = (cost, chunk) }
+            }
+            self.chunk = best.chunk
+        }
+    }
+}
+
+/// fp32 scratch for split partials, sized for a shape.
+public final class DecodeWorkspace: @unchecked Sendable {
+    public let maxes: DeviceBuffer
+    public let sums: DeviceBuffer
+    public let accs: DeviceBuffer
+    public let shape: DecodeShape
+
+    public init(_ cuda: CUDA, shape: DecodeShape) throws {
+        let partials = shape.batch * shape.qHeads * shape.maxSplits
+        maxes = try DeviceBuffer(cuda, byteCount: partials * 4)
+        sums = try DeviceBuffer(cuda, byteCount: partials * 4)
+        accs = try DeviceBuffer(cuda, byteCount: partials * shape.headDim * 4)
+        self.shape = shape
+    }
+}
+
+/// The GPU decode-attention and KV-append kernels (`decode_attention.cu`, `kv_append.cu`), compiled with NVRTC.
+public final class DecodeAttentionKernels: @unchecked Sendable {
+    let attention: CUDAModule
+    let append: CUDAModule
+    private var functions: [String: CUDAFunction] = [:]
+    public let multiprocessors: Int
+
+    public init(device: CUDADevice, compiler: NVRTC) throws {
+        attention = try loadKernelModule("decode_attention.cu", device: device, compiler: compiler)
+        append = try loadKernelModule("kv_append.cu", device: device, compiler: compiler)
+        multiprocessors = try device.attribute(Int32(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT_))
+    }
+
+    private func function(_ module: CUDAModule, _ name: String) throws -> CUDAFunction {
+        if let f = functions[name] { return f }
+        let f = try module.function(name)
+        if name.hasPrefix("decode_partial") {
+            try f.setMaxDynamicSharedMemory(232_448)  // 227 KB: the most one block may use on Hopper
+            try? f.setAttribute(9, 100)  // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: all shared memory
+        }
+        functions[name] = f
+        return f
+    }
+
+    /// Decode attention over strided K/V: sequence b attends to the first `lengths[b]` tokens of slot `slots[b]`.
+    /// Two launches (split kernel + log-sum-exp merge), or one when `shape.maxSplits == 1` (the split kernel then
+    /// normalizes and writes the output itself).
+    /// - query, output: `[batch, qHeads, headDim]` of `shape.dtype`; slots, lengths: int32 `[batch]` (device).
+    /// Output rows of zero-length sequences are zeros.
+    public func decode(query: UInt64, kv: DeviceStridedKV, slots: UInt64, lengths: UInt64, output: UInt64,
+                       shape: DecodeShape, workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
+        precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
+                     && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
+        let name = "decode_partial_strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        try function(attention, name).launch(
+            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
+            sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
+                .pointer(query), .pointer(kv.keys), .pointer(kv.values), .int64(Int64(kv.slotStride)),
+                .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)), .pointer(slots), .pointer(lengths),
+                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
+                .float(scale * log2e),
+                .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
+                .pointer(shape.maxSplits == 1 ? output : 0),
+            ])
+        if shape.maxSplits > 1 {
+            try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
+        }
+    }
+
+    /// Paged twin of `decode`: sequence b reads its tokens through row b of the block table.
+    public func decode(query: UInt64, kv: DevicePagedKV, lengths: UInt64, output: UInt64, shape: DecodeShape,
+                       workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
+        precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
+                     && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
+        precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
+        precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
+        let name = "decode_partial_paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        try function(attention, name).launch(
+            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
+            sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
+                .pointer(query), .pointer(kv.keyPool), .pointer(kv.valuePool), .pointer(kv.blockTables),
+                .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)), .int64(Int64(kv.blockStride)),
+                .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headDim)), .pointer(lengths),
+                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
+                .float(scale * log2e),
+                .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
+                .pointer(shape.maxSplits == 1 ? output : 0),
+            ])
+        if shape.maxSplits > 1 {
+            try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
+        }
+    }
+
+    private func merge(lengths: UInt64, output: UInt64, shape: DecodeShape, workspace: DecodeWorkspace,
+                       stream: CUDAStream?) throws {
+        precondition(workspace.shape.maxSplits <= 12_000, "at most 12 000 splits (merge weights live in 48 KB)")
+        try function(attention, "decode_merge_\(shape.dtype.rawValue)_d\(shape.headDim)").launch(
+            grid: (UInt32(shape.qHeads), UInt32(shape.batch), 1),
+            block: (UInt32(shape.headDim), shape.maxSplits >= 16 ? 4 : 1, 1),
+            sharedBytes: UInt32(workspace.shape.maxSplits * 4), stream: stream, [
+                .pointer(workspace.maxes.address), .pointer(workspace.sums.address),
+                .pointer(workspace.accs.address), .pointer(lengths), .int32(Int32(shape.chunk)),
+                .int32(Int32(workspace.shape.maxSplits)), .pointer(output),
+            ])
+    }
+
+    /// Writes `tokens` new K/V rows (`[tokens, kvHeads, headDim]`, bf16 or fp16: a bit copy) to (slots[i],
+    /// positions[i]) of the strided cache. slots, positions: int32 `[tokens]` (device).
+    public func append(keys: UInt64, values: UInt64, tokens: Int, into kv: DeviceStridedKV, slots: UInt64,
+                       positions: UInt64, kvHeads: Int, headDim: Int, stream: CUDAStream?) throws {
+        precondition(headDim % 8 == 0)
+        guard tokens > 0 else { return }
+        try function(append, "kv_append_strided").launch(
+            grid: (UInt32(tokens), 1, 1), block: (UInt32(min(256, kvHeads * headDim / 8)), 1, 1), stream: stream, [
+                .pointer(keys), .pointer(values), .pointer(kv.keys), .pointer(kv.values),
+                .int64(Int64(kv.slotStride)), .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)),
+                .pointer(slots), .pointer(positions), .int32(Int32(kvHeads)), .int32(Int32(headDim)),
+            ])
+    }
+
+    /// Paged twin of `append`: token i goes to position positions[i] of sequence sequences[i] (its block-table row
+    /// must already cover the position).
+    public func append(keys: UInt64, values: UInt64, tokens: Int, into kv: DevicePagedKV, sequences: UInt64,
+                       positions: UInt64, stream: CUDAStream?) throws {
+        guard tokens > 0 else { return }
+        try function(append, "kv_append_paged").launch(
+            grid: (UInt32(tokens), 1, 1), block: (UInt32(min(256, kv.kvHeads * kv.headDim / 8)), 1, 1),
+            stream: stream, [
+                .pointer(keys), .pointer(values), .pointer(kv.keyPool), .pointer(kv.valuePool),
+                .pointer(kv.blockTables), .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)),
+                .int64(Int64(kv.blockStride)), .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headDim)),
+                .pointer(sequences), .pointer(positions), .int32(Int32(kv.kvHeads)), .int32(Int32(kv.headDim)),
+            ])
+    }
+
+    /// Device-to-device copy of `bytes` (a multiple of 16) with 16-byte accesses: the bandwidth ceiling.
+    public func copy(from source: UInt64, to destination: UInt64, bytes: Int, stream: CUDAStream?) throws {
+        precondition(bytes % 16 == 0)
+        try function(attention, "copy_u128").launch(
+            grid: (UInt32(multiprocessors * 4), 1, 1), block: (512, 1, 1), stream: stream,
+            [.pointer(source), .pointer(destination), .int64(Int64(bytes / 16))])
+    }
+}
+
+private let log2e: Float = 1.4426950408889634

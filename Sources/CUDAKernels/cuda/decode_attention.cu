@@ -1,0 +1,407 @@
+// Flash-decoding for one query token per sequence, GQA, split-KV + log-sum-exp merge.
+//
+// Work item: one warp = one (sequence, KV head, split of `chunk` tokens). The warp serves all G query heads of its
+// KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async, `stages`
+// deep (a launch parameter: stages − 1 tiles in flight while one is used; dynamic shared memory, see
+// decode_smem_bytes). Scores: lane = token (q broadcast from shared memory, no
+// shuffles); P·V: lane = a d/32 slice of the head dim. Partials (max in log2 domain, sum, unnormalized acc) go to
+// fp32 scratch; `decode_merge_*` combines them per query head.
+//
+// Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
+// sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
+//
+// Addressing is the only difference between the strided (vAttention virtual tensor, either layout) and paged
+// (vLLM pool [numBlocks, blockSize, kvHeads, headDim] + int32 block table) variants: each lane computes the element
+// offset of one token of the tile, the copy loop fetches it by shuffle. Same inner loop, so their ratio is paging.
+//
+// No CUDA headers: bf16/fp16 are raw 16-bit patterns converted with bit operations or PTX cvt.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+struct BF16 {
+    static __device__ __forceinline__ float2 unpack(u32 x) {
+        return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
+    }
+    static __device__ __forceinline__ float load1(u16 x) { return __uint_as_float(((u32)x) << 16); }
+    static __device__ __forceinline__ u16 store1(float f) {
+        u16 r;
+        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+        return r;
+    }
+};
+
+struct FP16 {
+    static __device__ __forceinline__ float2 unpack(u32 x) {
+        float2 r;
+        asm("{.reg .b16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
+            : "=f"(r.x), "=f"(r.y) : "r"(x));
+        return r;
+    }
+    static __device__ __forceinline__ float load1(u16 x) {
+        float r;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(x));
+        return r;
+    }
+    static __device__ __forceinline__ u16 store1(float f) {
+        u16 r;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
+        return r;
+    }
+};
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    u32 s = (u32)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// Waits until at most `pending` groups are outstanding (run-time count: one of the immediates).
+__device__ __forceinline__ void cp_async_wait_dyn(int pending) {
+    switch (pending) {
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    case 3: cp_async_wait<3>(); break;
+    case 4: cp_async_wait<4>(); break;
+    case 5: cp_async_wait<5>(); break;
+    case 6: cp_async_wait<6>(); break;
+    default: cp_async_wait<7>(); break;
+    }
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Element offset (head 0) of token t of the warp's sequence.
+struct StridedAddr {
+    i64 slotOffset, tokenStride;
+    __device__ __forceinline__ i64 offset(int t) const { return slotOffset + (i64)t * tokenStride; }
+};
+struct PagedAddr {
+    const int *table;  // this sequence's row of the block table
+    int blockSize;
+    i64 blockStride, tokenStride;
+    __device__ __forceinline__ i64 offset(int t) const {
+        int b = t / blockSize;
+        return (i64)__ldg(table + b) * blockStride + (i64)(t - b * blockSize) * tokenStride;
+    }
+};
+
+constexpr int TILE = 32;  // tokens per tile = lanes per warp
+
+template <int D> struct Geometry {
+    static constexpr int ROW = D * 2 + 16;      // bytes per smem row (16 B pad: conflict-free 16-byte reads)
+    static constexpr int CHUNKS = D / 8;        // 16-byte chunks per row
+    static constexpr int ROWS_PER_PASS = 32 / CHUNKS;
+    static constexpr int PASSES = TILE / ROWS_PER_PASS;
+    static constexpr int EPL = D / 32;          // head-dim elements per lane in P·V
+};
+
+template <typename T, int D, int G, typename Addr>
+__device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
+                                                    const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
+                                                    int length, int chunk, int maxSplits, int stages, float scaleLog2,
+                                                    float *__restrict__ pm, float *__restrict__ pl,
+                                                    float *__restrict__ pacc, u16 *__restrict__ out) {
+    using Geo = Geometry<D>;
+    // Dynamic shared memory: [stages][K/V][TILE rows], then q [G][D] and p [G][TILE] (fp32).
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int STAGE_BYTES = 2 * TILE * Geo::ROW;
+    float(*qs)[D] = reinterpret_cast<float(*)[D]>(smem + stages * STAGE_BYTES);
+    float(*ps)[TILE] = reinterpret_cast<float(*)[TILE]>(smem + stages * STAGE_BYTES + G * D * 4);
+
+    const int lane = threadIdx.x;
+    // Grid (kvHeads, splits, batch): heads vary fastest, so warps running together read whole token rows
+    // (all heads of the same tokens: kvHeads·headDim·2 contiguous bytes) rather than one head's 256 B of many rows.
+    const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
+    const int start = split * chunk;
+    const int kvHeads = gridDim.x, qHeads = kvHeads * G;
+    if (start >= length) {
+        // Direct mode (one split, no merge): a zero-length sequence still gets its zero output rows.
+        if (out != nullptr && split == 0)
+            for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
+        return;
+    }
+    const int end = min(length, start + chunk);
+
+    // Query rows of the group, pre-scaled by scale·log2(e) (softmax in base 2).
+    for (int i = lane; i < G * D; i += 32) {
+        int r = i / D, j = i - r * D;
+        qs[r][j] = T::load1(q[((i64)seq * qHeads + kvHead * G + r) * D + j]) * scaleLog2;
+    }
+
+    const int tiles = (end - start + TILE - 1) / TILE;
+    const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
+
+    // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed one
+    // tile before it is issued, so a paged block-table read overlaps a tile's arithmetic instead of stalling issue.
+    auto tokenOffset = [&](int tile) -> i64 {
+        int t = min(start + tile * TILE + lane, end - 1);
+        return addr.offset(t) + headOffset;
+    };
+    auto issue = [&](i64 off, int stage) {  // rows are fetched from their owner lane's offset
+#pragma unroll
+        for (int p = 0; p < Geo::PASSES; p++) {
+            int row = p * Geo::ROWS_PER_PASS + rowInPass;
+            i64 o = (i64)__shfl_sync(0xffffffffu, (long long)off, row) + chunkCol * 8;
+            unsigned char *dst = smem + stage * STAGE_BYTES + row * Geo::ROW + chunkCol * 16;
+            cp_async16(dst, kBase + o);
+            cp_async16(dst + TILE * Geo::ROW, vBase + o);
+        }
+    };
+
+    float m[G], l[G], acc[G][Geo::EPL];
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        m[h] = NEG_INF;
+        l[h] = 0.f;
+#pragma unroll
+        for (int e = 0; e < Geo::EPL; e++) acc[h][e] = 0.f;
+    }
+
+    // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
+    for (int i = 0; i < stages - 1; i++) {
+        if (i < tiles) issue(tokenOffset(i), i);
+        cp_async_commit();
+    }
+    i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
+    int stage = 0;
+    for (int tile = 0; tile < tiles; tile++) {
+        // Refill the stage computed in the previous iteration with tile + stages − 1.
+        const int ahead = tile + stages - 1;
+        if (ahead < tiles) {
+            issue(nextOff, ahead % stages);
+            nextOff = tokenOffset(min(ahead + 1, tiles - 1));
+        }
+        cp_async_commit();
+        cp_async_wait_dyn(stages - 1);  // this tile's group is complete
+        __syncwarp();
+
+        // Scores: lane = token.
+        const unsigned char *kRow = smem + stage * STAGE_BYTES + lane * Geo::ROW;
+        // NACC independent FMA chains per head (one chain of D FMAs would make the dot product latency-bound).
+        constexpr int NACC = G >= 8 ? 2 : 4;
+        float sa[G][NACC];
+#pragma unroll
+        for (int h = 0; h < G; h++)
+#pragma unroll
+            for (int a = 0; a < NACC; a++) sa[h][a] = 0.f;
+#pragma unroll
+        for (int c = 0; c < Geo::CHUNKS; c++) {
+            uint4 raw = *reinterpret_cast<const uint4 *>(kRow + c * 16);
+            float2 k0 = T::unpack(raw.x), k1 = T::unpack(raw.y), k2 = T::unpack(raw.z), k3 = T::unpack(raw.w);
+#pragma unroll
+            for (int h = 0; h < G; h++) {
+                float4 qa = *reinterpret_cast<const float4 *>(&qs[h][c * 8]);
+                float4 qb = *reinterpret_cast<const float4 *>(&qs[h][c * 8 + 4]);
+                float &a0 = sa[h][0], &a1 = sa[h][1 % NACC], &a2 = sa[h][2 % NACC], &a3 = sa[h][3 % NACC];
+                a0 = fmaf(qa.x, k0.x, a0); a1 = fmaf(qa.z, k1.x, a1); a2 = fmaf(qb.x, k2.x, a2); a3 = fmaf(qb.z, k3.x, a3);
+                a0 = fmaf(qa.y, k0.y, a0); a1 = fmaf(qa.w, k1.y, a1); a2 = fmaf(qb.y, k2.y, a2); a3 = fmaf(qb.w, k3.y, a3);
+            }
+        }
+        float s[G];
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            s[h] = sa[h][0];
+#pragma unroll
+            for (int a = 1; a < NACC; a++) s[h] += sa[h][a];
+        }
+        const bool valid = start + tile * TILE + lane < end;
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            float sh = valid ? s[h] : NEG_INF;
+            float mNew = fmaxf(m[h], warp_max(sh));  // finite: every tile has a valid token
+            float alpha = exp2f(m[h] - mNew);
+            float p = exp2f(sh - mNew);
+            l[h] = l[h] * alpha + p;
+            m[h] = mNew;
+            ps[h][lane] = p;
+#pragma unroll
+            for (int e = 0; e < Geo::EPL; e++) acc[h][e] *= alpha;
+        }
+        __syncwarp();
+
+        // P·V: lane = head-dim slice [lane·EPL, lane·EPL + EPL).
+        const unsigned char *vTile = smem + stage * STAGE_BYTES + TILE * Geo::ROW;
+#pragma unroll 2
+        for (int t4 = 0; t4 < TILE; t4 += 4) {
+            float4 p4[G];
+#pragma unroll
+            for (int h = 0; h < G; h++) p4[h] = *reinterpret_cast<const float4 *>(&ps[h][t4]);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const unsigned char *vRow = vTile + (t4 + u) * Geo::ROW + lane * Geo::EPL * 2;
+                float v[Geo::EPL];
+                if constexpr (Geo::EPL == 4) {
+                    uint2 raw = *reinterpret_cast<const uint2 *>(vRow);
+                    float2 a = T::unpack(raw.x), b = T::unpack(raw.y);
+                    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+                } else {
+                    float2 a = T::unpack(*reinterpret_cast<const u32 *>(vRow));
+                    v[0] = a.x; v[1] = a.y;
+                }
+#pragma unroll
+                for (int h = 0; h < G; h++) {
+                    float p = u == 0 ? p4[h].x : u == 1 ? p4[h].y : u == 2 ? p4[h].z : p4[h].w;
+#pragma unroll
+                    for (int e = 0; e < Geo::EPL; e++) acc[h][e] = fmaf(p, v[e], acc[h][e]);
+                }
+            }
+        }
+        __syncwarp();  // the next iteration's issue() overwrites this stage
+        stage = stage + 1 == stages ? 0 : stage + 1;
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        float lt = warp_sum(l[h]);
+        if (out != nullptr) {  // direct mode: the only split; normalize and store the output row
+            const float inv = 1.f / lt;
+            u16 *o = out + ((i64)seq * qHeads + kvHead * G + h) * D + lane * Geo::EPL;
+#pragma unroll
+            for (int e = 0; e < Geo::EPL; e++) o[e] = T::store1(acc[h][e] * inv);
+            continue;
+        }
+        i64 idx = ((i64)seq * qHeads + kvHead * G + h) * maxSplits + split;
+        if (lane == 0) { pm[idx] = m[h]; pl[idx] = lt; }
+        float *dst = pacc + idx * D + lane * Geo::EPL;
+        if constexpr (Geo::EPL == 4) {
+            *reinterpret_cast<float4 *>(dst) = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+        } else {
+            *reinterpret_cast<float2 *>(dst) = make_float2(acc[h][0], acc[h][1]);
+        }
+    }
+}
+
+template <typename T, int D, int G>
+__device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *k, const u16 *v, i64 slotStride,
+                                                       i64 tokenStride, i64 headStride, const int *slots,
+                                                       const int *lengths, int chunk, int maxSplits, int stages,
+                                                       float scaleLog2, float *pm, float *pl, float *pacc,
+                                                       u16 *out) {
+    const int seq = blockIdx.z;
+    StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
+    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
+                                 stages, scaleLog2, pm, pl, pacc, out);
+}
+
+template <typename T, int D, int G>
+__device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k, const u16 *v, const int *blockTables,
+                                                     int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
+                                                     i64 headStride, const int *lengths, int chunk, int maxSplits,
+                                                     int stages, float scaleLog2, float *pm, float *pl, float *pacc,
+                                                     u16 *out) {
+    const int seq = blockIdx.z;
+    PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
+    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
+                                 stages, scaleLog2, pm, pl, pacc, out);
+}
+
+// Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
+// P = 1…MERGE_P (more only pays with many splits): thread (j, p) sums head-dim element j over splits p, p + P, …;
+// the weights exp2(m_i − M) are computed once per split into shared memory. Dynamic shared memory: maxSplits floats.
+// Not launched when there is one split: the split kernel then writes the output itself (direct mode).
+constexpr int MERGE_P = 4;
+
+__device__ __forceinline__ float block_reduce(float v, bool isMax, float *scratch) {
+    const int tid = threadIdx.x + threadIdx.y * blockDim.x, nwarps = (blockDim.x * blockDim.y) / 32;
+    v = isMax ? warp_max(v) : warp_sum(v);
+    __syncthreads();  // scratch may still be read by a previous reduction
+    if ((tid & 31) == 0) scratch[tid >> 5] = v;
+    __syncthreads();
+    float r = isMax ? NEG_INF : 0.f;
+    for (int w = 0; w < nwarps; w++) r = isMax ? fmaxf(r, scratch[w]) : r + scratch[w];
+    return r;
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const float *__restrict__ pl,
+                                             const float *__restrict__ pacc, const int *__restrict__ lengths,
+                                             int chunk, int maxSplits, u16 *__restrict__ out) {
+    extern __shared__ float weights[];
+    __shared__ float scratch[32];
+    __shared__ float partial[MERGE_P][D];
+    const int head = blockIdx.x, seq = blockIdx.y, qHeads = gridDim.x, j = threadIdx.x, p = threadIdx.y;
+    const int P = blockDim.y, tid = j + p * D, nthreads = D * P;
+    const int n = (__ldg(lengths + seq) + chunk - 1) / chunk;
+    const i64 row = (i64)seq * qHeads + head;
+    const i64 base = row * maxSplits;
+    float M = NEG_INF;
+    for (int i = tid; i < n; i += nthreads) M = fmaxf(M, pm[base + i]);
+    M = block_reduce(M, true, scratch);
+    float L = 0.f;
+    for (int i = tid; i < n; i += nthreads) {
+        float w = exp2f(pm[base + i] - M);
+        weights[i] = w;
+        L = fmaf(pl[base + i], w, L);
+    }
+    L = block_reduce(L, false, scratch);  // its barriers also publish `weights`
+    float o = 0.f;
+#pragma unroll 4
+    for (int i = p; i < n; i += P) o = fmaf(pacc[(base + i) * D + j], weights[i], o);
+    if (P > 1) {
+        partial[p][j] = o;
+        __syncthreads();
+    }
+    if (p == 0) {
+        for (int q = 1; q < P; q++) o += partial[q][j];
+        out[row * D + j] = T::store1(n > 0 ? o / L : 0.f);
+    }
+}
+
+#define DECODE_PARTIAL(TN, T, D, G)                                                                                \
+    extern "C" __global__ void __launch_bounds__(32) decode_partial_strided_##TN##_d##D##_g##G(                    \
+        const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
+        const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
+        float *pl, float *pacc, u16 *out) {                                                                        \
+        decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);                          \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(32) decode_partial_paged_##TN##_d##D##_g##G(                      \
+        const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
+        i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
+        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out) {                                \
+        decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
+                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
+                                      out);                                                                        \
+    }
+
+#define DECODE_MERGE(TN, T, D)                                                                                     \
+    extern "C" __global__ void decode_merge_##TN##_d##D(const float *pm, const float *pl, const float *pacc,       \
+                                                        const int *lengths, int chunk, int maxSplits, u16 *out) {  \
+        decode_merge<T, D>(pm, pl, pacc, lengths, chunk, maxSplits, out);                                          \
+    }
+
+#define DECODE_ALL_G(TN, T, D)                                                                                     \
+    DECODE_PARTIAL(TN, T, D, 1) DECODE_PARTIAL(TN, T, D, 2) DECODE_PARTIAL(TN, T, D, 3)                            \
+    DECODE_PARTIAL(TN, T, D, 4) DECODE_PARTIAL(TN, T, D, 8) DECODE_MERGE(TN, T, D)
+
+DECODE_ALL_G(bf16, BF16, 64)
+DECODE_ALL_G(bf16, BF16, 128)
+DECODE_ALL_G(fp16, FP16, 64)
+DECODE_ALL_G(fp16, FP16, 128)
+
+// Device-to-device copy with 16-byte accesses, grid-stride: the bandwidth ceiling `vattn bench attention` reports
+// fractions of (bytes read + written).
+extern "C" __global__ void copy_u128(const uint4 *__restrict__ src, uint4 *__restrict__ dst, i64 n) {
+    // Four independent 16-byte loads in flight per thread before the stores.
+    const i64 stride = (i64)gridDim.x * blockDim.x;
+    i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+        uint4 a = src[i], b = src[i + stride], c = src[i + 2 * stride], d = src[i + 3 * stride];
+        dst[i] = a; dst[i + stride] = b; dst[i + 2 * stride] = c; dst[i + 3 * stride] = d;
+    }
+    for (; i < n; i += stride) dst[i] = src[i];
+}

@@ -1,0 +1,186 @@
+import ArgumentParser
+import CUDADriver
+import CUDAKernels
+import Randomness
+import VAttention
+
+struct BenchAttention: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attention",
+        abstract: "GPU decode attention, bf16, 32 query / 8 KV heads, d=128: µs per call, GB/s, fraction of copy "
+            + "bandwidth; contiguous (KVCacheManager, both layouts) vs paged (16, 256).",
+        discussion: """
+            Per call: the split kernel plus the merge kernel. Timing: CUDA events around groups of back-to-back calls \
+            (no synchronisation inside a group); the median group mean is reported. Calls alternate between two \
+            layers so consecutive calls read different K/V (each layer's K+V is larger than L2 at every shape). \
+            Bytes = K+V read once. The copy ceiling is a 16-byte device-to-device copy kernel, bytes read + written.
+            """)
+
+    @Option(help: "Shapes as batch x context, comma separated.")
+    var shapes = "1x32768,16x8192,64x4096,128x2048,256x1024"
+    @Option(help: "Calls per timed group.")
+    var callsPerGroup = 10
+    @Option(help: "Timed groups (median reported).")
+    var groups = 30
+    @Option(help: "Override the split size (tokens, multiple of 32).")
+    var chunk: Int?
+    @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
+    var stages = "4"
+    @Option(help: "Storages to run: contiguous-perLayer, contiguous-mega, paged-16, paged-256 (comma separated).")
+    var storages = "contiguous-perLayer,contiguous-mega,paged-16,paged-256"
+    @Option(help: "Where to write the JSON result.")
+    var json: String?
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 42
+
+    func run() throws {
+        let handle = try BackendHandle.make(.cuda)
+        let device = handle.device!, stream = handle.stream!, cuda = device.cuda
+        let nvrtc = try NVRTC()
+        let kernels = try DecodeAttentionKernels(device: device, compiler: nvrtc)
+        var rng = SplitMix64(seed: seed)
+        let qHeads = 32, kvHeads = 8, d = 128, dtype = AttentionDType.bf16
+        let chosen = KVStorage.all.filter { storages.split(separator: ",").map(String.init).contains($0.description) }
+        print("vattn bench attention — \(handle.description), \(kernels.multiprocessors) SMs")
+
+        // Copy ceiling: 1 GiB → 1 GiB, median of 20.
+        let copyBytes = 1 << 30
+        let src = try DeviceBuffer(cuda, byteCount: copyBytes), dst = try DeviceBuffer(cuda, byteCount: copyBytes)
+        try cuda.check(cuda.api.memsetD8(src.address, 0x3C, copyBytes), "cuMemsetD8")
+        let copyMs = try timeMedian(stream: stream, calls: 1, groups: 20) {
+            try kernels.copy(from: src.address, to: dst.address, bytes: copyBytes, stream: stream)
+        }
+        let copyGBps = Double(2 * copyBytes) / (copyMs * 1e-3) / 1e9
+        print("copy ceiling: \(fmt(copyGBps, 0)) GB/s (1 GiB copy kernel, read + write counted, median of 20)")
+
+        // Random K/V rows (16K tokens) cycled through to fill every position.
+        let sourceTokens = 16384
+        let rowElements = kvHeads * d
+        let sourceK = try DeviceBuffer(cuda, byteCount: sourceTokens * rowElements * 2)
+        let sourceV = try DeviceBuffer(cuda, byteCount: sourceTokens * rowElements * 2)
+        try sourceK.upload(randomHalfs(sourceTokens * rowElements, dtype: dtype, amplitude: 1, rng: &rng).bits)
+        try sourceV.upload(randomHalfs(sourceTokens * rowElements, dtype: dtype, amplitude: 1, rng: &rng).bits)
+
+        struct Row { var batch: Int; var context: Int; var storage: String; var chunk: Int; var micros: Double
+                     var spread: Double; var gbps: Double; var fraction: Double; var stages: Int }
+        var rows: [Row] = []
+        for spec in shapes.split(separator: ",") {
+            let parts = spec.split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2 else { throw ValidationErrorText("bad shape \(spec)") }
+            let (batch, context) = (parts[0], parts[1])
+            let stageList = stages.split(separator: ",").compactMap { Int($0) }
+            let shapes = stageList.map {
+                DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
+                            maxLength: context, chunk: chunk, stages: $0, multiprocessors: kernels.multiprocessors)
+            }
+            let q = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
+            try q.upload(randomHalfs(batch * qHeads * d, dtype: dtype, amplitude: 2, rng: &rng).bits)
+            let out = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
+            let workspaces = try shapes.map { try DecodeWorkspace(cuda, shape: $0) }
+            let bytes = Double(2 * batch * context * rowElements * 2)
+            for storage in chosen {
+                let kv = try DecodeKV(storage: storage, layers: 2, kvHeads: kvHeads, headDim: d, dtype: dtype,
+                                      lengths: [Int](repeating: context, count: batch), maxLength: context,
+                                      handle: handle, kernels: kernels, sourceK: sourceK, sourceV: sourceV,
+                                      sourceTokens: sourceTokens, rng: &rng)
+                for (shape, workspace) in zip(shapes, workspaces) {
+                var layer = 0
+                let scale = 1 / Float(d).squareRoot()
+                let call = {
+                    try kv.decode(kernels, layer: layer, query: q.address, output: out.address, shape: shape,
+                                  workspace: workspace, scale: scale, stream: stream)
+                    layer ^= 1
+                }
+                for _ in 0..<5 { try call() }
+                var samples: [Double] = []
+                let ms = try timeMedian(stream: stream, calls: callsPerGroup, groups: groups, samples: &samples, call)
+                let micros = ms * 1000
+                let s = samples.sorted()
+                let spread = (s[s.count * 9 / 10] - s[s.count / 10]) * 1000
+                let gbps = bytes / (micros * 1e-6) / 1e9
+                // Make sure the output is finite (a broken kernel must not post a number).
+                let o = try out.download(UInt16.self, count: batch * qHeads * d)
+                if o.contains(where: { halfToFloat($0, dtype).isNaN }) {
+                    throw ValidationErrorText("NaN in the output of \(storage) \(batch)x\(context)")
+                }
+                let label = stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description
+                rows.append(Row(batch: batch, context: context, storage: label, chunk: shape.chunk,
+                                micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps,
+                                stages: shape.stages))
+                print("  \(batch)×\(context) \(pad(label, 24)) chunk \(shape.chunk): "
+                      + "\(fmt(micros, 1)) µs (p10–p90 spread \(fmt(spread, 1))), \(fmt(gbps, 0)) GB/s, "
+                      + "\(fmt(gbps / copyGBps, 3)) of copy")
+                }
+                try kv.close(stream: stream)
+            }
+        }
+
+        // Table: µs / fraction of copy, one column per shape.
+        let shapeKeys = rows.reduce(into: [(Int, Int)]()) { acc, r in
+            if !acc.contains(where: { $0 == (r.batch, r.context) }) { acc.append((r.batch, r.context)) }
+        }
+        let peers: [String: Double] = ["1x32768": 51.2, "16x8192": 175.3, "64x4096": 350.6, "128x2048": 353.2,
+                                       "256x1024": 352.9]
+        print("\nDecode, bf16, 32/8 heads, d=128: µs / fraction of copy (\(fmt(copyGBps, 0)) GB/s)")
+        print("| kernel | " + shapeKeys.map { "\($0.0)×\($0.1 / 1024)K" }.joined(separator: " | ") + " |")
+        print("|---|" + shapeKeys.map { _ in "---|" }.joined())
+        let labels = rows.reduce(into: [String]()) { acc, r in if !acc.contains(r.storage) { acc.append(r.storage) } }
+        for storage in labels {
+            let cells = shapeKeys.map { key -> String in
+                guard let r = rows.first(where: { $0.storage == storage && ($0.batch, $0.context) == key }) else { return "–" }
+                return "\(fmt(r.micros, 1)) / \(fmt(r.fraction, 2))"
+            }
+            print("| ours \(storage) | " + cells.joined(separator: " | ") + " |")
+        }
+        let best = shapeKeys.map { key -> String in
+            guard let peer = peers["\(key.0)x\(key.1)"] else { return "–" }
+            return "\(fmt(peer, 1))"
+        }
+        print("| best peer (anchors.md, cuDNN) | " + best.joined(separator: " | ") + " |")
+        let speedups = shapeKeys.map { key -> String in
+            guard let peer = peers["\(key.0)x\(key.1)"],
+                  let r = rows.filter({ ($0.batch, $0.context) == key && $0.storage.hasPrefix("contiguous") })
+                      .min(by: { $0.micros < $1.micros }) else { return "–" }
+            return "\(fmt(peer / r.micros, 2))×"
+        }
+        print("| best ours contiguous vs peer (>1 = faster) | " + speedups.joined(separator: " | ") + " |")
+
+        if let path = json {
+            var text = "{\n  \"device\": \(jsonString(handle.description)),\n  \"copyGBps\": \(fmt(copyGBps, 1)),\n"
+            text += "  \"dtype\": \"bf16\", \"qHeads\": \(qHeads), \"kvHeads\": \(kvHeads), \"headDim\": \(d),\n"
+            text += "  \"callsPerGroup\": \(callsPerGroup), \"groups\": \(groups),\n  \"results\": [\n"
+            text += rows.map { r in
+                "    {\"batch\": \(r.batch), \"context\": \(r.context), \"storage\": \"\(r.storage)\", "
+                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"microsMedian\": \(fmt(r.micros, 2)), "
+                    + "\"microsP10P90Spread\": \(fmt(r.spread, 2)), \"GBps\": \(fmt(r.gbps, 1)), "
+                    + "\"fractionOfCopy\": \(fmt(r.fraction, 4))}"
+            }.joined(separator: ",\n")
+            text += "\n  ]\n}\n"
+            try writeText(text, to: path)
+            print("wrote \(path)")
+        }
+    }
+}
+
+/// Median over `groups` of (event-timed group of `calls` back-to-back calls) / calls, in ms.
+func timeMedian(stream: CUDAStream, calls: Int, groups: Int, _ body: () throws -> Void) throws -> Double {
+    var samples: [Double] = []
+    return try timeMedian(stream: stream, calls: calls, groups: groups, samples: &samples, body)
+}
+
+func timeMedian(stream: CUDAStream, calls: Int, groups: Int, samples: inout [Double],
+                _ body: () throws -> Void) throws -> Double {
+    let cuda = stream.cuda
+    let start = try CUDAEvent(cuda, timing: true), end = try CUDAEvent(cuda, timing: true)
+    try body()  // warm-up
+    samples = []
+    for _ in 0..<groups {
+        try start.record(on: stream)
+        for _ in 0..<calls { try body() }
+        try end.record(on: stream)
+        try end.synchronize()
+        samples.append(Double(try end.milliseconds(since: start)) / Double(calls))
+    }
+    let s = samples.sorted()
+    return s[s.count / 2]
+}

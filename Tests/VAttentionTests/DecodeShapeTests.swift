@@ -1,0 +1,34 @@
+import CUDAKernels
+import Testing
+
+/// The host-side launch geometry of the GPU decode kernels (no GPU needed).
+@Suite("DecodeShape: split size and shared memory")
+struct DecodeShapeTests {
+    static let benchShapes = [(1, 32768), (16, 8192), (64, 4096), (128, 2048), (256, 1024), (3, 1), (5, 1100)]
+
+    @Test("the chosen split is a multiple of 32 and the splits cover the longest sequence", arguments: [2, 3, 4, 6])
+    func splitsCover(stages: Int) {
+        for (batch, length) in Self.benchShapes {
+            let s = DecodeShape(batch: batch, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: length,
+                                stages: stages)
+            #expect(s.chunk % 32 == 0 && s.chunk > 0)
+            #expect(s.maxSplits * s.chunk >= length)
+            #expect((s.maxSplits - 1) * s.chunk < length)
+        }
+    }
+
+    @Test("shared memory per one-warp block fits Hopper's 227 KB and matches the kernel's layout")
+    func sharedMemory() {
+        // stages × (K + V) × 32 rows × (2·d + 16 pad) + q (G·d fp32) + p (G·32 fp32)
+        #expect(DecodeShape.sharedBytes(stages: 3, group: 4, headDim: 128) == 3 * 2 * 32 * 272 + 4 * 128 * 4 + 4 * 32 * 4)
+        #expect(DecodeShape.sharedBytes(stages: 8, group: 8, headDim: 128) <= 232_448)
+    }
+
+    @Test("a long single sequence is split across the GPU; a large batch keeps one split per sequence")
+    func splitChoice() {
+        let one = DecodeShape(batch: 1, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 32768)
+        #expect(one.maxSplits >= 32)
+        let many = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024)
+        #expect(many.maxSplits == 1)
+    }
+}
