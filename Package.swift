@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness",
+                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness", "Engine", "Model",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

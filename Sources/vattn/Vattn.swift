@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import CUDADriver
 import VAttention
 
@@ -12,13 +13,13 @@ struct Vattn: ParsableCommand {
             any multiple of 4 KB on the CPU) are mapped underneath as requests grow, one step ahead, by a \
             background thread.
             """,
-        subcommands: [Bench.self, Check.self])
+        subcommands: [Generate.self, Bench.self, Check.self, Models.self])
 }
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the memory manager (and, later, kernels and serving).",
-        subcommands: [BenchAlloc.self, BenchPrefill.self, BenchAttention.self])
+        subcommands: [BenchAlloc.self, BenchServe.self, BenchPrefill.self, BenchAttention.self])
 }
 
 struct Check: ParsableCommand {

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Engine
+import Model
+import VAttention
+import Randomness
+
+struct BenchServe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Offline serving throughput: N requests at once through the engine; req/s, tok/s, TTFT, TPOT, KV memory.",
+        discussion: """
+            Workloads (lengths in tokens, uniform, scaled to what a 2-core CPU finishes in minutes; prompts are \
+            random ordinary tokens and every request generates exactly its output length, as vLLM's benchmark does \
+            with ignore_eos):
+              sharegpt  prompt 16–384, output 16–256  (chat: short prompts, long answers)
+              arxiv     prompt 512–1536, output 32–128 (summarisation: long prompts, short answers)
+            """)
+
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case sharegpt, arxiv }
+
+    @OptionGroup var options: ModelOptions
+    @Option(help: "Workload: sharegpt or arxiv.") var workload: Workload = .sharegpt
+    @Option(help: "Number of requests.") var requests = 32
+    @Option(help: "Random seed of the workload.") var seed: UInt64 = 7
+    @Option(help: "Where to write the JSON result.") var json: String?
+
+    func run() throws {
+        let (engine, _) = try options.makeEngine()
+        var rng = SplitMix64(seed: seed)
+        let (promptRange, outputRange) = workload == .sharegpt ? (16...384, 16...256) : (512...1536, 32...128)
+        let vocab = engine.tokenizer.vocabularySize
+        var ids: [Int] = []
+        var outputLengths: [Int: Int] = [:]
+        for _ in 0..<requests {
+            let n = min(Int.random(in: promptRange, using: &rng), options.maxContext / 2)
+            var prompt: [TokenID] = []
+            while prompt.count < n {
+                let t = TokenID(Int.random(in: 0..<vocab, using: &rng))
+                if engine.tokenizer.type(of: t) == .normal { prompt.append(t) }
+            }
+            let out = min(Int.random(in: outputRange, using: &rng), options.maxContext - n - 1)
+            let id = try engine.add(prompt: prompt, parameters: SamplingParameters(
+                temperature: 0, maxTokens: out, ignoreEOS: true))
+            ids.append(id)
+            outputLengths[id] = out
+        }
+        print("vattn bench serve — \(workload.rawValue), \(requests) requests, KV \(engine.kv.name), "
+              + "\(options.slots) slots, token budget \(options.tokenBudget)")
+        let start = nowNanos()
+        var first: [Int: UInt64] = [:], last: [Int: UInt64] = [:]
+        var mappedSum = 0.0, usedSum = 0.0, samples = 0.0
+        var done = 0
+        while engine.hasWork {
+            let events = try engine.step()
+            let now = nowNanos()
+            for e in events {
+                if first[e.request] == nil { first[e.request] = now }
+                last[e.request] = now
+                if e.finished != nil {
+                    done += 1
+                    if done % max(1, requests / 8) == 0 { printErr("  \(done)/\(requests) done") }
+                }
+            }
+            let m = engine.kv.memory
+            mappedSum += Double(m.mappedBytes)
+            usedSum += Double(m.usedBytes)
+            samples += 1
+        }
+        let seconds = Double(nowNanos() - start) / 1e9
+        let outputTokens = ids.reduce(0) { $0 + (engine.output(of: $1)?.count ?? 0) }
+        let ttft = Summary(ids.map { Double(first[$0]! - start) / 1e6 })
+        let tpot = Summary(ids.compactMap { id -> Double? in
+            let n = engine.output(of: id)!.count
+            return n > 1 ? Double(last[id]! - first[id]!) / 1e6 / Double(n - 1) : nil
+        })
+        let stats = engine.stats
+        print("  requests/s \(fmt(Double(requests) / seconds, 3)), output tok/s \(fmt(Double(outputTokens) / seconds, 1)), "
+              + "total tok/s \(fmt(Double(stats.tokensComputed) / seconds, 1)), wall \(fmt(seconds, 1)) s")
+        print("  TTFT ms p50 \(fmt(ttft.p50, 0)) p99 \(fmt(ttft.p99, 0)); TPOT ms p50 \(fmt(tpot.p50, 1)) p99 \(fmt(tpot.p99, 1))")
+        print("  KV mean used \(formatBytesShort(usedSum / samples)) / mapped \(formatBytesShort(mappedSum / samples)); "
+              + "preemptions \(stats.preemptions); steps \(stats.steps)")
+        if let path = json {
+            let text = "{\"workload\": \"\(workload.rawValue)\", \"requests\": \(requests), \"kv\": \(jsonString(engine.kv.name)), "
+                + "\"slots\": \(options.slots), \"tokenBudget\": \(options.tokenBudget), \"seconds\": \(fmt(seconds)), "
+                + "\"requestsPerSecond\": \(fmt(Double(requests) / seconds)), "
+                + "\"outputTokensPerSecond\": \(fmt(Double(outputTokens) / seconds)), \"ttftMillis\": \(ttft.json), "
+                + "\"tpotMillis\": \(tpot.json), \"meanKVUsedBytes\": \(fmt(usedSum / samples, 0)), "
+                + "\"meanKVMappedBytes\": \(fmt(mappedSum / samples, 0)), \"preemptions\": \(stats.preemptions)}\n"
+            try writeText(text, to: path)
+            print("wrote \(path)")
+        }
+    }
+}
+
+func formatBytesShort(_ bytes: Double) -> String { formatBytes(Int(bytes)) }
