@@ -112,7 +112,52 @@ struct CheckCUDA: ParsableCommand {
                   + "background errors \(st.backgroundErrors)")
             if st.backgroundErrors > 0 { print("  FAIL background mapper: \(st.lastBackgroundError ?? "")"); failures += 1 }
         }
+        failures += try checkZeroPage(device: device, stream: stream, module: module, counter: counter)
         print(failures == 0 ? "PASS vattn check cuda" : "FAIL vattn check cuda (\(failures))")
         if failures > 0 { throw ExitCode(1) }
+    }
+
+    /// With the zero page on, a kernel reads zeros from never-backed parts of a tensor and from pages that were
+    /// mapped, written and unmapped again, while backed pages keep their data.
+    func checkZeroPage(device: CUDADevice, stream: CUDAStream, module: CUDAModule, counter: DeviceBuffer) throws -> Int {
+        let backend = try CUDAMemoryBackend(device: device, stream: stream, zeroPage: true)
+        let spec = KVCacheSpec(layers: 2, kvHeads: 8, headDim: 128, dtype: .bf16, maxSlots: 4, maxContext: 4096,
+                               pageSize: 2 << 20, layout: .perLayer)
+        let m = try KVCacheManager(spec: spec, backend: backend, memoryBudget: 16 * spec.pageSize,
+                                   policy: MapAheadPolicy(background: false))
+        let count = try module.function("count_nonzero")
+        let fill = try module.function("kv_pattern_write")
+        func nonzero(_ v: KVTensorView, slot: Int, tokens: Int) throws -> UInt32 {
+            try counter.upload([UInt32(0)])
+            try count.launch(grid: (264, 1, 1), block: (256, 1, 1), stream: stream, [
+                .pointer(UInt64(v.byteAddress(slot: slot, token: 0))), .int64(Int64(tokens * spec.kvHeads * spec.headDim)),
+                .pointer(counter.address),
+            ])
+            try stream.synchronize()
+            return try counter.download(UInt32.self, count: 1)[0]
+        }
+        var failures = 0
+        let v = m.view(layer: 1, .value)
+        // 1. Nothing mapped yet: the whole of slot 2 reads as zeros.
+        let unbacked = try nonzero(v, slot: 2, tokens: spec.maxContext)
+        // 2. Back slot 0 with 2 pages per tensor, write every token, check the data is there.
+        let s = try m.allocateSlot()
+        try m.step([(s, 2048)])
+        try fill.launch(grid: (2048, 1, 1), block: (128, 1, 1), stream: stream, [
+            .pointer(UInt64(v.address)), .int64(Int64(v.slotStride)), .int64(Int64(v.tokenStride)), .int32(Int32(s)),
+            .int64(0), .int32(Int32(spec.kvHeads * spec.headDim)), .int64(77), .int32(3),
+        ])
+        try stream.synchronize()
+        let written = try nonzero(v, slot: s, tokens: 2048)
+        // 3. Free and reclaim every page: the range reads as zeros again.
+        try m.free(s)
+        _ = try m.reclaim(pages: 1 << 20)
+        let afterUnmap = try nonzero(v, slot: s, tokens: 2048)
+        try m.shutdown()
+        let ok = unbacked == 0 && written > UInt32(2048 * spec.kvHeads * spec.headDim / 2) && afterUnmap == 0
+        print("  zero page: unbacked slot non-zero elements \(unbacked), written slot \(written) of "
+              + "\(2048 * spec.kvHeads * spec.headDim) non-zero, after unmap \(afterUnmap) — \(ok ? "ok" : "FAIL")")
+        if !ok { failures += 1 }
+        return failures
     }
 }

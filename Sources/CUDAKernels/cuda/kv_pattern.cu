@@ -25,3 +25,11 @@ extern "C" __global__ void kv_pattern_check(const u16 *base, long long slotStrid
     for (int e = threadIdx.x; e < tokenElements; e += blockDim.x) bad += row[e] != kv_pattern(request, tensor, token, e);
     if (bad) atomicAdd(mismatches, bad);
 }
+
+// Counts non-zero elements in [base, base + count): reading an unbacked range through the zero page must see zeros.
+extern "C" __global__ void count_nonzero(const u16 *base, long long count, unsigned int *nonzero) {
+    unsigned int bad = 0;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
+        bad += base[i] != 0;
+    if (bad) atomicAdd(nonzero, bad);
+}
