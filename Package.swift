@@ -17,6 +17,8 @@ let package = Package(
     products: [
         .library(name: "VAttention", targets: ["VAttention"]),
         .executable(name: "vattn", targets: ["vattn"]),
+        // The C ABI (include/vattention.h) as a shared library, for Python (python/) and C/C++ callers.
+        .library(name: "vattention_c", type: .dynamic, targets: ["VAttentionC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,6 +36,8 @@ let package = Package(
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
         .target(name: "Kernels", swiftSettings: optimized),
+        .target(name: "CVAttentionABI"),
+        .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims"], swiftSettings: optimized),
         // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
         .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness"],

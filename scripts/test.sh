@@ -5,5 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fixtures/fetch_model.sh
 swift test 2>&1 | tee /tmp/vattn-test.log
+echo "== C ABI + Python package (numpy views over the host backend) =="
+swift build --product vattention_c
+python3 -m pip install -q numpy pytest
+(cd python && VATTN_LIB=../.build/debug/libvattention_c.so python3 -m pytest -q tests/test_host.py)
 echo "== ThreadSanitizer: memory manager and background mapper =="
 swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests

@@ -7,3 +7,7 @@ mkdir -p .gpu
 cp .build-static/release/vattn .gpu/vattn
 strip .gpu/vattn
 ls -la .gpu/vattn
+# The C ABI as a shared library with the Swift runtime linked in (loads wherever glibc does): for python/.
+swift build -c release --product vattention_c -Xswiftc -static-stdlib --scratch-path .build-static-lib
+cp .build-static-lib/release/libvattention_c.so .gpu/
+strip .gpu/libvattention_c.so

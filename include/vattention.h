@@ -1,0 +1,1 @@
+../Sources/CVAttentionABI/include/vattention.h
