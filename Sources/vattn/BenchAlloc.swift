@@ -90,7 +90,9 @@ struct BenchAlloc: ParsableCommand {
         out += runs.map { "    " + $0.json }.joined(separator: ",\n")
         out += "\n  ]}\n}\n"
         try writeText(out, to: path)
-        print("\nwrote \(path)")
+        let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
+        try writeText(pictures(runs), to: picture)
+        print("\nwrote \(path) and \(picture)")
     }
 
     struct Micro {
@@ -159,6 +161,8 @@ struct BenchAlloc: ParsableCommand {
         var mappedMinusUsed: Double
         var meanActive: Double
         var startupMs: Double
+        /// Per measured step: critical µs, mapped bytes, used bytes (for the pictures).
+        var perStep: [(critical: Double, mapped: Double, used: Double)] = []
 
         var json: String {
             "{\"layout\": \"\(layout)\", \"backgroundMapper\": \(background), \"criticalMicros\": \(critical.json), "
@@ -210,6 +214,7 @@ struct BenchAlloc: ParsableCommand {
         // the prompt in the background meanwhile (a scheduler knows its next batch one step ahead).
         var admittedLastStep: Set<Int> = []
         var critical: [Double] = [], decodeOnly: [Double] = []
+        var perStep: [(critical: Double, mapped: Double, used: Double)] = []
         var preemptions = 0, completed = 0
         var roundingWaste = 0.0, mappedMinusUsed = 0.0, activeSum = 0.0
         let stepNanos = UInt64(stepMs * 1e6)
@@ -242,6 +247,7 @@ struct BenchAlloc: ParsableCommand {
             critical.append(Double(nanos) / 1000)
             if prefills == 0 { decodeOnly.append(Double(nanos) / 1000) }
             let st = manager.stats
+            perStep.append((Double(nanos) / 1000, Double(st.mappedBytes), Double(st.usedBytes)))
             var rounding = 0
             for (_, r) in running {
                 rounding += spec.pagesPerTensor(tokens: r.length) * spec.tensorCount * spec.pageSize - r.length * spec.tokenBytes
@@ -278,6 +284,25 @@ struct BenchAlloc: ParsableCommand {
                          unmaps: st.unmaps - warmStats.unmaps, preemptions: preemptions,
                          completed: completed, roundingWastePerRequest: roundingWaste / Double(steps),
                          mappedMinusUsed: mappedMinusUsed / Double(steps), meanActive: activeSum / Double(steps),
-                         startupMs: startupMs)
+                         startupMs: startupMs, perStep: perStep)
+    }
+
+    /// Critical-path time per step over time, its CDF, and mapped vs used memory, for every configuration.
+    func pictures(_ runs: [DecodeRun]) -> String {
+        func name(_ r: DecodeRun) -> String { "\(r.layout), mapper \(r.background ? "on" : "off")" }
+        let latency = SVGChart(
+            title: "Time inside step() per decode iteration (\(slots) requests)", xLabel: "step", yLabel: "µs (log)",
+            series: runs.map { r in .init(name: name(r), points: r.perStep.enumerated().map { (Double($0), max($1.critical, 1)) }) },
+            logY: true)
+        let cdf = SVGChart(
+            title: "CDF of time inside step()", xLabel: "µs", yLabel: "fraction of steps",
+            series: runs.map { r in .init(name: name(r), points: SVGChart.cdf(r.perStep.map(\.critical))) })
+        let memory = SVGChart(
+            title: "KV memory: mapped vs holding live tokens (mapper on)", xLabel: "step", yLabel: "GiB",
+            series: runs.filter(\.background).flatMap { r in [
+                SVGChart.Series(name: "\(r.layout) mapped", points: r.perStep.enumerated().map { (Double($0), $1.mapped / 1073741824) }),
+                SVGChart.Series(name: "\(r.layout) used", points: r.perStep.enumerated().map { (Double($0), $1.used / 1073741824) }),
+            ] })
+        return SVGChart.document([latency, cdf, memory])
     }
 }

@@ -49,8 +49,10 @@ struct BenchServe: ParsableCommand {
         let start = nowNanos()
         var first: [Int: UInt64] = [:], last: [Int: UInt64] = [:]
         var mappedSum = 0.0, usedSum = 0.0, samples = 0.0
+        var timeline: [(t: Double, stepMs: Double, mapped: Double, used: Double)] = []
         var done = 0
         while engine.hasWork {
+            let stepStart = nowNanos()
             let events = try engine.step()
             let now = nowNanos()
             for e in events {
@@ -62,6 +64,8 @@ struct BenchServe: ParsableCommand {
                 }
             }
             let m = engine.kv.memory
+            timeline.append((Double(now - start) / 1e9, Double(now - stepStart) / 1e6, Double(m.mappedBytes),
+                             Double(m.usedBytes)))
             mappedSum += Double(m.mappedBytes)
             usedSum += Double(m.usedBytes)
             samples += 1
@@ -87,7 +91,25 @@ struct BenchServe: ParsableCommand {
                 + "\"tpotMillis\": \(tpot.json), \"meanKVUsedBytes\": \(fmt(usedSum / samples, 0)), "
                 + "\"meanKVMappedBytes\": \(fmt(mappedSum / samples, 0)), \"preemptions\": \(stats.preemptions)}\n"
             try writeText(text, to: path)
-            print("wrote \(path)")
+            let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
+            let ttfts = ids.map { Double(first[$0]! - start) / 1e6 }
+            let tpots = ids.compactMap { id -> Double? in
+                let n = engine.output(of: id)!.count
+                return n > 1 ? Double(last[id]! - first[id]!) / 1e6 / Double(n - 1) : nil
+            }
+            try writeText(SVGChart.document([
+                SVGChart(title: "KV memory over time (\(engine.kv.name))", xLabel: "seconds", yLabel: "MiB", series: [
+                    .init(name: "mapped", points: timeline.map { ($0.t, $0.mapped / 1048576) }),
+                    .init(name: "holding live tokens", points: timeline.map { ($0.t, $0.used / 1048576) }),
+                ]),
+                SVGChart(title: "Engine step latency", xLabel: "seconds", yLabel: "ms",
+                         series: [.init(name: "step", points: timeline.map { ($0.t, $0.stepMs) })]),
+                SVGChart(title: "Latency CDF", xLabel: "ms", yLabel: "fraction of requests", series: [
+                    .init(name: "time per output token", points: SVGChart.cdf(tpots)),
+                    .init(name: "time to first token / 100", points: SVGChart.cdf(ttfts.map { $0 / 100 })),
+                ]),
+            ]), to: picture)
+            print("wrote \(path) and \(picture)")
         }
     }
 }
