@@ -5,5 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fixtures/fetch_model.sh
 swift test 2>&1 | tee /tmp/vattn-test.log
+echo "== vattn serve through the official openai Python client (127.0.0.1 only) =="
+swift build --product vattn
+python3 -m pip install -q --disable-pip-version-check openai pytest
+python3 -m pytest -q tests/openai_client_test.py
 echo "== ThreadSanitizer: memory manager and background mapper =="
 swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests
