@@ -70,7 +70,7 @@ public struct OpenAIRoutes: Sendable {
         self.configuration = configuration
     }
 
-    public func register<Context: RequestContext>(on router: Router<Context>) {
+    public func register(on router: Router<ServerRequestContext>) {
         router.get("/health") { _, _ -> Response in
             let s = service.snapshot
             return jsonResponse(["status": "ok", "waiting": String(s.waiting), "running": String(s.running)])
@@ -243,7 +243,7 @@ public struct OpenAIRoutes: Sendable {
 
     // MARK: Endpoints
 
-    private func chat(_ request: Request, _ context: some RequestContext) async throws -> Response {
+    private func chat(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let r = try await decode(ChatCompletionRequest.self, request, context)
         try checkModel(r)
         guard let template = configuration.chatTemplate else {
@@ -285,6 +285,7 @@ public struct OpenAIRoutes: Sendable {
         let created = unixTime()
         let model = configuration.modelName
 
+        context.onDisconnect { [service] in service.cancel(generation.ticket) }
         if !plan.stream {
             let result = await collect(generation)
             guard let finish = result.finish else {
@@ -322,7 +323,7 @@ public struct OpenAIRoutes: Sendable {
         }
     }
 
-    private func completions(_ request: Request, _ context: some RequestContext) async throws -> Response {
+    private func completions(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let r = try await decode(CompletionRequest.self, request, context)
         try checkModel(r)
         let prompt: [TokenID]
@@ -355,6 +356,7 @@ public struct OpenAIRoutes: Sendable {
         let echo: String
         if r.echo == true, case .string(let s)? = r.prompt { echo = s } else { echo = "" }
 
+        context.onDisconnect { [service] in service.cancel(generation.ticket) }
         if !plan.stream {
             let result = await collect(generation)
             guard let finish = result.finish else {

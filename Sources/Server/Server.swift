@@ -3,8 +3,8 @@ import Logging
 
 /// The router of the OpenAI-compatible server: `GET /health`, `GET /v1/models`, `GET /metrics`,
 /// `POST /v1/completions`, `POST /v1/chat/completions`.
-public func makeRouter(_ routes: OpenAIRoutes) -> Router<BasicRequestContext> {
-    let router = Router()
+public func makeRouter(_ routes: OpenAIRoutes) -> Router<ServerRequestContext> {
+    let router = Router(context: ServerRequestContext.self)
     routes.register(on: router)
     return router
 }
@@ -16,6 +16,7 @@ public func makeApplication(_ routes: OpenAIRoutes, host: String, port: Int, log
     -> some ApplicationProtocol
 {
     Application(router: makeRouter(routes),
+                server: .http1(configuration: .init(additionalChannelHandlers: [CloseOnInputClosed()])),
                 configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "vattn"),
                 onServerRunning: { _ in await onServerRunning() },
                 logger: logger)
