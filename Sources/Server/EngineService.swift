@@ -62,6 +62,8 @@ public final class EngineService: Service, @unchecked Sendable {
         var nextTicket: UInt64 = 1
         var snapshot = EngineSnapshot()
         var closing = false
+        /// Cancelled (not a graceful shutdown): end every request now.
+        var aborting = false
         var started = false
         var stopped = false
         var onStop: [CheckedContinuation<Void, Never>] = []
@@ -125,10 +127,15 @@ public final class EngineService: Service, @unchecked Sendable {
         }
         precondition(!alreadyStarted, "EngineService.run() called twice")
         startThread { [self] in loop() }
-        await withGracefulShutdownHandler {
-            await waitUntilStopped()
-        } onGracefulShutdown: { [self] in
-            beginShutdown()
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await waitUntilStopped()
+            } onGracefulShutdown: { [self] in
+                beginShutdown()
+            }
+        } onCancel: { [self] in
+            state.withLock { $0.closing = true; $0.aborting = true }
+            wake.signal()
         }
     }
 
@@ -163,9 +170,9 @@ public final class EngineService: Service, @unchecked Sendable {
         }
 
         while true {
-            let (commands, closing) = state.withLock { s in
+            let (commands, closing, aborting) = state.withLock { s in
                 defer { s.inbox = [] }
-                return (s.inbox, s.closing)
+                return (s.inbox, s.closing, s.aborting)
             }
             for command in commands {
                 switch command {
@@ -189,6 +196,15 @@ public final class EngineService: Service, @unchecked Sendable {
                 }
             }
 
+            if aborting {
+                for (ticket, id) in engineID {
+                    try? engine.cancel(id)
+                    engine.remove(id)
+                    streams.removeValue(forKey: ticket)?.finish()
+                }
+                engineID = [:]
+                ticketOf = [:]
+            }
             if engine.hasWork {
                 let start = ContinuousClock.now
                 let events: [EngineEvent]
