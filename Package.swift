@@ -22,6 +22,13 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The OpenAI-compatible server (Sources/Server). No traits: no swift-configuration, no full Foundation.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(name: "CCUDA"),
@@ -42,10 +49,24 @@ let package = Package(
         // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
         .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness"],
                 swiftSettings: optimized),
+        // OpenAI-compatible HTTP server: one task owns the engine; Hummingbird routes; Prometheus metrics.
+        .target(name: "Server", dependencies: [
+            "Engine", "Model",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness", "Engine", "Model",
+                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness", "Engine", "Model", "Server",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -54,6 +75,11 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention"],
                     exclude: ["Fixtures"]),
+        .testTarget(name: "ServerTests", dependencies: [
+            "Server", "Engine", "Model", "VAttention",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Randomness"], exclude: ["Fixtures"]),
     ]
 )

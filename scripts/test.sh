@@ -7,7 +7,10 @@ scripts/fixtures/fetch_model.sh
 swift test 2>&1 | tee /tmp/vattn-test.log
 echo "== C ABI + Python package (numpy views over the host backend) =="
 swift build --product vattention_c
-python3 -m pip install -q numpy pytest
+python3 -m pip install -q --disable-pip-version-check numpy pytest openai
 (cd python && VATTN_LIB=../.build/debug/libvattention_c.so python3 -m pytest -q tests/test_host.py)
+echo "== vattn serve through the official openai Python client (127.0.0.1 only) =="
+swift build --product vattn
+python3 -m pytest -q tests/openai_client_test.py
 echo "== ThreadSanitizer: memory manager and background mapper =="
 swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests

@@ -4,7 +4,7 @@ import CUDADriver
 import VAttention
 
 @main
-struct Vattn: ParsableCommand {
+struct Vattn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vattn",
         abstract: "vAttention: LLM KV-cache memory that stays contiguous in virtual memory, backed on demand.",
@@ -13,7 +13,7 @@ struct Vattn: ParsableCommand {
             any multiple of 4 KB on the CPU) are mapped underneath as requests grow, one step ahead, by a \
             background thread.
             """,
-        subcommands: [Generate.self, Bench.self, Check.self, Models.self])
+        subcommands: [Generate.self, Serve.self, Bench.self, Check.self, Models.self])
 }
 
 struct Bench: ParsableCommand {

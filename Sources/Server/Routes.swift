@@ -1,0 +1,418 @@
+import Engine
+import FoundationEssentials
+import Hummingbird
+import Logging
+import Model
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the routes need besides the engine.
+public struct ServerConfiguration: Sendable {
+    /// The id clients must send as `model` (and `GET /v1/models` lists).
+    public var modelName: String
+    /// How chat messages become a prompt; nil: `/v1/chat/completions` answers 400.
+    public var chatTemplate: ChatTemplate?
+    /// Largest request body accepted.
+    public var maxBodyBytes = 4 << 20
+    /// `max_tokens` when a completions request does not say (OpenAI's default is 16); chat requests default to the
+    /// rest of the context.
+    public var defaultCompletionTokens = 16
+
+    public init(modelName: String, chatTemplate: ChatTemplate?) {
+        self.modelName = modelName
+        self.chatTemplate = chatTemplate
+    }
+}
+
+/// An OpenAI-style error: the status and `{"error": {"message", "type", "param", "code"}}`.
+public struct APIError: Error, Sendable {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+
+    static func invalid(_ message: String, param: String? = nil, code: String? = nil) -> APIError {
+        APIError(status: .badRequest, message: message, type: "invalid_request_error", param: param, code: code)
+    }
+
+    var response: Response {
+        let body = ErrorBody(error: .init(message: message, type: type, param: param, code: code))
+        return jsonResponse(body, status: status)
+    }
+}
+
+func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    let data = (try? JSONEncoder().encode(value)) ?? Data("{}".utf8)
+    return Response(status: status, headers: [.contentType: "application/json"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+func sse(_ value: some Encodable) -> ByteBuffer {
+    var b = ByteBuffer(string: "data: ")
+    b.writeBytes((try? JSONEncoder().encode(value)) ?? Data("{}".utf8))
+    b.writeString("\n\n")
+    return b
+}
+
+func unixTime() -> Int { Int(time(nil)) }
+
+/// The HTTP side: validates requests, submits them to the engine, answers in OpenAI's shapes.
+public struct OpenAIRoutes: Sendable {
+    public let service: EngineService
+    public let metrics: ServerMetrics
+    public let configuration: ServerConfiguration
+
+    public init(service: EngineService, metrics: ServerMetrics, configuration: ServerConfiguration) {
+        self.service = service
+        self.metrics = metrics
+        self.configuration = configuration
+    }
+
+    public func register(on router: Router<ServerRequestContext>) {
+        router.get("/health") { _, _ -> Response in
+            let s = service.snapshot
+            return jsonResponse(["status": "ok", "waiting": String(s.waiting), "running": String(s.running)])
+        }
+        router.get("/v1/models") { _, _ -> Response in
+            jsonResponse(ModelList(data: [ModelCard(id: configuration.modelName, created: unixTime(),
+                                                    max_model_len: service.maxContext)]))
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render())))
+        }
+        router.post("/v1/chat/completions") { request, context -> Response in
+            await respond("chat") { try await chat(request, context) }
+        }
+        router.post("/v1/completions") { request, context -> Response in
+            await respond("completions") { try await completions(request, context) }
+        }
+    }
+
+    private func respond(_ endpoint: String, _ body: () async throws -> Response) async -> Response {
+        let response: Response
+        do {
+            response = try await body()
+        } catch let e as APIError {
+            response = e.response
+        } catch {
+            response = APIError(status: .internalServerError, message: "\(error)", type: "server_error").response
+        }
+        metrics.request(endpoint: endpoint, status: response.status.code)
+        return response
+    }
+
+    // MARK: Decoding and validation
+
+    private func decode<T: Decodable>(_: T.Type, _ request: Request, _ context: some RequestContext) async throws -> T {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: configuration.maxBodyBytes)
+        } catch {
+            throw APIError(status: .contentTooLarge, message: "request body larger than \(configuration.maxBodyBytes) bytes",
+                           type: "invalid_request_error")
+        }
+        let data = Data(buffer.readableBytesView)
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch let DecodingError.typeMismatch(type, ctx) {
+            let param = Self.path(ctx.codingPath)
+            throw APIError.invalid("'\(param)' has the wrong type: expected \(Self.typeName(type))", param: param,
+                                   code: "invalid_type")
+        } catch let DecodingError.valueNotFound(type, ctx) {
+            let param = Self.path(ctx.codingPath)
+            throw APIError.invalid("'\(param)' is null: expected \(Self.typeName(type))", param: param, code: "invalid_type")
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            let param = Self.path(ctx.codingPath + [key])
+            throw APIError.invalid("missing required parameter '\(param)'", param: param, code: "missing_required_parameter")
+        } catch let DecodingError.dataCorrupted(ctx) where !ctx.codingPath.isEmpty {
+            let param = Self.path(ctx.codingPath)
+            throw APIError.invalid("'\(param)': \(ctx.debugDescription)", param: param, code: "invalid_value")
+        } catch {
+            throw APIError.invalid("the body is not valid JSON (\(data.isEmpty ? "empty body" : "parse error"))",
+                                   code: "invalid_json")
+        }
+    }
+
+    static func path(_ keys: [any CodingKey]) -> String {
+        var out = ""
+        for k in keys {
+            if let i = k.intValue { out += "[\(i)]" } else { out += (out.isEmpty ? "" : ".") + k.stringValue }
+        }
+        return out
+    }
+
+    static func typeName(_ t: Any.Type) -> String {
+        switch t {
+        case is String.Type: return "a string"
+        case is Int.Type: return "an integer"
+        case is Double.Type: return "a number"
+        case is Bool.Type: return "a boolean"
+        default:
+            let s = String(describing: t)
+            return s.hasPrefix("Array") ? "a list" : s.contains("Dictionary") || s.hasSuffix("In") || s.hasSuffix("Options") ? "an object" : s
+        }
+    }
+
+    struct Plan {
+        var parameters: SamplingParameters
+        var stream: Bool
+        var includeUsage: Bool
+    }
+
+    /// The checks shared by both endpoints, in the order OpenAI's server makes them (model first).
+    private func checkModel(_ r: some GenerationRequest) throws {
+        guard let model = r.model else {
+            throw APIError.invalid("you must provide a model parameter", param: "model", code: "missing_required_parameter")
+        }
+        guard model == configuration.modelName else {
+            throw APIError(status: .notFound, message: "the model '\(model)' does not exist; this server has '\(configuration.modelName)'",
+                           type: "invalid_request_error", param: "model", code: "model_not_found")
+        }
+        if let n = r.n, n != 1 {
+            throw APIError.invalid("only n = 1 is supported", param: "n", code: "invalid_value")
+        }
+    }
+
+    private func plan(_ r: some GenerationRequest, maxTokens: Int?, promptTokens: Int, promptParam: String,
+                      defaultMax: Int) throws -> Plan {
+        let context = service.maxContext
+        guard promptTokens < context else {
+            throw APIError.invalid("this model's maximum context length is \(context) tokens; the prompt has \(promptTokens)",
+                                   param: promptParam, code: "context_length_exceeded")
+        }
+        let room = context - promptTokens
+        var p = SamplingParameters(temperature: 1, topP: 1, maxTokens: min(defaultMax, room))
+        if let m = maxTokens {
+            guard m >= 1 else {
+                throw APIError.invalid("max_tokens must be at least 1, got \(m)", param: "max_tokens", code: "invalid_value")
+            }
+            guard m <= room else {
+                throw APIError.invalid("this model's maximum context length is \(context) tokens; the prompt has \(promptTokens) "
+                                       + "and max_tokens asks for \(m) more", param: "max_tokens",
+                                       code: "context_length_exceeded")
+            }
+            p.maxTokens = m
+        }
+        if let t = r.temperature {
+            guard t >= 0 && t <= 2 else {
+                throw APIError.invalid("temperature must be between 0 and 2, got \(t)", param: "temperature", code: "invalid_value")
+            }
+            p.temperature = Float(t)
+        }
+        if let tp = r.top_p {
+            guard tp > 0 && tp <= 1 else {
+                throw APIError.invalid("top_p must be in (0, 1], got \(tp)", param: "top_p", code: "invalid_value")
+            }
+            p.topP = Float(tp)
+        }
+        if let s = r.seed { p.seed = UInt64(bitPattern: Int64(s)) }
+        switch r.stop {
+        case nil: break
+        case .string(let s)?: p.stop = s.isEmpty ? [] : [s]
+        case .list(let l)?:
+            guard l.count <= 4 else {
+                throw APIError.invalid("stop takes at most 4 strings", param: "stop", code: "invalid_value")
+            }
+            p.stop = l.filter { !$0.isEmpty }
+        case .tokens?:
+            throw APIError.invalid("'stop' has the wrong type: expected a string or a list of strings", param: "stop",
+                                   code: "invalid_type")
+        }
+        let stream = r.stream ?? false
+        return Plan(parameters: p, stream: stream, includeUsage: stream && (r.stream_options?.include_usage ?? false))
+    }
+
+    private func submit(_ prompt: [TokenID], _ parameters: SamplingParameters) throws -> Generation {
+        do {
+            let g = try service.submit(prompt: prompt, parameters: parameters)
+            metrics.requests.increment()
+            metrics.promptTokens.increment(by: prompt.count)
+            return g
+        } catch let e as QueueFull {
+            metrics.rejected.increment()
+            throw APIError(status: .tooManyRequests,
+                           message: "the server is busy: \(e.waiting) requests are already waiting; retry later",
+                           type: "rate_limit_error", param: nil, code: "queue_full")
+        } catch is ShuttingDown {
+            throw APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error")
+        }
+    }
+
+    // MARK: Endpoints
+
+    private func chat(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let r = try await decode(ChatCompletionRequest.self, request, context)
+        try checkModel(r)
+        guard let template = configuration.chatTemplate else {
+            throw APIError.invalid("this model has no chat template: use /v1/completions", code: "no_chat_template")
+        }
+        guard let messages = r.messages else {
+            throw APIError.invalid("missing required parameter 'messages'", param: "messages", code: "missing_required_parameter")
+        }
+        guard !messages.isEmpty else {
+            throw APIError.invalid("'messages' must not be empty", param: "messages", code: "invalid_value")
+        }
+        var chat: [ChatMessage] = []
+        for (i, m) in messages.enumerated() {
+            guard ["system", "user", "assistant", "developer"].contains(m.role) else {
+                throw APIError.invalid("messages[\(i)].role must be system, user or assistant; got '\(m.role)'",
+                                       param: "messages[\(i)].role", code: "invalid_value")
+            }
+            let text: String
+            switch m.content {
+            case .text(let s)?: text = s
+            case .parts(let parts)?:
+                guard parts.allSatisfy({ $0.type == "text" && $0.text != nil }) else {
+                    throw APIError.invalid("only text content parts are supported", param: "messages[\(i)].content",
+                                           code: "invalid_value")
+                }
+                text = parts.compactMap(\.text).joined()
+            case nil:
+                throw APIError.invalid("messages[\(i)].content is missing", param: "messages[\(i)].content",
+                                       code: "missing_required_parameter")
+            }
+            chat.append(ChatMessage(role: m.role == "developer" ? "system" : m.role, content: text))
+        }
+        let rendered = template.render(chat, addGenerationPrompt: true)
+        let prompt = service.tokenizer.encode(rendered, addSpecial: false, parseSpecial: true)
+        let plan = try plan(r, maxTokens: r.max_completion_tokens ?? r.max_tokens, promptTokens: prompt.count,
+                            promptParam: "messages", defaultMax: Int.max)
+        let generation = try submit(prompt, plan.parameters)
+        let id = "chatcmpl-\(generation.ticket)"
+        let created = unixTime()
+        let model = configuration.modelName
+
+        context.onDisconnect { [service] in service.cancel(generation.ticket) }
+        if !plan.stream {
+            let result = await collect(generation)
+            guard let finish = result.finish else {
+                throw APIError(status: .serviceUnavailable, message: "the request was ended before it finished",
+                               type: "server_error")
+            }
+            return jsonResponse(ChatCompletion(
+                id: id, created: created, model: model,
+                choices: [ChatChoice(message: ChatMessageOut(role: "assistant", content: result.text),
+                                     finish_reason: finish.rawValue)],
+                usage: Usage(prompt_tokens: prompt.count, completion_tokens: result.tokens,
+                             total_tokens: prompt.count + result.tokens)))
+        }
+        let service = self.service
+        let includeUsage = plan.includeUsage
+        return sseResponse { writer in
+            defer { service.cancel(generation.ticket) }
+            func chunk(_ delta: ChatDelta, _ finish: String?) -> ChatCompletionChunk {
+                ChatCompletionChunk(id: id, created: created, model: model,
+                                    choices: [ChatChunkChoice(delta: delta, finish_reason: finish)])
+            }
+            try await writer.write(sse(chunk(ChatDelta(role: "assistant", content: ""), nil)))
+            var tokens = 0
+            for await e in generation.events {
+                tokens += e.tokens.count
+                if !e.text.isEmpty { try await writer.write(sse(chunk(ChatDelta(content: e.text), nil))) }
+                if let f = e.finished { try await writer.write(sse(chunk(ChatDelta(), f.rawValue))) }
+            }
+            if includeUsage {
+                try await writer.write(sse(ChatCompletionChunk(
+                    id: id, created: created, model: model, choices: [],
+                    usage: Usage(prompt_tokens: prompt.count, completion_tokens: tokens, total_tokens: prompt.count + tokens))))
+            }
+            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+        }
+    }
+
+    private func completions(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
+        let r = try await decode(CompletionRequest.self, request, context)
+        try checkModel(r)
+        let prompt: [TokenID]
+        switch r.prompt {
+        case nil:
+            throw APIError.invalid("missing required parameter 'prompt'", param: "prompt", code: "missing_required_parameter")
+        case .string(let s)?:
+            prompt = s.isEmpty ? [] : service.tokenizer.encode(s, addSpecial: true, parseSpecial: false)
+        case .list(let l)?:
+            guard l.count <= 1 else {
+                throw APIError.invalid("only one prompt per request is supported", param: "prompt", code: "invalid_value")
+            }
+            prompt = (l.first ?? "").isEmpty ? [] : service.tokenizer.encode(l[0], addSpecial: true, parseSpecial: false)
+        case .tokens(let t)?:
+            let vocab = service.tokenizer.vocabularySize
+            guard t.allSatisfy({ $0 >= 0 && $0 < vocab }) else {
+                throw APIError.invalid("prompt token ids must be in 0..<\(vocab)", param: "prompt", code: "invalid_value")
+            }
+            prompt = t.map { TokenID($0) }
+        }
+        guard !prompt.isEmpty else {
+            throw APIError.invalid("'prompt' must not be empty", param: "prompt", code: "invalid_value")
+        }
+        let plan = try plan(r, maxTokens: r.max_tokens, promptTokens: prompt.count, promptParam: "prompt",
+                            defaultMax: configuration.defaultCompletionTokens)
+        let generation = try submit(prompt, plan.parameters)
+        let id = "cmpl-\(generation.ticket)"
+        let created = unixTime()
+        let model = configuration.modelName
+        let echo: String
+        if r.echo == true, case .string(let s)? = r.prompt { echo = s } else { echo = "" }
+
+        context.onDisconnect { [service] in service.cancel(generation.ticket) }
+        if !plan.stream {
+            let result = await collect(generation)
+            guard let finish = result.finish else {
+                throw APIError(status: .serviceUnavailable, message: "the request was ended before it finished",
+                               type: "server_error")
+            }
+            return jsonResponse(Completion(
+                id: id, created: created, model: model,
+                choices: [CompletionChoice(text: echo + result.text, finish_reason: finish.rawValue)],
+                usage: Usage(prompt_tokens: prompt.count, completion_tokens: result.tokens,
+                             total_tokens: prompt.count + result.tokens)))
+        }
+        let service = self.service
+        let includeUsage = plan.includeUsage
+        return sseResponse { writer in
+            defer { service.cancel(generation.ticket) }
+            func chunk(_ text: String, _ finish: String?) -> Completion {
+                Completion(id: id, created: created, model: model,
+                           choices: [CompletionChoice(text: text, finish_reason: finish)])
+            }
+            if !echo.isEmpty { try await writer.write(sse(chunk(echo, nil))) }
+            var tokens = 0
+            for await e in generation.events {
+                tokens += e.tokens.count
+                if !e.text.isEmpty || e.finished != nil {
+                    try await writer.write(sse(chunk(e.text, e.finished?.rawValue)))
+                }
+            }
+            if includeUsage {
+                try await writer.write(sse(Completion(
+                    id: id, created: created, model: model, choices: [],
+                    usage: Usage(prompt_tokens: prompt.count, completion_tokens: tokens, total_tokens: prompt.count + tokens))))
+            }
+            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+        }
+    }
+
+    private func collect(_ g: Generation) async -> (text: String, tokens: Int, finish: FinishReason?) {
+        var text = "", tokens = 0
+        var finish: FinishReason?
+        // Leaving the loop early (the handler's task cancelled) ends the stream, which cancels the request.
+        for await e in g.events {
+            text += e.text
+            tokens += e.tokens.count
+            if let f = e.finished { finish = f }
+        }
+        if finish == nil { service.cancel(g.ticket) }
+        return (text, tokens, finish)
+    }
+
+    private func sseResponse(_ body: @escaping @Sendable (inout any ResponseBodyWriter) async throws -> Void) -> Response {
+        Response(status: .ok,
+                 headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                 body: ResponseBody { writer in
+                     try await body(&writer)
+                     try await writer.finish(nil)
+                 })
+    }
+}
