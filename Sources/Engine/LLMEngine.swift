@@ -38,8 +38,9 @@ public struct EngineConfiguration: Sendable {
 /// requests while memory allows), back it in the KV store (preempting the youngest request by recompute when memory
 /// runs out — it goes back to the queue and loses nothing), run the model, sample, and report new text.
 public final class LLMEngine {
-    public let model: CPULlamaModel
-    public let tokenizer: Tokenizer
+    public let model: any ModelRunner
+    /// nil for models without one (dummy weights): prompts are token ids, events carry no text, no EOS.
+    public let tokenizer: Tokenizer?
     public let kv: any KVStore
     public let configuration: EngineConfiguration
     public private(set) var stats = EngineStats()
@@ -50,7 +51,7 @@ public final class LLMEngine {
         let parameters: SamplingParameters
         var output: [TokenID] = []
         var sampler: Sampler
-        var detokenizer: StreamingDetokenizer
+        var detokenizer: StreamingDetokenizer?
         /// Text decoded but not yet emitted (it may be the start of a stop string).
         var heldText = ""
         var emittedText = ""
@@ -60,12 +61,12 @@ public final class LLMEngine {
         var finished: FinishReason?
         let arrival: Int
 
-        init(id: Int, prompt: [TokenID], parameters: SamplingParameters, tokenizer: Tokenizer, arrival: Int) {
+        init(id: Int, prompt: [TokenID], parameters: SamplingParameters, tokenizer: Tokenizer?, arrival: Int) {
             self.id = id
             self.prompt = prompt
             self.parameters = parameters
             sampler = Sampler(seed: parameters.seed ?? UInt64(id) &* 0x9E37_79B9_7F4A_7C15)
-            detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
+            detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0) }
             self.arrival = arrival
         }
 
@@ -79,12 +80,18 @@ public final class LLMEngine {
     private var requests: [Int: Request] = [:]
     private var nextID = 0
 
-    public init(model: CPULlamaModel, tokenizer: Tokenizer, kv: any KVStore,
+    public init(model: any ModelRunner, tokenizer: Tokenizer?, kv: any KVStore,
                 configuration: EngineConfiguration = EngineConfiguration()) {
         self.model = model
         self.tokenizer = tokenizer
         self.kv = kv
         self.configuration = configuration
+    }
+
+    /// The tokenizer, for callers that work with text (a dummy-weight model has none).
+    public func requireTokenizer() throws -> Tokenizer {
+        guard let tokenizer else { throw EngineError.noTokenizer }
+        return tokenizer
     }
 
     /// Queues a request; returns its id. Prompts longer than the context are refused.
@@ -129,15 +136,17 @@ public final class LLMEngine {
                 admit = false  // re-admitting what was just preempted would only fail again
             }
         }
-        let logits = model.forward(chunks.map(\.1), kv: kv)
+        let draws = chunks.filter(\.1.wantsLogits).map { r, _ in
+            TokenDraw(parameters: r.parameters, uniform: r.sampler.nextDraw())
+        }
+        let tokens = try model.run(chunks.map(\.1), kv: kv, sampling: draws)
         stats.steps += 1
         stats.tokensComputed += chunks.reduce(0) { $0 + $1.1.tokens.count }
         var events: [EngineEvent] = []
-        var next = logits.makeIterator()
+        var next = tokens.makeIterator()
         for (r, chunk) in chunks {
             r.cached = chunk.start + chunk.tokens.count
-            guard chunk.wantsLogits, let l = next.next() else { continue }
-            let token = r.sampler.sample(l, r.parameters)
+            guard chunk.wantsLogits, let token = next.next() else { continue }
             r.output.append(token)
             stats.tokensGenerated += 1
             events.append(try emit(r, token))
@@ -205,11 +214,11 @@ public final class LLMEngine {
 
     private func emit(_ r: Request, _ token: TokenID) throws -> EngineEvent {
         var finish: FinishReason?
-        let isEOS = token == tokenizer.eosID || tokenizer.type(of: token) == .control
+        let isEOS = tokenizer.map { token == $0.eosID || $0.type(of: token) == .control } ?? false
         if isEOS && !r.parameters.ignoreEOS {
             finish = .stop
-        } else {
-            r.heldText += r.detokenizer.push(token)
+        } else if r.detokenizer != nil {
+            r.heldText += r.detokenizer!.push(token)
         }
         // Stop strings: cut at the first match; otherwise hold back a tail that could still become one.
         var text = ""
@@ -227,7 +236,7 @@ public final class LLMEngine {
             let keep = finish != nil ? 0 : r.parameters.stop.map { holdBack(r.heldText, $0) }.max() ?? 0
             text = String(r.heldText.dropLast(keep))
             r.heldText = String(r.heldText.suffix(keep))
-            if finish != nil { text += r.detokenizer.flush() }
+            if finish != nil, r.detokenizer != nil { text += r.detokenizer!.flush() }
         }
         r.emittedText += text
         if let f = finish { try complete(r, f) }
@@ -264,12 +273,14 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     case emptyPrompt
     case promptTooLong(tokens: Int, context: Int)
     case requestTooLargeForMemory
+    case noTokenizer
 
     public var description: String {
         switch self {
         case .emptyPrompt: return "the prompt is empty"
         case .promptTooLong(let t, let c): return "the prompt has \(t) tokens; the context holds \(c)"
         case .requestTooLargeForMemory: return "a single request needs more KV memory than the whole budget"
+        case .noTokenizer: return "this model has no tokenizer (dummy weights): it takes token ids, not text"
         }
     }
 }

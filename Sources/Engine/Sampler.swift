@@ -1,3 +1,4 @@
+import Model
 import Randomness
 #if canImport(Glibc)
 import Glibc
@@ -31,40 +32,64 @@ public struct SamplingParameters: Sendable, Hashable {
     public static let greedy = SamplingParameters(temperature: 0)
 }
 
-/// Picks the next token from logits. The random stream belongs to the request and advances once per token.
+/// A request's random stream: one 24-bit draw per generated token whatever the parameters, so the stream stays
+/// aligned with the token count (and the same across batching, preemption and devices).
 struct Sampler {
     var random: SplitMix64
 
     init(seed: UInt64) { random = SplitMix64(seed: seed) }
 
-    mutating func sample(_ logits: [Float], _ p: SamplingParameters) -> Int32 {
-        // One draw per token whatever the parameters, so the stream stays aligned with the token count.
-        let u = Float(random.next() >> 40) / Float(1 << 24)
-        if p.temperature <= 0 {
-            var best = 0
-            for i in logits.indices where logits[i] > logits[best] { best = i }
-            return Int32(best)
-        }
-        var order = Array(logits.indices)
-        order.sort { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
-        if p.topK > 0 && p.topK < order.count { order.removeSubrange(p.topK...) }
-        let top = logits[order[0]]
-        var probs = order.map { Double(exp((logits[$0] - top) / p.temperature)) }
-        let total = probs.reduce(0, +)
-        for i in probs.indices { probs[i] /= total }
-        if p.topP < 1 {
-            var mass = 0.0, keep = 0
-            while keep < probs.count && mass < Double(p.topP) { mass += probs[keep]; keep += 1 }
-            probs.removeSubrange(max(keep, 1)...)
-            order.removeSubrange(max(keep, 1)...)
-            let kept = probs.reduce(0, +)
-            for i in probs.indices { probs[i] /= kept }
-        }
-        var acc = 0.0
-        for (i, q) in probs.enumerated() {
-            acc += q
-            if Double(u) < acc { return Int32(order[i]) }
-        }
-        return Int32(order[probs.count - 1])
+    mutating func nextDraw() -> UInt32 { UInt32(truncatingIfNeeded: random.next() >> 40) }
+}
+
+/// The sampling rule, defined once for the CPU and the GPU kernel (`sample_tokens` in llama.cu), in integers where
+/// order could matter so both pick the same token:
+/// - temperature ≤ 0: arg-max, lowest id on ties.
+/// - weights w_i = exp((l_i − max)/T) as fixed point q_i = ⌊w_i·2³²⌋; keys are the logits' order-preserving bits.
+/// - top-k keeps keys ≥ the k-th largest key (ties kept); top-p then keeps keys ≥ t, t the largest key whose mass
+///   Σ_{key ≥ t} q reaches ⌊p·Z⌋ (at least one token).
+/// - the token is the one, in id order, whose cumulative-mass interval holds ⌊draw·Z′ / 2²⁴⌋ (Z′ the kept mass).
+public func sampleToken(_ logits: UnsafeBufferPointer<Float>, _ d: TokenDraw) -> TokenID {
+    let p = d.parameters
+    var best = 0
+    for i in logits.indices where logits[i] > logits[best] { best = i }
+    if p.temperature <= 0 { return TokenID(best) }
+    let top = logits[best]
+    let keys = logits.map(orderedKey)
+    var threshold: UInt32 = 0
+    if p.topK > 0 && p.topK < logits.count {
+        threshold = keys.sorted(by: >)[p.topK - 1]
     }
+    let weights: [UInt64] = logits.indices.map { i in
+        keys[i] >= threshold ? fixedPointWeight(logits[i], top, p.temperature) : 0
+    }
+    if p.topP < 1 {
+        let total = weights.reduce(0, +)
+        let target = max(1, UInt64(Double(p.topP) * Double(total)))
+        var acc: UInt64 = 0
+        for i in logits.indices.filter({ weights[$0] > 0 }).sorted(by: { keys[$0] > keys[$1] }) {
+            acc += weights[i]
+            if acc >= target { threshold = max(threshold, keys[i]); break }
+        }
+    }
+    var kept: UInt64 = 0
+    for i in logits.indices where keys[i] >= threshold { kept += weights[i] }
+    let r = UInt64(d.uniform).multipliedFullWidth(by: kept)
+    let target = (r.high << 40) | (r.low >> 24)  // ⌊draw·Z′ / 2²⁴⌋ < Z′
+    var acc: UInt64 = 0
+    for i in logits.indices where keys[i] >= threshold {
+        acc += weights[i]
+        if target < acc { return TokenID(i) }
+    }
+    return TokenID(best)  // unreachable: target < kept
+}
+
+/// Float bits mapped so that unsigned order is float order.
+@inline(__always) func orderedKey(_ x: Float) -> UInt32 {
+    let b = x.bitPattern
+    return b & 0x8000_0000 != 0 ? ~b : b | 0x8000_0000
+}
+
+@inline(__always) func fixedPointWeight(_ l: Float, _ top: Float, _ temperature: Float) -> UInt64 {
+    UInt64(exp((l - top) / temperature) * 4_294_967_296.0)
 }

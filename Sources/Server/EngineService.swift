@@ -76,7 +76,8 @@ public final class EngineService: Service, @unchecked Sendable {
     public init(engine: LLMEngine, maxWaiting: Int = 64, metrics: ServerMetrics,
                 logger: Logger = Logger(label: "vattn.engine")) {
         self.engine = engine
-        self.tokenizer = engine.tokenizer
+        guard let tokenizer = engine.tokenizer else { preconditionFailure("the server needs a model with a tokenizer") }
+        self.tokenizer = tokenizer
         self.maxContext = engine.kv.maxContext
         self.maxWaiting = maxWaiting
         self.metrics = metrics

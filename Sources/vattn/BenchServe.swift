@@ -28,7 +28,7 @@ struct BenchServe: ParsableCommand {
         let (engine, _) = try options.makeEngine()
         var rng = SplitMix64(seed: seed)
         let (promptRange, outputRange) = workload == .sharegpt ? (16...384, 16...256) : (512...1536, 32...128)
-        let vocab = engine.tokenizer.vocabularySize
+        let vocab = engine.tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize
         var ids: [Int] = []
         var outputLengths: [Int: Int] = [:]
         for _ in 0..<requests {
@@ -36,7 +36,7 @@ struct BenchServe: ParsableCommand {
             var prompt: [TokenID] = []
             while prompt.count < n {
                 let t = TokenID(Int.random(in: 0..<vocab, using: &rng))
-                if engine.tokenizer.type(of: t) == .normal { prompt.append(t) }
+                if engine.tokenizer?.type(of: t) ?? .normal == .normal { prompt.append(t) }
             }
             let out = min(Int.random(in: outputRange, using: &rng), options.maxContext - n - 1)
             let id = try engine.add(prompt: prompt, parameters: SamplingParameters(

@@ -32,7 +32,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         let (engine, file) = try options.makeEngine()
         let text = raw ? prompt : try ChatTemplate(file: file).render([.user(prompt)], addGenerationPrompt: true)
-        let tokens = engine.tokenizer.encode(text, addSpecial: raw, parseSpecial: !raw)
+        let tokens = try engine.requireTokenizer().encode(text, addSpecial: raw, parseSpecial: !raw)
         let parameters = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
                                             maxTokens: maxTokens, stop: stop)
         let start = nowNanos()

@@ -19,7 +19,7 @@ struct EngineTests {
 
     func run(_ e: LLMEngine, _ prompts: [String], maxTokens: Int = 10) throws -> [[TokenID]] {
         let ids = try prompts.map {
-            try e.add(prompt: e.tokenizer.encode($0), parameters: SamplingParameters(temperature: 0, maxTokens: maxTokens))
+            try e.add(prompt: e.tokenizer!.encode($0), parameters: SamplingParameters(temperature: 0, maxTokens: maxTokens))
         }
         try e.runToCompletion()
         return ids.map { e.output(of: $0)! }

@@ -1,0 +1,35 @@
+import Model
+
+/// What the engine needs of a model: run one iteration's chunks and pick the next token of every chunk that wants
+/// one. The CPU model samples on the host; the CUDA model samples on the GPU and copies back only the token ids.
+public protocol ModelRunner: AnyObject {
+    var hyperparameters: LlamaHyperparameters { get }
+    /// Where the model runs ("cpu", "cuda: NVIDIA H100 …"), for summaries.
+    var deviceDescription: String { get }
+    /// Runs `chunks` (K/V written into `kv`, which must already back every slot to `start + tokens.count`) and
+    /// returns one token per chunk with `wantsLogits`, in order, drawn with the matching entry of `sampling`.
+    func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID]
+}
+
+/// How to pick one token: the request's parameters and its uniform draw for this token (the random stream belongs to
+/// the request, so batching and preemption never change what it samples).
+public struct TokenDraw: Sendable {
+    public var parameters: SamplingParameters
+    /// 24 random bits: the draw is `uniform / 2^24`.
+    public var uniform: UInt32
+
+    public init(parameters: SamplingParameters, uniform: UInt32) {
+        self.parameters = parameters
+        self.uniform = uniform
+    }
+}
+
+extension CPULlamaModel: ModelRunner {
+    public var deviceDescription: String { "cpu" }
+
+    public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
+        let logits = forward(chunks, kv: kv)
+        precondition(logits.count == sampling.count, "one draw per chunk that wants logits")
+        return zip(logits, sampling).map { l, d in l.withUnsafeBufferPointer { sampleToken($0, d) } }
+    }
+}
