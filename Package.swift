@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims"], swiftSettings: optimized),
         // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
-        .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness"],
+        .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness", "CUDADriver", "CUDAKernels"],
                 swiftSettings: optimized),
         // OpenAI-compatible HTTP server: one task owns the engine; Hummingbird routes; Prometheus metrics.
         .target(name: "Server", dependencies: [

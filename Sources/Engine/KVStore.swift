@@ -1,3 +1,4 @@
+import CUDADriver
 import Kernels
 import VAttention
 
@@ -105,7 +106,8 @@ public final class VAttentionKVStore: KVStore {
 }
 
 /// The paged baseline (vLLM layout): per layer a K and a V block pool `[blocks, blockSize, kvHeads, headDim]`, a
-/// block table per slot, blocks from a `BlockAllocator`. Memory is allocated up front (as PagedAttention does).
+/// block table per slot, blocks from a `BlockAllocator`. Memory is allocated up front (as PagedAttention does), in
+/// host memory (the CPU model) or device memory (`device:`, the CUDA model, which reads `devicePools`/`blockTable`).
 public final class PagedKVStore: KVStore {
     public let name: String
     public let layers: Int, kvHeads: Int, headDim: Int, blockSize: Int, maxContext: Int, slotCount: Int
@@ -116,23 +118,61 @@ public final class PagedKVStore: KVStore {
     private var active: [Bool]
     private let kPools: [UnsafeMutableRawPointer]
     private let vPools: [UnsafeMutableRawPointer]
+    private let deviceK: [DeviceBuffer]
+    private let deviceV: [DeviceBuffer]
     private let blockBytes: Int
 
-    public init(layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, slots: Int, maxContext: Int,
-                blockSize: Int, memoryBudget: Int) {
+    /// Host pools, for the CPU model.
+    public convenience init(layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, slots: Int,
+                            maxContext: Int, blockSize: Int, memoryBudget: Int) {
+        let bytes = blockSize * kvHeads * headDim * elementType.byteCount
+        let blocks = max(1, memoryBudget / (bytes * 2 * layers))
+        func pool() -> [UnsafeMutableRawPointer] {
+            (0..<layers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: blocks * bytes, alignment: 64) }
+        }
+        self.init(layers: layers, kvHeads: kvHeads, headDim: headDim, elementType: elementType, slots: slots,
+                  maxContext: maxContext, blockSize: blockSize, blocks: blocks, host: (pool(), pool()), device: ([], []))
+    }
+
+    /// Device pools (cuMemAlloc), for the CUDA model.
+    public convenience init(layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, slots: Int,
+                            maxContext: Int, blockSize: Int, memoryBudget: Int, device: CUDA) throws {
+        let bytes = blockSize * kvHeads * headDim * elementType.byteCount
+        let blocks = max(1, memoryBudget / (bytes * 2 * layers))
+        func pool() throws -> [DeviceBuffer] {
+            try (0..<layers).map { _ in try DeviceBuffer(device, byteCount: blocks * bytes) }
+        }
+        self.init(layers: layers, kvHeads: kvHeads, headDim: headDim, elementType: elementType, slots: slots,
+                  maxContext: maxContext, blockSize: blockSize, blocks: blocks, host: ([], []),
+                  device: (try pool(), try pool()))
+    }
+
+    private init(layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, slots: Int, maxContext: Int,
+                 blockSize: Int, blocks: Int, host: ([UnsafeMutableRawPointer], [UnsafeMutableRawPointer]),
+                 device: ([DeviceBuffer], [DeviceBuffer])) {
         self.layers = layers; self.kvHeads = kvHeads; self.headDim = headDim; self.elementType = elementType
         self.slotCount = slots; self.maxContext = maxContext; self.blockSize = blockSize
         name = "paged(\(blockSize))"
-        let bytes = blockSize * kvHeads * headDim * elementType.byteCount
-        blockBytes = bytes
-        let blocks = max(1, memoryBudget / (bytes * 2 * layers))
+        blockBytes = blockSize * kvHeads * headDim * elementType.byteCount
         allocator = BlockAllocator(blockCount: blocks)
         tables = Array(repeating: [], count: slots)
         lengths = Array(repeating: 0, count: slots)
         active = Array(repeating: false, count: slots)
-        kPools = (0..<layers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: blocks * bytes, alignment: 64) }
-        vPools = (0..<layers).map { _ in UnsafeMutableRawPointer.allocate(byteCount: blocks * bytes, alignment: 64) }
+        (kPools, vPools) = host
+        (deviceK, deviceV) = device
     }
+
+    /// Whether the pools live in device memory.
+    public var isOnDevice: Bool { !deviceK.isEmpty }
+    /// Device addresses of a layer's K and V pools `[blocks, blockSize, kvHeads, headDim]`.
+    public func devicePools(layer: Int) -> (keys: UInt64, values: UInt64) {
+        precondition(isOnDevice, "host pools")
+        return (deviceK[layer].address, deviceV[layer].address)
+    }
+    /// Width of a block-table row covering `maxContext`.
+    public var tableStride: Int { blocks(for: maxContext) }
+    /// The physical blocks of a slot, in order.
+    public func blockTable(slot: Int) -> [Int32] { tables[slot] }
 
     deinit {
         for p in kPools + vPools { p.deallocate() }
@@ -179,8 +219,9 @@ public final class PagedKVStore: KVStore {
     }
 
     private func paged(_ pools: [UnsafeMutableRawPointer], layer: Int, slots: [Int]) -> PagedKV {
-        PagedKV(pool: pools[layer], elementType: elementType, numBlocks: allocator.blockCount, blockSize: blockSize,
-                kvHeads: kvHeads, headDim: headDim, blockTables: slots.map { tables[$0] })
+        precondition(!isOnDevice, "the host kernels cannot read device pools")
+        return PagedKV(pool: pools[layer], elementType: elementType, numBlocks: allocator.blockCount, blockSize: blockSize,
+                       kvHeads: kvHeads, headDim: headDim, blockTables: slots.map { tables[$0] })
     }
 
     public func append(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, slots: [Int],

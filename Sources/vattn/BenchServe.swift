@@ -44,7 +44,7 @@ struct BenchServe: ParsableCommand {
             ids.append(id)
             outputLengths[id] = out
         }
-        print("vattn bench serve — \(workload.rawValue), \(requests) requests, KV \(engine.kv.name), "
+        print("vattn bench serve — \(workload.rawValue), \(requests) requests, model on \(engine.model.deviceDescription), KV \(engine.kv.name), "
               + "\(options.slots) slots, token budget \(options.tokenBudget)")
         let start = nowNanos()
         var first: [Int: UInt64] = [:], last: [Int: UInt64] = [:]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUDADriver
 import Engine
 import Kernels
 import Model
@@ -16,8 +17,10 @@ struct ModelOptions: ParsableArguments {
     var pageKiB = 64
     @Option(help: "Block size (tokens) of the paged baseline.")
     var blockSize = 16
-    @Option(help: "KV memory budget, MiB.")
-    var kvMiB = 512
+    @Option(help: "Where the model runs: auto (the GPU if a CUDA driver is found, else the CPU), cpu, or cuda.")
+    var backend: ModelBackend = .auto
+    @Option(help: "KV memory budget, MiB (default: 512 on the CPU; on a GPU, 90% of the memory left after weights and scratch).")
+    var kvMiB: Int?
     @Option(help: "Requests that can run at once (KV slots).")
     var slots = 16
     @Option(help: "Longest sequence (prompt + output) per request, tokens.")
@@ -26,6 +29,7 @@ struct ModelOptions: ParsableArguments {
     var tokenBudget = 256
 
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
+    enum ModelBackend: String, ExpressibleByArgument, CaseIterable { case auto, cpu, cuda }
 
     /// Loads the model (pulling it if it is a known name not yet in the cache) and builds the engine.
     func makeEngine() throws -> (LLMEngine, GGUFFile) {
@@ -42,24 +46,66 @@ struct ModelOptions: ParsableArguments {
             }
         }
         let file = try GGUFFile(path: path)
-        let llama = try CPULlamaModel(file: file)
         let tokenizer = try Tokenizer(file: file)
-        let hp = llama.hyperparameters
-        let store: any KVStore
-        switch kv {
-        case .vattention:
-            let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .fp32,
-                                   maxSlots: slots, maxContext: maxContext, pageSize: pageKiB * 1024, layout: layout)
-            store = VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: HostMemoryBackend(),
-                                                                 memoryBudget: kvMiB << 20))
-        case .paged:
-            store = PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
-                                 elementType: .fp32, slots: slots, maxContext: maxContext, blockSize: blockSize,
-                                 memoryBudget: kvMiB << 20)
-        }
-        let engine = LLMEngine(model: llama, tokenizer: tokenizer, kv: store,
+        let device = try cudaDevice()
+        let model: any ModelRunner = try device.map {
+            try CUDALlamaModel(weights: .gguf(file), device: $0, maxTokens: tokenBudget, maxRows: slots,
+                               compiler: try NVRTC())
+        } ?? CPULlamaModel(file: file)
+        let store = try makeKVStore(model)
+        let engine = LLMEngine(model: model, tokenizer: tokenizer, kv: store,
                                configuration: EngineConfiguration(tokenBudget: tokenBudget, maxRunning: slots))
         return (engine, file)
+    }
+}
+
+extension ModelOptions {
+    /// The GPU to run on, or nil for the CPU (`auto` falls back to the CPU only when no driver or GPU is found).
+    func cudaDevice() throws -> CUDADevice? {
+        if backend == .cpu { return nil }
+        do {
+            let cuda = try CUDA.load()
+            guard try cuda.deviceCount() > 0 else {
+                throw CUDAError(code: CUDAError.noDevice, name: "CUDA_ERROR_NO_DEVICE", call: "cuDeviceGetCount",
+                                message: "the driver sees no GPU")
+            }
+            return try CUDADevice(cuda)
+        } catch {
+            if backend == .cuda { throw error }
+            return nil
+        }
+    }
+
+    /// The KV store for the model: vAttention (host memory for the CPU model, cuMem* pages for the GPU one) or
+    /// the paged baseline (host or device pools). The GPU keeps K/V in bf16, the CPU in fp32.
+    func makeKVStore(_ model: any ModelRunner) throws -> any KVStore {
+        let hp = model.hyperparameters
+        let gpu = model as? CUDALlamaModel
+        var budget = (kvMiB ?? 512) << 20
+        if let gpu, kvMiB == nil {
+            budget = Int(Double(try gpu.device.memoryInfo().free) * 0.9)
+        }
+        switch (kv, gpu) {
+        case (.vattention, nil):
+            let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .fp32,
+                                   maxSlots: slots, maxContext: maxContext, pageSize: pageKiB * 1024, layout: layout)
+            return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: HostMemoryBackend(),
+                                                                memoryBudget: budget))
+        case (.vattention, let gpu?):
+            let backend = try CUDAMemoryBackend(device: gpu.device, stream: gpu.stream)
+            let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .bf16,
+                                   maxSlots: slots, maxContext: maxContext, pageSize: backend.granularity,
+                                   layout: layout)
+            return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget))
+        case (.paged, nil):
+            return PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
+                                elementType: .fp32, slots: slots, maxContext: maxContext, blockSize: blockSize,
+                                memoryBudget: budget)
+        case (.paged, let gpu?):
+            return try PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
+                                    elementType: .bf16, slots: slots, maxContext: maxContext, blockSize: blockSize,
+                                    memoryBudget: budget, device: gpu.device.cuda)
+        }
     }
 }
 

@@ -25,7 +25,7 @@ struct Bench: ParsableCommand {
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Correctness checks that need hardware CI does not have (a GPU).",
-        subcommands: [CheckCUDA.self, CheckPrefill.self, CheckAttention.self])
+        subcommands: [CheckCUDA.self, CheckPrefill.self, CheckAttention.self, CheckModel.self])
 }
 
 enum BackendChoice: String, ExpressibleByArgument, CaseIterable {

@@ -1,0 +1,408 @@
+import CUDADriver
+import CUDAKernels
+import Model
+import VAttention
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Llama-family model on one GPU: bf16 weights, cuBLAS GEMMs (fp32 accumulation), fp32 residual stream, fused
+/// RMSNorm+residual and RoPE+KV-append kernels, the attention kernels of `CUDAKernels` reading K/V straight from the
+/// KV store (vAttention: the virtual tensors' base + strides; paged: block tables), and sampling on the GPU — one
+/// small copy of token ids back per step.
+///
+/// One step: upload the step's metadata (one copy) → embed → per layer [RMSNorm → QKV GEMM → RoPE+append →
+/// attention → O GEMM → add+RMSNorm → gate|up GEMM → SiLU·mul → down GEMM → add+RMSNorm] → gather the rows that want
+/// logits → LM-head GEMM → sample → copy the tokens back.
+public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
+    public let hyperparameters: LlamaHyperparameters
+    public let deviceDescription: String
+    public let device: CUDADevice
+    public let stream: CUDAStream
+    public let maxTokens: Int
+    public let maxRows: Int
+    /// Bytes of weights on the device.
+    public private(set) var weightBytes = 0
+
+    private let cuda: CUDA
+    private let blas: CUBLAS
+    private let kernels: LlamaKernels
+    private let decodeKernels: DecodeAttentionKernels
+    private let prefillKernels: PrefillAttentionKernels
+
+    private struct Layer {
+        var attentionNorm: DeviceBuffer, qkv: DeviceBuffer, o: DeviceBuffer
+        var ffnNorm: DeviceBuffer, gateUp: DeviceBuffer, down: DeviceBuffer
+    }
+    private var layers: [Layer] = []
+    private var embeddings: DeviceBuffer!
+    private var output: DeviceBuffer?
+    private var outputNorm: DeviceBuffer!
+    private let inverseFrequencies: DeviceBuffer
+
+    // Scratch, sized for `maxTokens` tokens and `maxRows` logits rows per step.
+    private let x, h, qkv, q, attention, delta, gateUp, activation, lastHidden, logits, sampled: DeviceBuffer
+    private var metadata: DeviceBuffer
+    private var decodeWorkspaces: [DecodeWorkspaceKey: (DecodeShape, DecodeWorkspace)] = [:]
+
+    private var qDim: Int { hyperparameters.headCount * hyperparameters.headDim }
+    private var kvDim: Int { hyperparameters.headCountKV * hyperparameters.headDim }
+
+    /// Where the weights come from.
+    public enum Weights {
+        /// A GGUF file: every tensor dequantized to fp32 on the host, rounded to bf16, uploaded.
+        case gguf(GGUFFile)
+        /// Seeded random weights generated on the device (`DummyWeights`' formula), for throughput runs.
+        case dummy(LlamaHyperparameters, seed: UInt64)
+    }
+
+    /// - maxTokens: tokens per step at most (the engine's token budget); maxRows: sequences per step at most.
+    public init(weights: Weights, device: CUDADevice, maxTokens: Int, maxRows: Int, compiler: NVRTC) throws {
+        let hp: LlamaHyperparameters
+        switch weights {
+        case .gguf(let file): hp = try LlamaHyperparameters(file: file)
+        case .dummy(let h, _): hp = h
+        }
+        hyperparameters = hp
+        self.device = device
+        cuda = device.cuda
+        try device.makeCurrent()
+        stream = try CUDAStream(cuda)
+        deviceDescription = "cuda: " + ((try? device.name()) ?? "GPU")
+        self.maxTokens = maxTokens
+        self.maxRows = maxRows
+        blas = try CUBLAS(cuda, stream: stream)
+        kernels = try LlamaKernels(device: device, compiler: compiler)
+        decodeKernels = try DecodeAttentionKernels(device: device, compiler: compiler)
+        prefillKernels = try PrefillAttentionKernels(device: device, compiler: compiler)
+
+        let d = hp.headDim, dModel = hp.embeddingLength, ffn = hp.feedForwardLength
+        let qkvDim = (hp.headCount + 2 * hp.headCountKV) * d
+        let n = maxTokens
+        let context = device.cuda
+        func buffer(_ bytes: Int) throws -> DeviceBuffer { try DeviceBuffer(context, byteCount: bytes) }
+        x = try buffer(n * dModel * 4)
+        h = try buffer(n * dModel * 2)
+        qkv = try buffer(n * qkvDim * 2)
+        q = try buffer(n * hp.headCount * d * 2)
+        attention = try buffer(n * hp.headCount * d * 2)
+        delta = try buffer(n * dModel * 4)
+        gateUp = try buffer(n * 2 * ffn * 2)
+        activation = try buffer(n * ffn * 2)
+        lastHidden = try buffer(maxRows * dModel * 2)
+        logits = try buffer(maxRows * hp.vocabSize * 4)
+        sampled = try buffer(maxRows * 4)
+        metadata = try buffer((3 * n + 8 * maxRows) * 4 + 64 * 1024)
+        let inv: [Float] = (0..<(d / 2)).map { i in
+            Float(pow(Double(hp.ropeFreqBase), -2.0 * Double(i) / Double(d)))
+        }
+        inverseFrequencies = try buffer(inv.count * 4)
+        try inverseFrequencies.upload(inv)
+
+        switch weights {
+        case .gguf(let file): try loadGGUF(file)
+        case .dummy(_, let seed): try generateDummy(seed: seed)
+        }
+        try stream.synchronize()
+    }
+
+    // MARK: Weights
+
+    private func loadGGUF(_ file: GGUFFile) throws {
+        let hp = hyperparameters
+        func tensors(_ names: [String]) throws -> DeviceBuffer {
+            let ts = try names.map { try file.tensor(named: $0) }
+            let cols = ts[0].rowLength
+            precondition(ts.allSatisfy { $0.rowLength == cols }, "fused tensors differ in width: \(names)")
+            let rows = ts.reduce(0) { $0 + $1.rowCount }
+            let buffer = try DeviceBuffer(cuda, byteCount: rows * cols * 2)
+            var host = [UInt16](repeating: 0, count: rows * cols)
+            var r = 0
+            for t in ts {
+                for i in 0..<t.rowCount {
+                    let row = t.dequantizeRow(i)
+                    for j in 0..<cols { host[(r + i) * cols + j] = bf16(row[j]) }
+                }
+                r += t.rowCount
+            }
+            try buffer.upload(host)
+            weightBytes += buffer.byteCount
+            return buffer
+        }
+        func vector(_ name: String) throws -> DeviceBuffer {
+            let values = try file.tensor(named: name).dequantizeRow(0)
+            let buffer = try DeviceBuffer(cuda, byteCount: values.count * 4)
+            try buffer.upload(values)
+            weightBytes += buffer.byteCount
+            return buffer
+        }
+        embeddings = try tensors(["token_embd.weight"])
+        outputNorm = try vector("output_norm.weight")
+        output = hp.tiedEmbeddings ? nil : try tensors(["output.weight"])
+        layers = try (0..<hp.blockCount).map { i in
+            let p = "blk.\(i)."
+            return Layer(attentionNorm: try vector(p + "attn_norm.weight"),
+                         qkv: try tensors([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]),
+                         o: try tensors([p + "attn_output.weight"]),
+                         ffnNorm: try vector(p + "ffn_norm.weight"),
+                         gateUp: try tensors([p + "ffn_gate.weight", p + "ffn_up.weight"]),
+                         down: try tensors([p + "ffn_down.weight"]))
+        }
+    }
+
+    /// The same values as `DummyWeights` on the CPU (each fused part generated under its own GGUF name), as bf16.
+    private func generateDummy(seed: UInt64) throws {
+        let hp = hyperparameters
+        let dModel = hp.embeddingLength, ffn = hp.feedForwardLength
+        func tensors(_ parts: [(name: String, rows: Int)], cols: Int) throws -> DeviceBuffer {
+            let rows = parts.reduce(0) { $0 + $1.rows }
+            let buffer = try DeviceBuffer(cuda, byteCount: rows * cols * 2)
+            var offset = 0
+            for part in parts {
+                try kernels.fillDummy(buffer.address + UInt64(offset * cols * 2), count: part.rows * cols, seed: seed,
+                                      nameHash: dummyNameHash(part.name), scale: 1 / Float(cols).squareRoot(),
+                                      stream: stream)
+                offset += part.rows
+            }
+            weightBytes += buffer.byteCount
+            return buffer
+        }
+        func ones(_ count: Int) throws -> DeviceBuffer {
+            let buffer = try DeviceBuffer(cuda, byteCount: count * 4)
+            try buffer.upload([Float](repeating: 1, count: count))
+            weightBytes += buffer.byteCount
+            return buffer
+        }
+        embeddings = try tensors([("token_embd.weight", hp.vocabSize)], cols: dModel)
+        outputNorm = try ones(dModel)
+        output = hp.tiedEmbeddings ? nil : try tensors([("output.weight", hp.vocabSize)], cols: dModel)
+        layers = try (0..<hp.blockCount).map { i in
+            let p = "blk.\(i)."
+            return Layer(attentionNorm: try ones(dModel),
+                         qkv: try tensors([(p + "attn_q.weight", qDim), (p + "attn_k.weight", kvDim),
+                                           (p + "attn_v.weight", kvDim)], cols: dModel),
+                         o: try tensors([(p + "attn_output.weight", dModel)], cols: qDim),
+                         ffnNorm: try ones(dModel),
+                         gateUp: try tensors([(p + "ffn_gate.weight", ffn), (p + "ffn_up.weight", ffn)], cols: dModel),
+                         down: try tensors([(p + "ffn_down.weight", dModel)], cols: ffn))
+        }
+    }
+
+    // MARK: Forward
+
+    public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
+        let rows = try forward(chunks, kv: kv, draws: sampling)
+        guard rows > 0 else { return [] }
+        try kernels.sample(logits: logits.address, rows: rows, vocab: hyperparameters.vocabSize,
+                           rowStride: hyperparameters.vocabSize, params: paramsAddress, into: sampled.address,
+                           stream: stream)
+        try stream.synchronize()
+        return try sampled.download(Int32.self, count: rows).map { TokenID($0) }
+    }
+
+    /// The logits of the last token of every chunk that wants them (for checks against a reference).
+    public func logits(_ chunks: [SequenceChunk], kv: any KVStore) throws -> [[Float]] {
+        let want = chunks.filter(\.wantsLogits).count
+        let rows = try forward(chunks, kv: kv,
+                               draws: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: want))
+        try stream.synchronize()
+        let v = hyperparameters.vocabSize
+        let all = try logits.download(Float.self, count: rows * v)
+        return (0..<rows).map { Array(all[($0 * v)..<(($0 + 1) * v)]) }
+    }
+
+    private var paramsAddress: UInt64 = 0
+
+    /// Queues the forward pass; returns the number of logits rows (in the order of the chunks that want them).
+    private func forward(_ chunks: [SequenceChunk], kv: any KVStore, draws: [TokenDraw]) throws -> Int {
+        let hp = hyperparameters
+        let d = hp.headDim, dModel = hp.embeddingLength, ffn = hp.feedForwardLength
+        let qkvDim = qDim + 2 * kvDim
+        // Rows: decodes (one token) first so the decode kernel reads one contiguous query block; then prompt chunks.
+        let order = chunks.indices.filter { chunks[$0].tokens.count == 1 && chunks[$0].start > 0 }
+            + chunks.indices.filter { !(chunks[$0].tokens.count == 1 && chunks[$0].start > 0) }
+        let decodes = chunks.indices.filter { chunks[$0].tokens.count == 1 && chunks[$0].start > 0 }.count
+        let n = chunks.reduce(0) { $0 + $1.tokens.count }
+        guard n > 0 else { return 0 }
+        precondition(n <= maxTokens, "\(n) tokens in a step; the model was built for \(maxTokens)")
+        let paged = kv as? PagedKVStore
+        let vattention = kv as? VAttentionKVStore
+        precondition(paged?.isOnDevice ?? true, "the CUDA model needs a paged store with device pools")
+        precondition(paged != nil || vattention != nil, "unknown KV store \(kv.name)")
+
+        // Metadata, one upload: tokens, positions, slot (or sequence) per token, decode slots and lengths, rows
+        // wanting logits, sampling parameters, block tables (paged).
+        var tokens: [Int32] = [], positions: [Int32] = [], owners: [Int32] = []
+        var rowOfChunk = [Int](repeating: 0, count: chunks.count)
+        var wantedRows: [Int32] = []
+        var drawOfChunk: [Int: TokenDraw] = [:]
+        var next = draws.makeIterator()
+        for (i, c) in chunks.enumerated() where c.wantsLogits { drawOfChunk[i] = next.next()! }
+        var params: [Int32] = []
+        for (sequence, ci) in order.enumerated() {
+            let c = chunks[ci]
+            rowOfChunk[ci] = tokens.count
+            for (j, t) in c.tokens.enumerated() {
+                tokens.append(t)
+                positions.append(Int32(c.start + j))
+                owners.append(Int32(paged != nil ? sequence : c.slot))
+            }
+        }
+        // Logits rows in the caller's chunk order.
+        for (i, c) in chunks.enumerated() where c.wantsLogits {
+            wantedRows.append(Int32(rowOfChunk[i] + c.tokens.count - 1))
+            let p = drawOfChunk[i]!
+            params += [Int32(bitPattern: p.parameters.temperature.bitPattern), Int32(p.parameters.topK),
+                       Int32(bitPattern: p.parameters.topP.bitPattern), Int32(bitPattern: p.uniform)]
+        }
+        precondition(wantedRows.count <= maxRows, "\(wantedRows.count) logits rows; built for \(maxRows)")
+        let decodeSlots = order.prefix(decodes).map { Int32(chunks[$0].slot) }
+        let decodeLengths = order.prefix(decodes).map { Int32(chunks[$0].start + 1) }
+        var tables: [Int32] = []
+        if let paged {
+            for ci in order {
+                var row = paged.blockTable(slot: chunks[ci].slot)
+                row += [Int32](repeating: 0, count: paged.tableStride - row.count)
+                tables += row
+            }
+        }
+        var meta: [Int32] = []
+        func put(_ a: [Int32]) -> UInt64 {
+            let address = metadata.address + UInt64(meta.count * 4)
+            meta += a
+            return address
+        }
+        let tokensAt = put(tokens), positionsAt = put(positions), ownersAt = put(owners)
+        let decodeSlotsAt = put(decodeSlots), decodeLengthsAt = put(decodeLengths), wantedAt = put(wantedRows)
+        paramsAddress = put(params)
+        let tablesAt = put(tables)
+        if meta.count * 4 > metadata.byteCount {  // long block tables: grow (rare, and only between steps)
+            metadata = try DeviceBuffer(cuda, byteCount: meta.count * 8)
+            return try forward(chunks, kv: kv, draws: draws)
+        }
+        try metadata.upload(meta)
+
+        let scale = 1 / Float(d).squareRoot()
+        let decodeShape: (DecodeShape, DecodeWorkspace)? = decodes > 0
+            ? try decodeWorkspace(batch: decodes, maxLength: Int(decodeLengths.max()!)) : nil
+
+        try kernels.embed(table: embeddings.address, tokens: tokensAt, n: n, width: dModel, into: x.address,
+                          stream: stream)
+        try kernels.addRMSNorm(x: x.address, delta: 0, weight: layers[0].attentionNorm.address, into: h.address,
+                               rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
+        for (l, layer) in layers.enumerated() {
+            try blas.linear(input: h.address, .bf16, weight: layer.qkv.address, .bf16, output: qkv.address, .bf16,
+                            tokens: n, inFeatures: dModel, outFeatures: qkvDim)
+            if let vattention {
+                let kView = vattention.manager.view(layer: l, .key), vView = vattention.manager.view(layer: l, .value)
+                let strided = DeviceStridedKV(keys: UInt64(kView.address), values: UInt64(vView.address),
+                                              slotStride: kView.slotStride, tokenStride: kView.tokenStride,
+                                              headStride: kView.headStride)
+                try kernels.ropeAppend(qkv: qkv.address, n: n, qHeads: hp.headCount, kvHeads: hp.headCountKV,
+                                       headDim: d, positions: positionsAt, slots: ownersAt,
+                                       inverseFrequencies: inverseFrequencies.address, q: q.address, kv: strided,
+                                       stream: stream)
+                if let (shape, workspace) = decodeShape {
+                    try decodeKernels.decode(query: q.address, kv: strided, slots: decodeSlotsAt,
+                                             lengths: decodeLengthsAt, output: attention.address, shape: shape,
+                                             workspace: workspace, scale: scale, stream: stream)
+                }
+                for ci in order.dropFirst(decodes) {
+                    let c = chunks[ci], row = UInt64(rowOfChunk[ci])
+                    let base = kView.byteAddress(slot: c.slot, token: 0), vBase = vView.byteAddress(slot: c.slot, token: 0)
+                    try prefillKernels.launch(
+                        query: q.address + row * UInt64(qDim * 2), output: attention.address + row * UInt64(qDim * 2),
+                        kv: .contiguous(keys: UInt64(base), values: UInt64(vBase), tokenStride: kView.tokenStride,
+                                        headStride: kView.headStride),
+                        chunkLength: c.tokens.count, offset: c.start, qHeads: hp.headCount, kvHeads: hp.headCountKV,
+                        headDim: d, dtype: .bf16, scale: scale, stream: stream)
+                }
+            } else if let paged {
+                let pools = paged.devicePools(layer: l)
+                let table = DevicePagedKV(keyPool: pools.keys, valuePool: pools.values, blockTables: tablesAt,
+                                          tableStride: paged.tableStride, blockSize: paged.blockSize,
+                                          kvHeads: hp.headCountKV, headDim: d)
+                try kernels.ropeAppend(qkv: qkv.address, n: n, qHeads: hp.headCount, kvHeads: hp.headCountKV,
+                                       headDim: d, positions: positionsAt, sequences: ownersAt,
+                                       inverseFrequencies: inverseFrequencies.address, q: q.address, kv: table,
+                                       stream: stream)
+                if let (shape, workspace) = decodeShape {
+                    try decodeKernels.decode(query: q.address, kv: table, lengths: decodeLengthsAt,
+                                             output: attention.address, shape: shape, workspace: workspace,
+                                             scale: scale, stream: stream)
+                }
+                for (sequence, ci) in order.enumerated().dropFirst(decodes) {
+                    let c = chunks[ci], row = UInt64(rowOfChunk[ci])
+                    try prefillKernels.launch(
+                        query: q.address + row * UInt64(qDim * 2), output: attention.address + row * UInt64(qDim * 2),
+                        kv: .paged(keys: pools.keys, values: pools.values,
+                                   table: tablesAt + UInt64(sequence * paged.tableStride * 4),
+                                   blockSize: paged.blockSize),
+                        chunkLength: c.tokens.count, offset: c.start, qHeads: hp.headCount, kvHeads: hp.headCountKV,
+                        headDim: d, dtype: .bf16, scale: scale, stream: stream)
+                }
+            }
+            try blas.linear(input: attention.address, .bf16, weight: layer.o.address, .bf16, output: delta.address,
+                            .fp32, tokens: n, inFeatures: qDim, outFeatures: dModel)
+            try kernels.addRMSNorm(x: x.address, delta: delta.address, weight: layer.ffnNorm.address, into: h.address,
+                                   rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
+            try blas.linear(input: h.address, .bf16, weight: layer.gateUp.address, .bf16, output: gateUp.address,
+                            .bf16, tokens: n, inFeatures: dModel, outFeatures: 2 * ffn)
+            try kernels.siluMul(gateUp: gateUp.address, into: activation.address, rows: n, width: ffn, stream: stream)
+            try blas.linear(input: activation.address, .bf16, weight: layer.down.address, .bf16,
+                            output: delta.address, .fp32, tokens: n, inFeatures: ffn, outFeatures: dModel)
+            let nextNorm = l + 1 < layers.count ? layers[l + 1].attentionNorm : outputNorm!
+            try kernels.addRMSNorm(x: x.address, delta: delta.address, weight: nextNorm.address, into: h.address,
+                                   rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
+        }
+        let rows = wantedRows.count
+        guard rows > 0 else { return 0 }
+        try kernels.gatherRows(h.address, rows: wantedAt, count: rows, width: dModel, into: lastHidden.address,
+                               stream: stream)
+        try blas.linear(input: lastHidden.address, .bf16, weight: (output ?? embeddings).address, .bf16,
+                        output: logits.address, .fp32, tokens: rows, inFeatures: dModel, outFeatures: hp.vocabSize)
+        return rows
+    }
+
+    private struct DecodeWorkspaceKey: Hashable { var batch: Int, length: Int }
+
+    /// Decode launches are bucketed (batch and length to powers of two) so split sizes and scratch are reused.
+    private func decodeWorkspace(batch: Int, maxLength: Int) throws -> (DecodeShape, DecodeWorkspace) {
+        let hp = hyperparameters
+        let key = DecodeWorkspaceKey(batch: max(1, batch).nextPowerOfTwo, length: max(256, maxLength.nextPowerOfTwo))
+        let (bucketShape, workspace): (DecodeShape, DecodeWorkspace)
+        if let hit = decodeWorkspaces[key] {
+            (bucketShape, workspace) = hit
+        } else {
+            let s = DecodeShape(batch: key.batch, qHeads: hp.headCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
+                                dtype: .bf16, maxLength: key.length, multiprocessors: decodeKernels.multiprocessors)
+            let w = try DecodeWorkspace(cuda, shape: s)
+            decodeWorkspaces[key] = (s, w)
+            (bucketShape, workspace) = (s, w)
+        }
+        let shape = DecodeShape(batch: batch, qHeads: hp.headCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
+                                dtype: .bf16, maxLength: key.length, chunk: bucketShape.chunk)
+        return (shape, workspace)
+    }
+}
+
+extension Int {
+    var nextPowerOfTwo: Int { self <= 1 ? 1 : 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount) }
+}
+
+/// Round to nearest even, as PyTorch's `.to(torch.bfloat16)` (NaN stays NaN).
+@inline(__always) func bf16(_ f: Float) -> UInt16 {
+    let b = f.bitPattern
+    if f.isNaN { return UInt16(b >> 16) | 0x40 }
+    return UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
+}
+
+/// FNV-1a 64 of a GGUF tensor name: the per-tensor stream of `DummyWeights`.
+func dummyNameHash(_ name: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in name.utf8 {
+        h ^= UInt64(byte)
+        h = h &* 0x0000_0100_0000_01b3
+    }
+    return h
+}
