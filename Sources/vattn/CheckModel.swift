@@ -32,6 +32,7 @@ struct CheckModel: ParsableCommand {
     struct Fixture: Decodable { var oracle: String; var cases: [Case] }
 
     func run() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)  // a trap must not swallow what was printed before it
         let fixture = try JSONDecoder().decode(Fixture.self, from: Data(try readAll(fixture)))
         let store = ModelStore()
         guard let path = model.hasSuffix(".gguf") ? model : try store.locate(model) else {
@@ -87,7 +88,7 @@ struct CheckModel: ParsableCommand {
             byPosition = [first - 1: try gpu.logits(
                 [SequenceChunk(slot: s2, start: 0, tokens: Array(c.prompt_ids[0..<first]), wantsLogits: true)],
                 kv: kv)[0]]
-            for p in first..<(c.prompt_ids.count - 1) {
+            for p in stride(from: first, to: c.prompt_ids.count - 1, by: 1) {
                 try kv.step([(s2, p + 1)])
                 byPosition[p] = try gpu.logits(
                     [SequenceChunk(slot: s2, start: p, tokens: [c.prompt_ids[p]], wantsLogits: true)], kv: kv)[0]

@@ -19,7 +19,7 @@ struct ModelOptions: ParsableArguments {
     var blockSize = 16
     @Option(help: "Where the model runs: auto (the GPU if a CUDA driver is found, else the CPU), cpu, or cuda.")
     var backend: ModelBackend = .auto
-    @Option(help: "KV memory budget, MiB (default: 512 on the CPU; on a GPU, 90% of the memory left after weights and scratch).")
+    @Option(name: .customLong("kv-mib"), help: "KV memory budget, MiB (default: 512 on the CPU; on a GPU, 90% of the memory left after weights and scratch).")
     var kvMiB: Int?
     @Option(help: "Requests that can run at once (KV slots).")
     var slots = 16
