@@ -32,7 +32,8 @@ struct CheckModel: ParsableCommand {
     struct Fixture: Decodable { var oracle: String; var cases: [Case] }
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)  // a trap must not swallow what was printed before it
+        nonisolated(unsafe) let out = stdout
+        setvbuf(out, nil, _IOLBF, 0)  // a trap must not swallow what was printed before it
         let fixture = try JSONDecoder().decode(Fixture.self, from: Data(try readAll(fixture)))
         let store = ModelStore()
         guard let path = model.hasSuffix(".gguf") ? model : try store.locate(model) else {
