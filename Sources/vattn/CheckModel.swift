@@ -32,8 +32,6 @@ struct CheckModel: ParsableCommand {
     struct Fixture: Decodable { var oracle: String; var cases: [Case] }
 
     func run() throws {
-        nonisolated(unsafe) let out = stdout
-        setvbuf(out, nil, _IOLBF, 0)  // a trap must not swallow what was printed before it
         let fixture = try JSONDecoder().decode(Fixture.self, from: Data(try readAll(fixture)))
         let store = ModelStore()
         guard let path = model.hasSuffix(".gguf") ? model : try store.locate(model) else {
@@ -45,9 +43,9 @@ struct CheckModel: ParsableCommand {
         let start = nowNanos()
         let gpu = try CUDALlamaModel(weights: .gguf(file), device: device, maxTokens: 512, maxRows: 64,
                                      compiler: try NVRTC())
-        print("model: \(path) on \(gpu.deviceDescription); weights \(gpu.weightBytes >> 20) MiB bf16, "
+        say("model: \(path) on \(gpu.deviceDescription); weights \(gpu.weightBytes >> 20) MiB bf16, "
               + "loaded in \(fmt(Double(nowNanos() - start) / 1e9, 1)) s")
-        print("oracle: \(fixture.oracle); tolerance \(tolerance) on top-5 logits, greedy prefix \(greedyPrefix)")
+        say("oracle: \(fixture.oracle); tolerance \(tolerance) on top-5 logits, greedy prefix \(greedyPrefix)")
         var failures = 0
         var options = try ModelOptions.parse(["--backend", "cuda", "--slots", "8", "--max-context", "1024",
                                               "--kv-mib", "512"])
@@ -61,7 +59,7 @@ struct CheckModel: ParsableCommand {
         }
         failures += try checkEngine(gpu, file, options)
         failures += try checkSampler(gpu, device)
-        print(failures == 0 ? "PASS check model" : "FAIL check model: \(failures) failures")
+        say(failures == 0 ? "PASS check model" : "FAIL check model: \(failures) failures")
         if failures > 0 { throw ExitCode.failure }
     }
 
@@ -78,7 +76,7 @@ struct CheckModel: ParsableCommand {
             for top in c.top5 where byPosition[top.position] != nil {
                 let (ok, err) = compare(byPosition[top.position]!, top)
                 worst = max(worst, err); checked += 1
-                if !ok { failures += 1; print("  FAIL \(label) case \(n) prefill position \(top.position): |Δ| \(err)") }
+                if !ok { failures += 1; say("  FAIL \(label) case \(n) prefill position \(top.position): |Δ| \(err)") }
             }
             try kv.free(slot)
 
@@ -97,7 +95,7 @@ struct CheckModel: ParsableCommand {
             for top in c.top5 where byPosition[top.position] != nil {
                 let (ok, err) = compare(byPosition[top.position]!, top)
                 worst = max(worst, err); checked += 1
-                if !ok { failures += 1; print("  FAIL \(label) case \(n) decode position \(top.position): |Δ| \(err)") }
+                if !ok { failures += 1; say("  FAIL \(label) case \(n) decode position \(top.position): |Δ| \(err)") }
             }
             var generated: [Int32] = []
             var length = c.prompt_ids.count - 1
@@ -113,11 +111,11 @@ struct CheckModel: ParsableCommand {
             greedyMatches.append(same)
             if same < min(greedyPrefix, c.greedy.count) {
                 failures += 1
-                print("  FAIL \(label) case \(n): greedy agrees for \(same) tokens: \(generated) vs HF \(c.greedy)")
+                say("  FAIL \(label) case \(n): greedy agrees for \(same) tokens: \(generated) vs HF \(c.greedy)")
             }
             try kv.free(s2)
         }
-        print("\(failures == 0 ? "PASS" : "FAIL") forward \(label): \(checked) positions, max |Δ| on HF top-5 "
+        say("\(failures == 0 ? "PASS" : "FAIL") forward \(label): \(checked) positions, max |Δ| on HF top-5 "
               + "\(fmt(worst, 3)); greedy tokens equal to HF for \(greedyMatches) of \(fixture.cases.map { $0.greedy.count })")
         return failures
     }
@@ -159,12 +157,12 @@ struct CheckModel: ParsableCommand {
         }
         let ta = agreement(together, alone), tp = agreement(together, paged)
         let total = together.map(\.count).reduce(0, +)
-        print("engine: batched vs alone \(ta.equal)/8 identical (\(ta.tokens)/\(total) tokens before the first "
+        say("engine: batched vs alone \(ta.equal)/8 identical (\(ta.tokens)/\(total) tokens before the first "
               + "difference); vattention vs paged \(tp.equal)/8 identical (\(tp.tokens)/\(total))")
-        print("  sample: \(tokenizer.decode(together[0]).debugDescription)")
+        say("  sample: \(tokenizer.decode(together[0]).debugDescription)")
         // Batching changes GEMM shapes and so bf16 rounding: near-ties may flip late; demand most tokens agree.
         let failures = (ta.tokens * 10 < total * 9 ? 1 : 0) + (tp.equal < 8 ? 1 : 0)
-        print("\(failures == 0 ? "PASS" : "FAIL") engine on the GPU")
+        say("\(failures == 0 ? "PASS" : "FAIL") engine on the GPU")
         return failures
     }
 
@@ -215,7 +213,7 @@ struct CheckModel: ParsableCommand {
             }
             let ok = valid == rows && greedyOK == greedyRows && agree * 100 >= rows * 98
             if !ok { failures += 1 }
-            print("\(ok ? "PASS" : "FAIL") sampler vocab \(vocab): greedy \(greedyOK)/\(greedyRows) exact, "
+            say("\(ok ? "PASS" : "FAIL") sampler vocab \(vocab): greedy \(greedyOK)/\(greedyRows) exact, "
                   + "all modes \(agree)/\(rows) equal to the CPU rule, \(valid)/\(rows) valid ids")
         }
         // Distribution: one row, many draws; frequencies of the top tokens vs softmax probabilities (T = 1).
@@ -246,10 +244,16 @@ struct CheckModel: ParsableCommand {
         // 999 degrees of freedom: mean 999, sd ≈ 44.7; 1200 is 4.5 sd out.
         let ok = chi2 < 1200
         if !ok { failures += 1 }
-        print("\(ok ? "PASS" : "FAIL") sampler distribution: χ² = \(fmt(chi2, 1)) over \(vocab) tokens, "
+        say("\(ok ? "PASS" : "FAIL") sampler distribution: χ² = \(fmt(chi2, 1)) over \(vocab) tokens, "
               + "\(rows) draws (bound 1200)")
         return failures
     }
+}
+
+/// Prints and flushes at once: a trap must not swallow what was printed before it.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
 }
 
 func readAll(_ path: String) throws -> [UInt8] {
