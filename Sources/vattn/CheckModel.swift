@@ -192,7 +192,7 @@ struct CheckModel: ParsableCommand {
             let l = try DeviceBuffer(cuda, byteCount: logits.count * 4)
             try l.upload(logits)
             let params = try DeviceBuffer(cuda, byteCount: rows * 16)
-            try params.upload(draws.flatMap { d in
+            try params.upload(draws.flatMap { d -> [Int32] in
                 [Int32(bitPattern: d.parameters.temperature.bitPattern), Int32(d.parameters.topK),
                  Int32(bitPattern: d.parameters.topP.bitPattern), Int32(bitPattern: d.uniform)]
             })
@@ -224,7 +224,7 @@ struct CheckModel: ParsableCommand {
         let l = try DeviceBuffer(cuda, byteCount: rows * vocab * 4)
         try l.upload(Array((0..<rows).map { _ in logits }.joined()))
         let params = try DeviceBuffer(cuda, byteCount: rows * 16)
-        try params.upload((0..<rows).flatMap { _ in
+        try params.upload((0..<rows).flatMap { _ -> [Int32] in
             [Int32(bitPattern: Float(1).bitPattern), 0, Int32(bitPattern: Float(1).bitPattern),
              Int32(bitPattern: UInt32(truncatingIfNeeded: rng.next() >> 40))]
         })

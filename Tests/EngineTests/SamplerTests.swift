@@ -1,6 +1,9 @@
 @testable import Engine
 import Randomness
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The sampling rule (`sampleToken`), shared by the CPU and the GPU kernel, against direct definitions.
 @Suite("Sampling rule")
