@@ -190,78 +190,116 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
 
     // MARK: Forward
 
+    /// Capture decode-only steps in CUDA graphs (one per batch bucket, length bucket and KV store), replayed with
+    /// new metadata each step: ~300 launches become one. Padded lanes have length 0 and write nothing.
+    public var useGraphs = false
+    /// Graph replays and captures so far.
+    public private(set) var graphReplays = 0, graphCaptures = 0
+
     public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
-        let rows = try forward(chunks, kv: kv, draws: sampling)
-        guard rows > 0 else { return [] }
-        try kernels.sample(logits: logits.address, rows: rows, vocab: hyperparameters.vocabSize,
-                           rowStride: hyperparameters.vocabSize, params: paramsAddress, into: sampled.address,
-                           stream: stream)
+        let plan = try prepare(chunks, kv: kv, draws: sampling)
+        guard plan.tokens > 0 else { return [] }
+        try execute(plan, kv: kv)
+        guard plan.logitRows > 0 else {
+            try stream.synchronize()
+            return []
+        }
         try stream.synchronize()
-        return try sampled.download(Int32.self, count: rows).map { TokenID($0) }
+        return try sampled.download(Int32.self, count: plan.realRows).map { TokenID($0) }
     }
 
     /// The logits of the last token of every chunk that wants them (for checks against a reference).
     public func logits(_ chunks: [SequenceChunk], kv: any KVStore) throws -> [[Float]] {
         let want = chunks.filter(\.wantsLogits).count
-        let rows = try forward(chunks, kv: kv,
+        let plan = try prepare(chunks, kv: kv,
                                draws: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: want))
+        try execute(plan, kv: kv)
         try stream.synchronize()
         let v = hyperparameters.vocabSize
-        let all = try logits.download(Float.self, count: rows * v)
-        return (0..<rows).map { Array(all[($0 * v)..<(($0 + 1) * v)]) }
+        let all = try logits.download(Float.self, count: plan.realRows * v)
+        return (0..<plan.realRows).map { Array(all[($0 * v)..<(($0 + 1) * v)]) }
     }
 
-    private var paramsAddress: UInt64 = 0
+    /// One step's layout on the device: where each array of the uploaded metadata lives, and the launch shapes.
+    private struct StepPlan {
+        var tokens = 0
+        /// Chunk indices in row order: decodes first (one contiguous query block), then prompt chunks.
+        var order: [Int] = []
+        var rowOfChunk: [Int] = []
+        var decodes = 0
+        var logitRows = 0
+        /// Rows the caller asked for (the rest are graph padding).
+        var realRows = 0
+        var tokensAt: UInt64 = 0, positionsAt: UInt64 = 0, ownersAt: UInt64 = 0
+        var decodeSlotsAt: UInt64 = 0, decodeLengthsAt: UInt64 = 0, wantedAt: UInt64 = 0, paramsAt: UInt64 = 0
+        var tablesAt: UInt64 = 0
+        var decode: (DecodeShape, DecodeWorkspace)?
+        var chunks: [SequenceChunk] = []
+        /// Set for decode-only steps when graphs are on.
+        var graphKey: GraphKey?
+    }
 
-    /// Queues the forward pass; returns the number of logits rows (in the order of the chunks that want them).
-    private func forward(_ chunks: [SequenceChunk], kv: any KVStore, draws: [TokenDraw]) throws -> Int {
-        let hp = hyperparameters
-        let d = hp.headDim, dModel = hp.embeddingLength, ffn = hp.feedForwardLength
-        let qkvDim = qDim + 2 * kvDim
-        // Rows: decodes (one token) first so the decode kernel reads one contiguous query block; then prompt chunks.
-        let order = chunks.indices.filter { chunks[$0].tokens.count == 1 && chunks[$0].start > 0 }
-            + chunks.indices.filter { !(chunks[$0].tokens.count == 1 && chunks[$0].start > 0) }
-        let decodes = chunks.indices.filter { chunks[$0].tokens.count == 1 && chunks[$0].start > 0 }.count
-        let n = chunks.reduce(0) { $0 + $1.tokens.count }
-        guard n > 0 else { return 0 }
-        precondition(n <= maxTokens, "\(n) tokens in a step; the model was built for \(maxTokens)")
+    private struct GraphKey: Hashable {
+        var store: ObjectIdentifier
+        var batch: Int
+        var length: Int
+    }
+    private var graphs: [GraphKey: CUDAGraphExec] = [:]
+
+    private func isDecode(_ c: SequenceChunk) -> Bool { c.tokens.count == 1 && c.start > 0 }
+
+    /// Builds and uploads the step's metadata (one copy): tokens, positions, slot (vAttention) or sequence (paged)
+    /// per token, decode slots and lengths, rows wanting logits, sampling parameters, block tables (paged).
+    private func prepare(_ chunks: [SequenceChunk], kv: any KVStore, draws: [TokenDraw]) throws -> StepPlan {
+        var plan = StepPlan()
+        plan.chunks = chunks
+        plan.order = chunks.indices.filter { isDecode(chunks[$0]) } + chunks.indices.filter { !isDecode(chunks[$0]) }
+        plan.decodes = chunks.filter(isDecode).count
+        plan.tokens = chunks.reduce(0) { $0 + $1.tokens.count }
+        guard plan.tokens > 0 else { return plan }
         let paged = kv as? PagedKVStore
-        let vattention = kv as? VAttentionKVStore
-        precondition(paged?.isOnDevice ?? true, "the CUDA model needs a paged store with device pools")
-        precondition(paged != nil || vattention != nil, "unknown KV store \(kv.name)")
+        precondition(paged?.isOnDevice ?? (kv is VAttentionKVStore), "the CUDA model needs a device KV store")
+        let decodeOnly = plan.decodes == chunks.count && chunks.allSatisfy(\.wantsLogits)
+        // Graph padding: decode-only steps run at the next bucket size with empty lanes.
+        let lanes = useGraphs && decodeOnly ? min(plan.decodes.nextPowerOfTwo, maxRows) : plan.decodes
+        precondition(plan.tokens <= maxTokens && lanes <= maxTokens,
+                     "\(plan.tokens) tokens in a step; the model was built for \(maxTokens)")
 
-        // Metadata, one upload: tokens, positions, slot (or sequence) per token, decode slots and lengths, rows
-        // wanting logits, sampling parameters, block tables (paged).
         var tokens: [Int32] = [], positions: [Int32] = [], owners: [Int32] = []
-        var rowOfChunk = [Int](repeating: 0, count: chunks.count)
-        var wantedRows: [Int32] = []
-        var drawOfChunk: [Int: TokenDraw] = [:]
-        var next = draws.makeIterator()
-        for (i, c) in chunks.enumerated() where c.wantsLogits { drawOfChunk[i] = next.next()! }
-        var params: [Int32] = []
-        for (sequence, ci) in order.enumerated() {
+        plan.rowOfChunk = [Int](repeating: 0, count: chunks.count)
+        for (sequence, ci) in plan.order.enumerated() {
             let c = chunks[ci]
-            rowOfChunk[ci] = tokens.count
+            plan.rowOfChunk[ci] = tokens.count
             for (j, t) in c.tokens.enumerated() {
                 tokens.append(t)
                 positions.append(Int32(c.start + j))
                 owners.append(Int32(paged != nil ? sequence : c.slot))
             }
         }
-        // Logits rows in the caller's chunk order.
-        for (i, c) in chunks.enumerated() where c.wantsLogits {
-            wantedRows.append(Int32(rowOfChunk[i] + c.tokens.count - 1))
-            let p = drawOfChunk[i]!
+        var wanted: [Int32] = [], params: [Int32] = []
+        var draw = draws.makeIterator()
+        for (i, c) in chunks.enumerated() where c.wantsLogits {  // logits rows in the caller's chunk order
+            wanted.append(Int32(plan.rowOfChunk[i] + c.tokens.count - 1))
+            let p = draw.next()!
             params += [Int32(bitPattern: p.parameters.temperature.bitPattern), Int32(p.parameters.topK),
                        Int32(bitPattern: p.parameters.topP.bitPattern), Int32(bitPattern: p.uniform)]
         }
-        precondition(wantedRows.count <= maxRows, "\(wantedRows.count) logits rows; built for \(maxRows)")
-        let decodeSlots = order.prefix(decodes).map { Int32(chunks[$0].slot) }
-        let decodeLengths = order.prefix(decodes).map { Int32(chunks[$0].start + 1) }
+        plan.realRows = wanted.count
+        var decodeSlots = plan.order.prefix(plan.decodes).map { Int32(chunks[$0].slot) }
+        var decodeLengths = plan.order.prefix(plan.decodes).map { Int32(chunks[$0].start + 1) }
+        // Empty lanes: position −1 (RoPE/append skip the token), length 0 (attention writes zeros).
+        for lane in plan.decodes..<max(lanes, plan.decodes) {
+            tokens.append(0); positions.append(-1); owners.append(Int32(paged != nil ? lane : 0))
+            decodeSlots.append(0); decodeLengths.append(0)
+            wanted.append(Int32(lane)); params += [0, 0, 0, 0]
+        }
+        if lanes > plan.decodes { plan.tokens = lanes; plan.decodes = lanes }
+        plan.logitRows = wanted.count
+        precondition(plan.logitRows <= maxRows, "\(plan.logitRows) logits rows; built for \(maxRows)")
         var tables: [Int32] = []
         if let paged {
-            for ci in order {
-                var row = paged.blockTable(slot: chunks[ci].slot)
+            for sequence in 0..<max(plan.order.count, lanes) {
+                var row = sequence < plan.order.count ? paged.blockTable(slot: chunks[plan.order[sequence]].slot) : []
                 row += [Int32](repeating: 0, count: paged.tableStride - row.count)
                 tables += row
             }
@@ -272,21 +310,47 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             meta += a
             return address
         }
-        let tokensAt = put(tokens), positionsAt = put(positions), ownersAt = put(owners)
-        let decodeSlotsAt = put(decodeSlots), decodeLengthsAt = put(decodeLengths), wantedAt = put(wantedRows)
-        paramsAddress = put(params)
-        let tablesAt = put(tables)
-        if meta.count * 4 > metadata.byteCount {  // long block tables: grow (rare, and only between steps)
+        plan.tokensAt = put(tokens); plan.positionsAt = put(positions); plan.ownersAt = put(owners)
+        plan.decodeSlotsAt = put(decodeSlots); plan.decodeLengthsAt = put(decodeLengths)
+        plan.wantedAt = put(wanted); plan.paramsAt = put(params); plan.tablesAt = put(tables)
+        if meta.count * 4 > metadata.byteCount {  // long block tables: grow (between steps; drops stale graphs)
             metadata = try DeviceBuffer(cuda, byteCount: meta.count * 8)
-            return try forward(chunks, kv: kv, draws: draws)
+            graphs.removeAll()
+            return try prepare(chunks, kv: kv, draws: draws)
         }
         try metadata.upload(meta)
+        if plan.decodes > 0 {
+            plan.decode = try decodeWorkspace(batch: plan.decodes, maxLength: Int(decodeLengths.max()!))
+        }
+        if useGraphs && decodeOnly {
+            plan.graphKey = GraphKey(store: ObjectIdentifier(kv), batch: lanes, length: plan.decode!.0.maxLength)
+        }
+        return plan
+    }
 
+    /// Queues the step: replays (or captures, then replays) its graph, or launches everything directly.
+    private func execute(_ plan: StepPlan, kv: any KVStore) throws {
+        guard let key = plan.graphKey else { return try enqueue(plan, kv: kv) }
+        if graphs[key] == nil {
+            graphs[key] = try stream.capture { try enqueue(plan, kv: kv) }
+            graphCaptures += 1
+        }
+        try graphs[key]!.launch(on: stream)
+        graphReplays += 1
+    }
+
+    /// Queues the forward pass and the sampler on the stream (capturable: no allocation, no synchronization).
+    private func enqueue(_ plan: StepPlan, kv: any KVStore) throws {
+        let hp = hyperparameters
+        let d = hp.headDim, dModel = hp.embeddingLength, ffn = hp.feedForwardLength
+        let qkvDim = qDim + 2 * kvDim
+        let n = plan.tokens
+        let chunks = plan.chunks
+        let paged = kv as? PagedKVStore
+        let vattention = kv as? VAttentionKVStore
         let scale = 1 / Float(d).squareRoot()
-        let decodeShape: (DecodeShape, DecodeWorkspace)? = decodes > 0
-            ? try decodeWorkspace(batch: decodes, maxLength: Int(decodeLengths.max()!)) : nil
 
-        try kernels.embed(table: embeddings.address, tokens: tokensAt, n: n, width: dModel, into: x.address,
+        try kernels.embed(table: embeddings.address, tokens: plan.tokensAt, n: n, width: dModel, into: x.address,
                           stream: stream)
         try kernels.addRMSNorm(x: x.address, delta: 0, weight: layers[0].attentionNorm.address, into: h.address,
                                rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
@@ -299,44 +363,44 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
                                               slotStride: kView.slotStride, tokenStride: kView.tokenStride,
                                               headStride: kView.headStride)
                 try kernels.ropeAppend(qkv: qkv.address, n: n, qHeads: hp.headCount, kvHeads: hp.headCountKV,
-                                       headDim: d, positions: positionsAt, slots: ownersAt,
+                                       headDim: d, positions: plan.positionsAt, slots: plan.ownersAt,
                                        inverseFrequencies: inverseFrequencies.address, q: q.address, kv: strided,
                                        stream: stream)
-                if let (shape, workspace) = decodeShape {
-                    try decodeKernels.decode(query: q.address, kv: strided, slots: decodeSlotsAt,
-                                             lengths: decodeLengthsAt, output: attention.address, shape: shape,
+                if let (shape, workspace) = plan.decode {
+                    try decodeKernels.decode(query: q.address, kv: strided, slots: plan.decodeSlotsAt,
+                                             lengths: plan.decodeLengthsAt, output: attention.address, shape: shape,
                                              workspace: workspace, scale: scale, stream: stream)
                 }
-                for ci in order.dropFirst(decodes) {
-                    let c = chunks[ci], row = UInt64(rowOfChunk[ci])
-                    let base = kView.byteAddress(slot: c.slot, token: 0), vBase = vView.byteAddress(slot: c.slot, token: 0)
+                for ci in plan.order.dropFirst(plan.decodes) {
+                    let c = chunks[ci], row = UInt64(plan.rowOfChunk[ci])
+                    let kBase = kView.byteAddress(slot: c.slot, token: 0), vBase = vView.byteAddress(slot: c.slot, token: 0)
                     try prefillKernels.launch(
                         query: q.address + row * UInt64(qDim * 2), output: attention.address + row * UInt64(qDim * 2),
-                        kv: .contiguous(keys: UInt64(base), values: UInt64(vBase), tokenStride: kView.tokenStride,
+                        kv: .contiguous(keys: UInt64(kBase), values: UInt64(vBase), tokenStride: kView.tokenStride,
                                         headStride: kView.headStride),
                         chunkLength: c.tokens.count, offset: c.start, qHeads: hp.headCount, kvHeads: hp.headCountKV,
                         headDim: d, dtype: .bf16, scale: scale, stream: stream)
                 }
             } else if let paged {
                 let pools = paged.devicePools(layer: l)
-                let table = DevicePagedKV(keyPool: pools.keys, valuePool: pools.values, blockTables: tablesAt,
+                let table = DevicePagedKV(keyPool: pools.keys, valuePool: pools.values, blockTables: plan.tablesAt,
                                           tableStride: paged.tableStride, blockSize: paged.blockSize,
                                           kvHeads: hp.headCountKV, headDim: d)
                 try kernels.ropeAppend(qkv: qkv.address, n: n, qHeads: hp.headCount, kvHeads: hp.headCountKV,
-                                       headDim: d, positions: positionsAt, sequences: ownersAt,
+                                       headDim: d, positions: plan.positionsAt, sequences: plan.ownersAt,
                                        inverseFrequencies: inverseFrequencies.address, q: q.address, kv: table,
                                        stream: stream)
-                if let (shape, workspace) = decodeShape {
-                    try decodeKernels.decode(query: q.address, kv: table, lengths: decodeLengthsAt,
+                if let (shape, workspace) = plan.decode {
+                    try decodeKernels.decode(query: q.address, kv: table, lengths: plan.decodeLengthsAt,
                                              output: attention.address, shape: shape, workspace: workspace,
                                              scale: scale, stream: stream)
                 }
-                for (sequence, ci) in order.enumerated().dropFirst(decodes) {
-                    let c = chunks[ci], row = UInt64(rowOfChunk[ci])
+                for (sequence, ci) in plan.order.enumerated().dropFirst(plan.decodes) {
+                    let c = chunks[ci], row = UInt64(plan.rowOfChunk[ci])
                     try prefillKernels.launch(
                         query: q.address + row * UInt64(qDim * 2), output: attention.address + row * UInt64(qDim * 2),
                         kv: .paged(keys: pools.keys, values: pools.values,
-                                   table: tablesAt + UInt64(sequence * paged.tableStride * 4),
+                                   table: plan.tablesAt + UInt64(sequence * paged.tableStride * 4),
                                    blockSize: paged.blockSize),
                         chunkLength: c.tokens.count, offset: c.start, qHeads: hp.headCount, kvHeads: hp.headCountKV,
                         headDim: d, dtype: .bf16, scale: scale, stream: stream)
@@ -355,13 +419,14 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             try kernels.addRMSNorm(x: x.address, delta: delta.address, weight: nextNorm.address, into: h.address,
                                    rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
         }
-        let rows = wantedRows.count
-        guard rows > 0 else { return 0 }
-        try kernels.gatherRows(h.address, rows: wantedAt, count: rows, width: dModel, into: lastHidden.address,
+        let rows = plan.logitRows
+        guard rows > 0 else { return }
+        try kernels.gatherRows(h.address, rows: plan.wantedAt, count: rows, width: dModel, into: lastHidden.address,
                                stream: stream)
         try blas.linear(input: lastHidden.address, .bf16, weight: (output ?? embeddings).address, .bf16,
                         output: logits.address, .fp32, tokens: rows, inFeatures: dModel, outFeatures: hp.vocabSize)
-        return rows
+        try kernels.sample(logits: logits.address, rows: rows, vocab: hp.vocabSize, rowStride: hp.vocabSize,
+                           params: plan.paramsAt, into: sampled.address, stream: stream)
     }
 
     private struct DecodeWorkspaceKey: Hashable { var batch: Int, length: Int }

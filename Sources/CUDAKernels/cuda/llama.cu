@@ -81,6 +81,7 @@ extern "C" __global__ void rope_append_strided(const u16 *qkv, int qHeads, int k
                                                const int *slots, const float *invFreq, u16 *q, u16 *kCache,
                                                u16 *vCache, i64 slotStride, i64 tokenStride, i64 headStride) {
     const int t = blockIdx.x, pos = positions[t];
+    if (pos < 0) return;  // an empty lane of a padded (graph) batch
     const i64 dst = (i64)slots[t] * slotStride + (i64)pos * tokenStride;
     rope_token(qkv + (i64)t * (qHeads + 2 * kvHeads) * d, qHeads, kvHeads, d, pos, invFreq,
                q + (i64)t * qHeads * d, kCache, vCache, dst, headStride);
@@ -91,6 +92,7 @@ extern "C" __global__ void rope_append_paged(const u16 *qkv, int qHeads, int kvH
                                              const int *seqs, const float *invFreq, u16 *q, u16 *kPool, u16 *vPool,
                                              const int *blockTables, int tableStride, int blockSize) {
     const int t = blockIdx.x, pos = positions[t];
+    if (pos < 0) return;  // an empty lane of a padded (graph) batch
     const int block = blockTables[(i64)seqs[t] * tableStride + pos / blockSize];
     const i64 dst = ((i64)block * blockSize + pos % blockSize) * kvHeads * d;
     rope_token(qkv + (i64)t * (qHeads + 2 * kvHeads) * d, qHeads, kvHeads, d, pos, invFreq,
