@@ -124,3 +124,41 @@ public final class SafetensorsFile: @unchecked Sendable {
         UnsafeRawBufferPointer(rebasing: mapping.bytes[entry.fileOffset..<(entry.fileOffset + entry.byteCount)])
     }
 }
+
+extension SafetensorsFile {
+    /// The bytes of a safetensors file holding `tensors` in order, data packed back to back (the header is padded
+    /// with spaces to a multiple of 8 bytes, as the reference writer does). For tests and exports.
+    public static func serialize(_ tensors: [(name: String, dtype: String, shape: [Int], data: [UInt8])],
+                                 metadata: [String: String] = [:]) -> [UInt8] {
+        func quoted(_ s: String) -> String {
+            var out = "\""
+            for c in s.unicodeScalars {
+                switch c {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case _ where c.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count)
+                    + String(c.value, radix: 16)
+                default: out.unicodeScalars.append(c)
+                }
+            }
+            return out + "\""
+        }
+        var members: [String] = []
+        if !metadata.isEmpty {
+            members.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }
+                .map { quoted($0.key) + ":" + quoted($0.value) }.joined(separator: ",") + "}")
+        }
+        var offset = 0
+        for t in tensors {
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            members.append(quoted(t.name) + ":{\"dtype\":\(quoted(t.dtype)),\"shape\":[\(shape)],"
+                           + "\"data_offsets\":[\(offset),\(offset + t.data.count)]}")
+            offset += t.data.count
+        }
+        var header = Array(("{" + members.joined(separator: ",") + "}").utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var out = withUnsafeBytes(of: UInt64(header.count).littleEndian, Array.init) + header
+        for t in tensors { out += t.data }
+        return out
+    }
+}
