@@ -48,21 +48,11 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
     private var qDim: Int { hyperparameters.headCount * hyperparameters.headDim }
     private var kvDim: Int { hyperparameters.headCountKV * hyperparameters.headDim }
 
-    /// Where the weights come from.
-    public enum Weights {
-        /// A GGUF file: every tensor dequantized to fp32 on the host, rounded to bf16, uploaded.
-        case gguf(GGUFFile)
-        /// Seeded random weights generated on the device (`DummyWeights`' formula), for throughput runs.
-        case dummy(LlamaHyperparameters, seed: UInt64)
-    }
-
     /// - maxTokens: tokens per step at most (the engine's token budget); maxRows: sequences per step at most.
-    public init(weights: Weights, device: CUDADevice, maxTokens: Int, maxRows: Int, compiler: NVRTC) throws {
-        let hp: LlamaHyperparameters
-        switch weights {
-        case .gguf(let file): hp = try LlamaHyperparameters(file: file)
-        case .dummy(let h, _): hp = h
-        }
+    /// Weights from any source (GGUF, safetensors: dequantized to fp32 on the host, rounded to bf16, uploaded);
+    /// `DummyWeights` are generated on the device with the same formula instead.
+    public init(weights: any LlamaWeights, device: CUDADevice, maxTokens: Int, maxRows: Int, compiler: NVRTC) throws {
+        let hp = weights.hyperparameters
         hyperparameters = hp
         self.device = device
         cuda = device.cuda
@@ -93,25 +83,29 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         logits = try buffer(maxRows * hp.vocabSize * 4)
         sampled = try buffer(maxRows * 4)
         metadata = try buffer((3 * n + 8 * maxRows) * 4 + 64 * 1024)
-        let inv: [Float] = (0..<(d / 2)).map { i in
-            Float(pow(Double(hp.ropeFreqBase), -2.0 * Double(i) / Double(d)))
+        var inv = hp.ropeInverseFrequencies
+        // llama.cpp's converter stores Llama 3.1's RoPE scaling as per-pair divisors (as the CPU model applies).
+        if weights.hasTensor("rope_freqs.weight") {
+            let factors = try weights.tensor("rope_freqs.weight").dequantizeRow(0)
+            for i in inv.indices { inv[i] /= factors[i] }
         }
         inverseFrequencies = try buffer(inv.count * 4)
         try inverseFrequencies.upload(inv)
 
-        switch weights {
-        case .gguf(let file): try loadGGUF(file)
-        case .dummy(_, let seed): try generateDummy(seed: seed)
+        if let dummy = weights as? DummyWeights {
+            try generateDummy(seed: dummy.seed)
+        } else {
+            try upload(weights)
         }
         try stream.synchronize()
     }
 
     // MARK: Weights
 
-    private func loadGGUF(_ file: GGUFFile) throws {
+    private func upload(_ weights: any LlamaWeights) throws {
         let hp = hyperparameters
         func tensors(_ names: [String]) throws -> DeviceBuffer {
-            let ts = try names.map { try file.tensor(named: $0) }
+            let ts = try names.map { try weights.tensor($0) }
             let cols = ts[0].rowLength
             precondition(ts.allSatisfy { $0.rowLength == cols }, "fused tensors differ in width: \(names)")
             let rows = ts.reduce(0) { $0 + $1.rowCount }
@@ -130,7 +124,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             return buffer
         }
         func vector(_ name: String) throws -> DeviceBuffer {
-            let values = try file.tensor(named: name).dequantizeRow(0)
+            let values = try weights.tensor(name).dequantizeRow(0)
             let buffer = try DeviceBuffer(cuda, byteCount: values.count * 4)
             try buffer.upload(values)
             weightBytes += buffer.byteCount
@@ -160,7 +154,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             var offset = 0
             for part in parts {
                 try kernels.fillDummy(buffer.address + UInt64(offset * cols * 2), count: part.rows * cols, seed: seed,
-                                      nameHash: dummyNameHash(part.name), scale: 1 / Float(cols).squareRoot(),
+                                      nameHash: DummyWeights.nameHash(part.name), scale: 1 / Float(cols).squareRoot(),
                                       stream: stream)
                 offset += part.rows
             }
@@ -462,12 +456,3 @@ extension Int {
     return UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
 }
 
-/// FNV-1a 64 of a GGUF tensor name: the per-tensor stream of `DummyWeights`.
-func dummyNameHash(_ name: String) -> UInt64 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in name.utf8 {
-        h ^= UInt64(byte)
-        h = h &* 0x0000_0100_0000_01b3
-    }
-    return h
-}

@@ -20,40 +20,68 @@ public struct SequenceChunk: Sendable {
     }
 }
 
-/// A Llama-family model on the CPU, computing straight from the GGUF's (quantized) weights: embeddings, RMSNorm,
-/// RoPE, GQA attention through `KVStore` (vAttention or paged), SwiGLU MLP, tied or separate output head.
+/// A Llama-family model on the CPU, computing straight from the stored (possibly quantized) weights of any
+/// `LlamaWeights` source: embeddings, RMSNorm, RoPE, GQA attention through `KVStore` (vAttention or paged), SwiGLU
+/// MLP, tied or separate output head.
 public final class CPULlamaModel: @unchecked Sendable {
     public let hyperparameters: LlamaHyperparameters
-    private let embeddings: GGUFTensor
+    /// Kept so the weights outlive the model whatever their source (tensors also retain their own storage).
+    public let weights: any LlamaWeights
+    private let embeddings: WeightTensor
     private let outputNorm: [Float]
-    private let output: GGUFTensor
+    private let output: WeightTensor
     private let layers: [Layer]
-    /// θ_i = base^(-2i/d) for the rotary embedding.
+    /// θ_i for the rotary embedding (hyperparameters' frequencies, divided by `rope_freqs.weight` if present).
     private let inverseFrequencies: [Float]
 
     struct Layer {
-        var attentionNorm: [Float], q: GGUFTensor, k: GGUFTensor, v: GGUFTensor, o: GGUFTensor
-        var ffnNorm: [Float], gate: GGUFTensor, up: GGUFTensor, down: GGUFTensor
+        var attentionNorm: [Float], q: WeightTensor, k: WeightTensor, v: WeightTensor, o: WeightTensor
+        var ffnNorm: [Float], gate: WeightTensor, up: WeightTensor, down: WeightTensor
     }
 
-    public init(file: GGUFFile) throws {
-        let hp = try LlamaHyperparameters(file: file)
+    /// Loads every tensor the forward pass needs and checks its shape against the hyperparameters, so a bad file is
+    /// an error here rather than a crash mid-forward.
+    public init(weights: any LlamaWeights) throws {
+        let hp = weights.hyperparameters
         hyperparameters = hp
-        func tensor(_ name: String) throws -> GGUFTensor { try file.tensor(named: name) }
-        embeddings = try tensor("token_embd.weight")
-        outputNorm = try tensor("output_norm.weight").dequantizeRow(0)
-        output = hp.tiedEmbeddings ? embeddings : try tensor("output.weight")
+        self.weights = weights
+        let dModel = hp.embeddingLength, dHead = hp.headDim
+        let qDim = hp.headCount * dHead, kvDim = hp.headCountKV * dHead, ffn = hp.feedForwardLength
+        func tensor(_ name: String, rows: Int, rowLength: Int) throws -> WeightTensor {
+            let t = try weights.tensor(name)
+            guard t.rowCount == rows, t.rowLength == rowLength else {
+                throw WeightsError.shapeMismatch(name, expected: (rows, rowLength), found: t)
+            }
+            return t
+        }
+        func norm(_ name: String) throws -> [Float] { try tensor(name, rows: 1, rowLength: dModel).dequantizeRow(0) }
+        embeddings = try tensor("token_embd.weight", rows: hp.vocabSize, rowLength: dModel)
+        outputNorm = try norm("output_norm.weight")
+        output = hp.tiedEmbeddings ? embeddings : try tensor("output.weight", rows: hp.vocabSize, rowLength: dModel)
         layers = try (0..<hp.blockCount).map { i in
             let p = "blk.\(i)."
-            return Layer(attentionNorm: try tensor(p + "attn_norm.weight").dequantizeRow(0),
-                         q: try tensor(p + "attn_q.weight"), k: try tensor(p + "attn_k.weight"),
-                         v: try tensor(p + "attn_v.weight"), o: try tensor(p + "attn_output.weight"),
-                         ffnNorm: try tensor(p + "ffn_norm.weight").dequantizeRow(0),
-                         gate: try tensor(p + "ffn_gate.weight"), up: try tensor(p + "ffn_up.weight"),
-                         down: try tensor(p + "ffn_down.weight"))
+            return Layer(attentionNorm: try norm(p + "attn_norm.weight"),
+                         q: try tensor(p + "attn_q.weight", rows: qDim, rowLength: dModel),
+                         k: try tensor(p + "attn_k.weight", rows: kvDim, rowLength: dModel),
+                         v: try tensor(p + "attn_v.weight", rows: kvDim, rowLength: dModel),
+                         o: try tensor(p + "attn_output.weight", rows: dModel, rowLength: qDim),
+                         ffnNorm: try norm(p + "ffn_norm.weight"),
+                         gate: try tensor(p + "ffn_gate.weight", rows: ffn, rowLength: dModel),
+                         up: try tensor(p + "ffn_up.weight", rows: ffn, rowLength: dModel),
+                         down: try tensor(p + "ffn_down.weight", rows: dModel, rowLength: ffn))
         }
-        let d = hp.headDim
-        inverseFrequencies = (0..<(d / 2)).map { i in Float(pow(Double(hp.ropeFreqBase), -2.0 * Double(i) / Double(d))) }
+        var frequencies = hp.ropeInverseFrequencies
+        // llama.cpp's converter stores Llama 3.1's RoPE scaling as per-pair divisors.
+        if weights.hasTensor("rope_freqs.weight") {
+            let factors = try tensor("rope_freqs.weight", rows: 1, rowLength: dHead / 2).dequantizeRow(0)
+            for i in frequencies.indices { frequencies[i] /= factors[i] }
+        }
+        inverseFrequencies = frequencies
+    }
+
+    /// A model straight from a parsed GGUF file.
+    public convenience init(file: GGUFFile) throws {
+        try self.init(weights: GGUFWeights(file: file))
     }
 
     public var attentionShape: AttentionShape {

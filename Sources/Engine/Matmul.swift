@@ -1,12 +1,12 @@
 import Kernels
 import Model
 
-/// y[t, m] = W[m, :] · x[t, :] for a GGUF weight W (rows = outputs) and `tokens` input rows.
+/// y[t, m] = W[m, :] · x[t, :] for a weight W (rows = outputs) and `tokens` input rows.
 ///
 /// Every product dequantizes the weight row once into float32 and then takes plain dot products in a fixed order,
 /// whatever the number of tokens: a token's result never depends on what else is in the batch, so batched,
 /// chunked and preempted-then-recomputed requests give the same numbers.
-func matmul(_ w: GGUFTensor, _ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>) {
+func matmul(_ w: WeightTensor, _ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>) {
     let k = w.rowLength, m = w.rowCount
     let rowsPerItem = 16
     let items = (m + rowsPerItem - 1) / rowsPerItem

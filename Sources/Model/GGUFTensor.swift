@@ -54,3 +54,10 @@ public struct GGUFTensor: @unchecked Sendable {
         }
     }
 }
+
+extension GGUFTensor {
+    /// The same bytes as a source-independent `WeightTensor` (no copy; keeps the file alive).
+    public var weightTensor: WeightTensor {
+        WeightTensor(name: name, type: type, rowLength: rowLength, rowCount: rowCount, data: data, owner: file)
+    }
+}

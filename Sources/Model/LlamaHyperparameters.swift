@@ -1,5 +1,12 @@
-/// Llama-family hyperparameters read from GGUF metadata (`<arch>.*` keys, arch from
-/// `general.architecture`). Missing or mistyped keys are reported by name.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Llama-family hyperparameters, from GGUF metadata (`<arch>.*` keys, arch from `general.architecture`), from an HF
+/// `config.json` (`init(huggingFaceConfig:)`), or spelled out (dummy shapes). Missing or mistyped keys are reported by
+/// name.
 public struct LlamaHyperparameters: Sendable, Equatable {
     public var architecture: String
     public var blockCount: Int
@@ -14,6 +21,26 @@ public struct LlamaHyperparameters: Sendable, Equatable {
     public var rmsNormEpsilon: Float
     /// True when there is no separate `output.weight` (output projection shares `token_embd.weight`).
     public var tiedEmbeddings: Bool
+    /// Frequency-dependent RoPE scaling (Llama 3.1+); nil for plain RoPE.
+    public var ropeScaling: RopeScaling?
+
+    public init(architecture: String = "llama", blockCount: Int, embeddingLength: Int, feedForwardLength: Int,
+                headCount: Int, headCountKV: Int, headDim: Int, contextLength: Int, vocabSize: Int,
+                ropeFreqBase: Float, rmsNormEpsilon: Float, tiedEmbeddings: Bool, ropeScaling: RopeScaling? = nil) {
+        self.architecture = architecture
+        self.blockCount = blockCount
+        self.embeddingLength = embeddingLength
+        self.feedForwardLength = feedForwardLength
+        self.headCount = headCount
+        self.headCountKV = headCountKV
+        self.headDim = headDim
+        self.contextLength = contextLength
+        self.vocabSize = vocabSize
+        self.ropeFreqBase = ropeFreqBase
+        self.rmsNormEpsilon = rmsNormEpsilon
+        self.tiedEmbeddings = tiedEmbeddings
+        self.ropeScaling = ropeScaling
+    }
 
     public init(file: GGUFFile) throws {
         let arch = try file.string("general.architecture")
@@ -49,5 +76,45 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         ropeFreqBase = file["\(arch).rope.freq_base"] == nil ? 10000 : Float(try file.double("\(arch).rope.freq_base"))
         rmsNormEpsilon = Float(try file.double("\(arch).attention.layer_norm_rms_epsilon"))
         tiedEmbeddings = file.tensorInfo(named: "output.weight") == nil
+        // Llama-3.1 GGUFs carry their RoPE scaling as the `rope_freqs.weight` tensor, which the model applies.
+        ropeScaling = nil
+    }
+
+    /// θ_i = base^(-2i/d) for i in 0..<d/2, then the RoPE scaling if any: what the forward pass rotates pair i by
+    /// (per position). One definition for every engine.
+    public var ropeInverseFrequencies: [Float] {
+        let d = headDim
+        let plain = (0..<(d / 2)).map { i in Float(pow(Double(ropeFreqBase), -2.0 * Double(i) / Double(d))) }
+        return ropeScaling.map { s in plain.map { s.apply(to: $0) } } ?? plain
+    }
+}
+
+/// Llama 3.1's RoPE scaling (HF `rope_scaling: {"rope_type": "llama3", ...}`, transformers'
+/// `_compute_llama3_parameters`): long wavelengths are slowed by `factor`, short ones kept, the band between
+/// interpolated.
+public struct RopeScaling: Sendable, Equatable {
+    public var factor: Float
+    public var lowFrequencyFactor: Float
+    public var highFrequencyFactor: Float
+    /// The context length the model was pre-trained at (`original_max_position_embeddings`).
+    public var originalContextLength: Int
+
+    public init(factor: Float, lowFrequencyFactor: Float, highFrequencyFactor: Float, originalContextLength: Int) {
+        self.factor = factor
+        self.lowFrequencyFactor = lowFrequencyFactor
+        self.highFrequencyFactor = highFrequencyFactor
+        self.originalContextLength = originalContextLength
+    }
+
+    /// The scaled inverse frequency for one unscaled `inverseFrequency`.
+    public func apply(to inverseFrequency: Float) -> Float {
+        let old = Double(originalContextLength)
+        let lowWavelength = old / Double(lowFrequencyFactor), highWavelength = old / Double(highFrequencyFactor)
+        let f = Double(inverseFrequency)
+        let wavelength = 2 * Double.pi / f
+        if wavelength < highWavelength { return inverseFrequency }
+        if wavelength > lowWavelength { return Float(f / Double(factor)) }
+        let smooth = (old / wavelength - Double(lowFrequencyFactor)) / Double(highFrequencyFactor - lowFrequencyFactor)
+        return Float((1 - smooth) * f / Double(factor) + smooth * f)
     }
 }

@@ -66,7 +66,7 @@ struct BenchDecode: ParsableCommand {
         let maxBatch = batchSizes.max() ?? 1
         let cuda = try CUDA.load()
         let device = try CUDADevice(cuda)
-        let model = try CUDALlamaModel(weights: .dummy(hp, seed: 0), device: device, maxTokens: max(maxBatch, 16),
+        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device, maxTokens: max(maxBatch, 16),
                                        maxRows: maxBatch, compiler: try NVRTC())
         let bytesPerToken = hp.blockCount * 2 * hp.headCountKV * hp.headDim * 2
         say("vattn bench decode — \(options.shape) (dummy bf16 weights, \(model.weightBytes >> 30) GiB) on "
@@ -143,7 +143,7 @@ struct BenchPrompt: ParsableCommand {
         let biggestStep = chunkSizes.map { $0 == 0 ? longest : $0 }.max() ?? longest
         let cuda = try CUDA.load()
         let device = try CUDADevice(cuda)
-        let model = try CUDALlamaModel(weights: .dummy(hp, seed: 0), device: device, maxTokens: biggestStep,
+        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device, maxTokens: biggestStep,
                                        maxRows: 1, compiler: try NVRTC())
         say("vattn bench prompt — \(options.shape) (dummy bf16 weights) on \(model.deviceDescription)")
         say("kv            chunk   length  seconds   tok/s    TFLOP/s(model)")

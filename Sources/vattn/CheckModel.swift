@@ -41,7 +41,7 @@ struct CheckModel: ParsableCommand {
         let cuda = try CUDA.load()
         let device = try CUDADevice(cuda)
         let start = nowNanos()
-        let gpu = try CUDALlamaModel(weights: .gguf(file), device: device, maxTokens: 512, maxRows: 64,
+        let gpu = try CUDALlamaModel(weights: try GGUFWeights(file: file), device: device, maxTokens: 512, maxRows: 64,
                                      compiler: try NVRTC())
         say("model: \(path) on \(gpu.deviceDescription); weights \(gpu.weightBytes >> 20) MiB bf16, "
               + "loaded in \(fmt(Double(nowNanos() - start) / 1e9, 1)) s")

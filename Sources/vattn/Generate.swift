@@ -30,9 +30,11 @@ struct Generate: ParsableCommand {
     var stop: [String] = []
 
     func run() throws {
-        let (engine, file) = try options.makeEngine()
-        let text = raw ? prompt : try ChatTemplate(file: file).render([.user(prompt)], addGenerationPrompt: true)
-        let tokens = try engine.requireTokenizer().encode(text, addSpecial: raw, parseSpecial: !raw)
+        let loaded = try options.loadModel()
+        let tokenizer = try loaded.requireTokenizer(for: "generate")
+        let (engine, _) = try options.makeEngine(loaded)
+        let text = raw ? prompt : try loaded.chatTemplate().render([.user(prompt)], addGenerationPrompt: true)
+        let tokens = tokenizer.encode(text, addSpecial: raw, parseSpecial: !raw)
         let parameters = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
                                             maxTokens: maxTokens, stop: stop)
         let start = nowNanos()
@@ -65,7 +67,20 @@ struct Models: ParsableCommand {
                 let where_ = try store.locate(name) ?? "not downloaded (vattn models pull \(name))"
                 print("\(name)\t\(spec.fileName)\t\(where_)")
             }
+            print("\nShapes for --dummy-weights --model <shape> (seeded random weights, no tokenizer):")
+            for (name, hp) in DummyWeights.knownShapes {
+                let params = Double(Models.dummyParameterCount(hp)) / 1e9
+                print("\(name)\t\(hp.blockCount) layers, hidden \(hp.embeddingLength), \(hp.headCount)/\(hp.headCountKV) heads "
+                      + "× \(hp.headDim), FFN \(hp.feedForwardLength), vocab \(hp.vocabSize), \(fmt(params, 2))B parameters")
+            }
+            print("Also: --model <HF directory> (config.json + safetensors), with or without --dummy-weights.")
         }
+    }
+
+    static func dummyParameterCount(_ hp: LlamaHyperparameters) -> Int {
+        let q = hp.headCount * hp.headDim, kv = hp.headCountKV * hp.headDim, d = hp.embeddingLength
+        let layer = d * (q + 2 * kv) + q * d + 3 * d * hp.feedForwardLength + 2 * d
+        return hp.blockCount * layer + hp.vocabSize * d * (hp.tiedEmbeddings ? 1 : 2) + d
     }
 
     struct Pull: ParsableCommand {

@@ -28,11 +28,13 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "vattn.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let (engine, file) = try options.makeEngine()
+        let loaded = try options.loadModel()
+        _ = try loaded.requireTokenizer(for: "serve")
+        let (engine, _) = try options.makeEngine(loaded)
         let metrics = ServerMetrics()
         let service = EngineService(engine: engine, maxWaiting: maxWaiting, metrics: metrics, logger: logger)
         let template: ChatTemplate?
-        do { template = try ChatTemplate(file: file) } catch {
+        do { template = try loaded.chatTemplate() } catch {
             logger.warning("no chat template (\(error)): /v1/chat/completions will answer 400")
             template = nil
         }
@@ -49,10 +51,14 @@ struct Serve: AsyncParsableCommand {
         printErr("vattn serve: stopped")
     }
 
-    /// The id clients send as `model`: the short name, or a .gguf file's name without the extension.
+    /// The id clients send as `model`: the short name, a .gguf file's name without the extension, or an HF
+    /// directory's name.
     var modelName: String {
-        guard options.model.hasSuffix(".gguf") else { return options.model }
-        let base = options.model.split(separator: "/").last.map(String.init) ?? options.model
-        return String(base.dropLast(5))
+        var m = options.model
+        if m.hasSuffix("/config.json") { m.removeLast("/config.json".count) }
+        while m.count > 1 && m.hasSuffix("/") { m.removeLast() }
+        guard m.contains("/") || m.hasSuffix(".gguf") else { return m }
+        let base = m.split(separator: "/").last.map(String.init) ?? m
+        return base.hasSuffix(".gguf") ? String(base.dropLast(5)) : base
     }
 }

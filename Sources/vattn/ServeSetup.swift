@@ -7,8 +7,16 @@ import VAttention
 
 /// Options shared by every command that runs the model.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model: a short name from `vattn models list` (fetched on first use) or a path to a .gguf file.")
+    @Option(help: ArgumentHelp(
+        "Model: a short name from `vattn models list` (fetched on first use), a .gguf file, or an HF model directory "
+            + "(config.json, model.safetensors or shards, tokenizer.json). With --dummy-weights: a config.json, an HF "
+            + "directory or a shape name (\(DummyWeights.knownShapes.map(\.name).joined(separator: ", "))).",
+        valueName: "name-or-path"))
     var model = ModelStore.defaultModel
+    @Flag(help: "Seeded random weights of the --model shape instead of real ones (throughput runs; no tokenizer, so no text: use `vattn bench serve`).")
+    var dummyWeights = false
+    @Option(help: "Seed of --dummy-weights.")
+    var dummySeed: UInt64 = 0
     @Option(help: "KV cache: vattention (contiguous virtual tensors, pages mapped on demand) or paged (block tables, the vLLM baseline).")
     var kv: KVChoice = .vattention
     @Option(help: "vAttention layout: perLayer (one K and one V tensor per layer) or mega (all layers in one).")
@@ -17,7 +25,7 @@ struct ModelOptions: ParsableArguments {
     var pageKiB = 64
     @Option(help: "Block size (tokens) of the paged baseline.")
     var blockSize = 16
-    @Option(help: "Where the model runs: auto (the GPU if a CUDA driver is found, else the CPU), cpu, or cuda.")
+    @Option(help: "Where the model runs: auto (the GPU if a CUDA driver and a GPU are found, else the CPU), cpu, or cuda.")
     var backend: ModelBackend = .auto
     @Option(name: .customLong("kv-mib"), help: "KV memory budget, MiB (default: 512 on the CPU; on a GPU, 90% of the memory left after weights and scratch).")
     var kvMiB: Int?
@@ -31,8 +39,30 @@ struct ModelOptions: ParsableArguments {
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
     enum ModelBackend: String, ExpressibleByArgument, CaseIterable { case auto, cpu, cuda }
 
-    /// Loads the model (pulling it if it is a known name not yet in the cache) and builds the engine.
-    func makeEngine() throws -> (LLMEngine, GGUFFile) {
+    /// Resolves `--model` (pulling a known name not yet in the cache) to a weight source and, for real models, a
+    /// tokenizer and chat template.
+    func loadModel() throws -> LoadedModel {
+        if dummyWeights {
+            let hp: LlamaHyperparameters
+            if let known = DummyWeights.knownShape(model) {
+                hp = known
+            } else {
+                let path = model.hasSuffix(".json") ? model : model + "/config.json"
+                hp = try LlamaHyperparameters(huggingFaceConfig: MappedFile(path: path).json(), path: path)
+            }
+            return LoadedModel(weights: DummyWeights(hyperparameters: hp, seed: dummySeed), tokenizer: nil,
+                               chatTemplateText: nil, name: model)
+        }
+        if model.hasSuffix("config.json") || (!model.hasSuffix(".gguf") && isDirectory(model)) {
+            let hf = try SafetensorsModel(directory: model)
+            // A checkpoint without a usable tokenizer still runs on token ids (bench serve).
+            let tokenizer: Tokenizer?
+            do { tokenizer = try hf.loadTokenizer() } catch {
+                printErr("\(model): no tokenizer (\(error)); text commands will refuse this model")
+                tokenizer = nil
+            }
+            return LoadedModel(weights: hf, tokenizer: tokenizer, chatTemplateText: hf.chatTemplateText(), name: model)
+        }
         let path: String
         if model.hasSuffix(".gguf") {
             path = model
@@ -46,20 +76,34 @@ struct ModelOptions: ParsableArguments {
             }
         }
         let file = try GGUFFile(path: path)
-        let tokenizer = try Tokenizer(file: file)
-        let device = try cudaDevice()
-        let model: any ModelRunner = try device.map {
-            try CUDALlamaModel(weights: .gguf(file), device: $0, maxTokens: tokenBudget, maxRows: slots,
-                               compiler: try NVRTC())
-        } ?? CPULlamaModel(file: file)
-        let store = try makeKVStore(model)
-        let engine = LLMEngine(model: model, tokenizer: tokenizer, kv: store,
-                               configuration: EngineConfiguration(tokenBudget: tokenBudget, maxRunning: slots))
-        return (engine, file)
+        return LoadedModel(weights: try GGUFWeights(file: file), tokenizer: try Tokenizer(file: file),
+                           chatTemplateText: file["tokenizer.chat_template"]?.stringValue, name: model)
     }
-}
 
-extension ModelOptions {
+    /// Loads the model (unless given) and builds the engine on the GPU (when `--backend` allows and one is found)
+    /// or the CPU.
+    func makeEngine(_ preloaded: LoadedModel? = nil) throws -> (LLMEngine, LoadedModel) {
+        let loaded = try preloaded ?? loadModel()
+        let model: any ModelRunner
+        if let device = try cudaDevice() {
+            model = try CUDALlamaModel(weights: loaded.weights, device: device, maxTokens: tokenBudget,
+                                       maxRows: slots, compiler: try NVRTC())
+        } else {
+            if let dummy = loaded.weights as? DummyWeights {
+                // The CPU engine materializes dummy weights as F32; 8B shapes are for the GPU engine.
+                let bytes = Models.dummyParameterCount(dummy.hyperparameters) * 4
+                guard bytes <= cpuDummyLimitBytes else {
+                    throw ValidationErrorText("--dummy-weights \(self.model): \(formatBytes(bytes)) of F32 weights is too "
+                        + "much for the CPU engine (limit \(formatBytes(cpuDummyLimitBytes))); this shape is for the GPU engine")
+                }
+            }
+            model = try CPULlamaModel(weights: loaded.weights)
+        }
+        let engine = LLMEngine(model: model, tokenizer: loaded.tokenizer, kv: try makeKVStore(model),
+                               configuration: EngineConfiguration(tokenBudget: tokenBudget, maxRunning: slots))
+        return (engine, loaded)
+    }
+
     /// The GPU to run on, or nil for the CPU (`auto` falls back to the CPU only when no driver or GPU is found).
     func cudaDevice() throws -> CUDADevice? {
         if backend == .cpu { return nil }
@@ -107,6 +151,37 @@ extension ModelOptions {
                                     memoryBudget: budget, device: gpu.device.cuda)
         }
     }
+}
+
+/// The most F32 dummy weights the CPU engine generates (smollm2-135m is 0.5 GiB).
+let cpuDummyLimitBytes = 4 << 30
+
+/// What `--model` resolved to.
+struct LoadedModel {
+    let weights: any LlamaWeights
+    /// nil for dummy weights (and HF directories without a usable tokenizer.json).
+    let tokenizer: Tokenizer?
+    let chatTemplateText: String?
+    let name: String
+
+    /// The tokenizer, or an error saying why `command` cannot run on this model.
+    func requireTokenizer(for command: String) throws -> Tokenizer {
+        guard let tokenizer else {
+            throw ValidationErrorText("vattn \(command) needs text, but \(name) has no tokenizer"
+                + (weights is DummyWeights ? " (--dummy-weights): use `vattn bench serve`, which runs on token ids" : ""))
+        }
+        return tokenizer
+    }
+
+    func chatTemplate() throws -> ChatTemplate {
+        guard let chatTemplateText else { throw ChatTemplateError.missing }
+        return try ChatTemplate(template: chatTemplateText)
+    }
+}
+
+private func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
 }
 
 /// Progress and summaries go to standard error, generated text to standard output (unbuffered writes).
