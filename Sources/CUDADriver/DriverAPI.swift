@@ -48,6 +48,15 @@ public struct DriverAPI: Sendable {
     public var launchKernel: @Sendable (_ function: CUfunction?, _ grid: (UInt32, UInt32, UInt32),
                                         _ block: (UInt32, UInt32, UInt32), _ sharedBytes: UInt32, _ stream: CUstream?,
                                         _ params: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult
+    // CUDA graphs (stream capture). Tables built without them answer CUDA_ERROR_NOT_SUPPORTED (801).
+    /// cuStreamBeginCapture (v2): `mode` is a CUstreamCaptureMode.
+    public var streamBeginCapture: @Sendable (_ stream: CUstream?, _ mode: Int32) -> CUresult
+    public var streamEndCapture: @Sendable (_ stream: CUstream?) -> (CUresult, CUgraph?)
+    /// cuGraphInstantiateWithFlags.
+    public var graphInstantiate: @Sendable (_ graph: CUgraph?, _ flags: UInt64) -> (CUresult, CUgraphExec?)
+    public var graphLaunch: @Sendable (_ exec: CUgraphExec?, _ stream: CUstream?) -> CUresult
+    public var graphExecDestroy: @Sendable (_ exec: CUgraphExec?) -> CUresult
+    public var graphDestroy: @Sendable (_ graph: CUgraph?) -> CUresult
 
     public init(
         errorName: @escaping @Sendable (CUresult) -> String,
@@ -89,7 +98,15 @@ public struct DriverAPI: Sendable {
         moduleGetFunction: @escaping @Sendable (CUmodule?, String) -> (CUresult, CUfunction?),
         funcSetAttribute: @escaping @Sendable (CUfunction?, Int32, Int32) -> CUresult,
         launchKernel: @escaping @Sendable (CUfunction?, (UInt32, UInt32, UInt32), (UInt32, UInt32, UInt32), UInt32,
-                                           CUstream?, UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult
+                                           CUstream?, UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> CUresult,
+        streamBeginCapture: @escaping @Sendable (CUstream?, Int32) -> CUresult = { _, _ in 801 },
+        streamEndCapture: @escaping @Sendable (CUstream?) -> (CUresult, CUgraph?) = { _ in (801, nil) },
+        graphInstantiate: @escaping @Sendable (CUgraph?, UInt64) -> (CUresult, CUgraphExec?) = { _, _ in
+            (801, nil)
+        },
+        graphLaunch: @escaping @Sendable (CUgraphExec?, CUstream?) -> CUresult = { _, _ in 801 },
+        graphExecDestroy: @escaping @Sendable (CUgraphExec?) -> CUresult = { _ in 801 },
+        graphDestroy: @escaping @Sendable (CUgraph?) -> CUresult = { _ in 801 }
     ) {
         self.errorName = errorName; self.errorString = errorString; self.driverVersion = driverVersion
         self.deviceCount = deviceCount; self.deviceGet = deviceGet; self.deviceName = deviceName
@@ -107,5 +124,8 @@ public struct DriverAPI: Sendable {
         self.moduleLoadData = moduleLoadData; self.moduleUnload = moduleUnload
         self.moduleGetFunction = moduleGetFunction; self.funcSetAttribute = funcSetAttribute
         self.launchKernel = launchKernel
+        self.streamBeginCapture = streamBeginCapture; self.streamEndCapture = streamEndCapture
+        self.graphInstantiate = graphInstantiate; self.graphLaunch = graphLaunch
+        self.graphExecDestroy = graphExecDestroy; self.graphDestroy = graphDestroy
     }
 }

@@ -80,6 +80,12 @@ extension DriverAPI {
         let moduleGetFunction = try resolve("cuModuleGetFunction", as: PFN_cuModuleGetFunction.self)
         let funcSetAttribute = try resolve("cuFuncSetAttribute", as: PFN_cuFuncSetAttribute.self)
         let launchKernel = try resolve("cuLaunchKernel", as: PFN_cuLaunchKernel.self)
+        let beginCapture = try resolve("cuStreamBeginCapture", as: PFN_cuStreamBeginCapture_v2.self)
+        let endCapture = try resolve("cuStreamEndCapture", as: PFN_cuStreamEndCapture.self)
+        let graphInstantiate = try resolve("cuGraphInstantiateWithFlags", as: PFN_cuGraphInstantiateWithFlags.self)
+        let graphLaunch = try resolve("cuGraphLaunch", as: PFN_cuGraphLaunch.self)
+        let graphExecDestroy = try resolve("cuGraphExecDestroy", as: PFN_cuGraphExecDestroy.self)
+        let graphDestroy = try resolve("cuGraphDestroy", as: PFN_cuGraphDestroy.self)
 
         let initResult = cuInit.call(0)
         if initResult != 0 {
@@ -171,7 +177,15 @@ extension DriverAPI {
             funcSetAttribute: { f, attribute, value in funcSetAttribute.call(f, attribute, value) },
             launchKernel: { f, grid, block, shared, stream, params in
                 launchKernel.call(f, grid.0, grid.1, grid.2, block.0, block.1, block.2, shared, stream, params, nil)
-            }
+            },
+            streamBeginCapture: { s, mode in beginCapture.call(s, mode) },
+            streamEndCapture: { s in var g: CUgraph?; let r = endCapture.call(s, &g); return (r, g) },
+            graphInstantiate: { g, flags in
+                var e: CUgraphExec?; let r = graphInstantiate.call(&e, g, flags); return (r, e)
+            },
+            graphLaunch: { e, s in graphLaunch.call(e, s) },
+            graphExecDestroy: { e in graphExecDestroy.call(e) },
+            graphDestroy: { g in graphDestroy.call(g) }
         )
     }
 }

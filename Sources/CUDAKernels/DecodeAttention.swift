@@ -65,6 +65,9 @@ public struct DecodeShape: Sendable, Hashable {
     public var chunk: Int
     /// cp.async pipeline depth of the split kernel (2…8): stages − 1 tiles of 32 tokens in flight per warp.
     public var stages: Int
+    /// Merge the split partials inside the split kernel (the last warp of each (sequence, KV head) to finish merges,
+    /// through a self-resetting counter in the workspace) instead of a separate merge launch. One launch per call.
+    public var fusedMerge = false
 
     public var group: Int { qHeads / kvHeads }
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
@@ -121,6 +124,8 @@ public final class DecodeWorkspace: @unchecked Sendable {
     public let maxes: DeviceBuffer
     public let sums: DeviceBuffer
     public let accs: DeviceBuffer
+    /// int32 [batch, kvHeads] tickets of the fused merge; zero between launches (the merging warp resets its own).
+    public let counters: DeviceBuffer
     public let shape: DecodeShape
 
     public init(_ cuda: CUDA, shape: DecodeShape) throws {
@@ -128,7 +133,17 @@ public final class DecodeWorkspace: @unchecked Sendable {
         maxes = try DeviceBuffer(cuda, byteCount: partials * 4)
         sums = try DeviceBuffer(cuda, byteCount: partials * 4)
         accs = try DeviceBuffer(cuda, byteCount: partials * shape.headDim * 4)
+        counters = try DeviceBuffer(cuda, byteCount: shape.batch * shape.kvHeads * 4)
+        try cuda.check(cuda.api.memsetD8(counters.address, 0, counters.byteCount), "cuMemsetD8")
+        try cuda.check(cuda.api.contextSynchronize(), "cuCtxSynchronize")  // the memset ran on the legacy stream
         self.shape = shape
+    }
+
+    /// Zeroes the fused-merge counters again (only needed after a launch that was aborted mid-way).
+    public func resetCounters() throws {
+        let cuda = counters.cuda
+        try cuda.check(cuda.api.memsetD8(counters.address, 0, counters.byteCount), "cuMemsetD8")
+        try cuda.check(cuda.api.contextSynchronize(), "cuCtxSynchronize")
     }
 }
 
@@ -158,7 +173,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
 
     /// Decode attention over strided K/V: sequence b attends to the first `lengths[b]` tokens of slot `slots[b]`.
     /// Two launches (split kernel + log-sum-exp merge), or one when `shape.maxSplits == 1` (the split kernel then
-    /// normalizes and writes the output itself).
+    /// normalizes and writes the output itself) or `shape.fusedMerge` (the last split of each group merges).
     /// - query, output: `[batch, qHeads, headDim]` of `shape.dtype`; slots, lengths: int32 `[batch]` (device).
     /// Output rows of zero-length sequences are zeros.
     public func decode(query: UInt64, kv: DeviceStridedKV, slots: UInt64, lengths: UInt64, output: UInt64,
@@ -166,6 +181,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         let name = "decode_partial_strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        let fused = shape.fusedMerge && shape.maxSplits > 1
+        precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
@@ -174,9 +191,9 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.maxSplits == 1 ? output : 0),
+                .pointer(shape.maxSplits == 1 || fused ? output : 0), .pointer(fused ? workspace.counters.address : 0),
             ])
-        if shape.maxSplits > 1 {
+        if shape.maxSplits > 1 && !fused {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
     }
@@ -189,6 +206,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
         let name = "decode_partial_paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        let fused = shape.fusedMerge && shape.maxSplits > 1
+        precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
@@ -198,9 +217,9 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.maxSplits == 1 ? output : 0),
+                .pointer(shape.maxSplits == 1 || fused ? output : 0), .pointer(fused ? workspace.counters.address : 0),
             ])
-        if shape.maxSplits > 1 {
+        if shape.maxSplits > 1 && !fused {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
     }

@@ -14,6 +14,9 @@ struct BenchAttention: ParsableCommand {
             (no synchronisation inside a group); the median group mean is reported. Calls alternate between two \
             layers so consecutive calls read different K/V (each layer's K+V is larger than L2 at every shape). \
             Bytes = K+V read once. The copy ceiling is a 16-byte device-to-device copy kernel, bytes read + written.
+            Graph timing (the way ../shared/notes/anchors.md timed the peers): --graph-calls back-to-back calls captured in \
+            one CUDA graph; each replay is timed with events; median per call over --groups replays. The graph's \
+            output is checked bit for bit against the plain launches' output.
             """)
 
     @Option(help: "Shapes as batch x context, comma separated.")
@@ -22,6 +25,10 @@ struct BenchAttention: ParsableCommand {
     var callsPerGroup = 10
     @Option(help: "Timed groups (median reported).")
     var groups = 30
+    @Option(help: "Calls captured per CUDA graph for the graph timing (0: no graph timing).")
+    var graphCalls = 20
+    @Option(help: "Split-KV merge: separate (a second launch), fused (the last split of each group merges), or both.")
+    var merge = "separate"
     @Option(help: "Override the split size (tokens, multiple of 32).")
     var chunk: Int?
     @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
@@ -62,16 +69,26 @@ struct BenchAttention: ParsableCommand {
         try sourceV.upload(randomHalfs(sourceTokens * rowElements, dtype: dtype, amplitude: 1, rng: &rng).bits)
 
         struct Row { var batch: Int; var context: Int; var storage: String; var chunk: Int; var micros: Double
-                     var spread: Double; var gbps: Double; var fraction: Double; var stages: Int }
+                     var spread: Double; var gbps: Double; var fraction: Double; var stages: Int
+                     var graphMicros: Double?; var graphSpread: Double? }
         var rows: [Row] = []
         for spec in shapes.split(separator: ",") {
             let parts = spec.split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2 else { throw ValidationErrorText("bad shape \(spec)") }
             let (batch, context) = (parts[0], parts[1])
             let stageList = stages.split(separator: ",").compactMap { Int($0) }
-            let shapes = stageList.map {
-                DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
-                            maxLength: context, chunk: chunk, stages: $0, multiprocessors: kernels.multiprocessors)
+            guard ["separate", "fused", "both"].contains(merge) else {
+                throw ValidationErrorText("--merge is separate, fused or both")
+            }
+            let mergeModes = merge == "both" ? [false, true] : [merge == "fused"]
+            let shapes = stageList.flatMap { st in
+                mergeModes.map { fused in
+                    var s = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
+                                        maxLength: context, chunk: chunk, stages: st,
+                                        multiprocessors: kernels.multiprocessors)
+                    s.fusedMerge = fused
+                    return s
+                }
             }
             let q = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
             try q.upload(randomHalfs(batch * qHeads * d, dtype: dtype, amplitude: 2, rng: &rng).bits)
@@ -86,7 +103,7 @@ struct BenchAttention: ParsableCommand {
                 for (shape, workspace) in zip(shapes, workspaces) {
                 var layer = 0
                 let scale = 1 / Float(d).squareRoot()
-                let call = {
+                let call: () throws -> Void = {
                     try kv.decode(kernels, layer: layer, query: q.address, output: out.address, shape: shape,
                                   workspace: workspace, scale: scale, stream: stream)
                     layer ^= 1
@@ -103,13 +120,42 @@ struct BenchAttention: ParsableCommand {
                 if o.contains(where: { halfToFloat($0, dtype).isNaN }) {
                     throw ValidationErrorText("NaN in the output of \(storage) \(batch)x\(context)")
                 }
-                let label = stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description
+                let label = (stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description)
+                    + (shape.fusedMerge ? " fused" : "")
+                // The same calls inside a replayed CUDA graph (no launch gaps), output checked bit for bit.
+                var graphMicros: Double?, graphSpread: Double?
+                if graphCalls > 0 {
+                    try stream.synchronize()
+                    let exec = try stream.capture { for _ in 0..<graphCalls { try call() } }
+                    try cuda.check(cuda.api.memsetD8(out.address, 0xFF, batch * qHeads * d * 2), "cuMemsetD8")
+                    try device.synchronize()
+                    try exec.launch(on: stream)
+                    try stream.synchronize()
+                    let g = try out.download(UInt16.self, count: batch * qHeads * d)
+                    if g != o {
+                        let bad = zip(g, o).filter { $0 != $1 }.count
+                        throw ValidationErrorText("graph replay output differs from the plain launches' in \(bad) "
+                                                  + "elements (\(storage) \(batch)x\(context))")
+                    }
+                    var gs: [Double] = []
+                    let gms = try timeMedian(stream: stream, calls: 1, groups: groups, samples: &gs) {
+                        try exec.launch(on: stream)
+                    }
+                    graphMicros = gms * 1000 / Double(graphCalls)
+                    let gsorted = gs.sorted()
+                    graphSpread = (gsorted[gsorted.count * 9 / 10] - gsorted[gsorted.count / 10]) * 1000
+                        / Double(graphCalls)
+                }
                 rows.append(Row(batch: batch, context: context, storage: label, chunk: shape.chunk,
                                 micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps,
-                                stages: shape.stages))
+                                stages: shape.stages, graphMicros: graphMicros, graphSpread: graphSpread))
+                let graphText = graphMicros.map {
+                    "; graph \(fmt($0, 1)) µs (spread \(fmt(graphSpread ?? 0, 1))), \(fmt(bytes / ($0 * 1e-6) / 1e9, 0)) GB/s, "
+                        + "\(fmt(bytes / ($0 * 1e-6) / 1e9 / copyGBps, 3)) of copy"
+                } ?? ""
                 print("  \(batch)×\(context) \(pad(label, 24)) chunk \(shape.chunk): "
                       + "\(fmt(micros, 1)) µs (p10–p90 spread \(fmt(spread, 1))), \(fmt(gbps, 0)) GB/s, "
-                      + "\(fmt(gbps / copyGBps, 3)) of copy")
+                      + "\(fmt(gbps / copyGBps, 3)) of copy" + graphText)
                 }
                 try kv.close(stream: stream)
             }
@@ -131,6 +177,14 @@ struct BenchAttention: ParsableCommand {
                 return "\(fmt(r.micros, 1)) / \(fmt(r.fraction, 2))"
             }
             print("| ours \(storage) | " + cells.joined(separator: " | ") + " |")
+            if rows.contains(where: { $0.storage == storage && $0.graphMicros != nil }) {
+                let gcells = shapeKeys.map { key -> String in
+                    guard let r = rows.first(where: { $0.storage == storage && ($0.batch, $0.context) == key }),
+                          let g = r.graphMicros else { return "–" }
+                    return "\(fmt(g, 1)) / \(fmt(r.fraction * r.micros / g, 2))"
+                }
+                print("| ours \(storage), CUDA graph | " + gcells.joined(separator: " | ") + " |")
+            }
         }
         let best = shapeKeys.map { key -> String in
             guard let peer = peers["\(key.0)x\(key.1)"] else { return "–" }
@@ -141,7 +195,7 @@ struct BenchAttention: ParsableCommand {
             guard let peer = peers["\(key.0)x\(key.1)"],
                   let r = rows.filter({ ($0.batch, $0.context) == key && $0.storage.hasPrefix("contiguous") })
                       .min(by: { $0.micros < $1.micros }) else { return "–" }
-            return "\(fmt(peer / r.micros, 2))×"
+            return "\(fmt(peer / min(r.micros, r.graphMicros ?? .infinity), 2))×"
         }
         print("| best ours contiguous vs peer (>1 = faster) | " + speedups.joined(separator: " | ") + " |")
 
@@ -151,9 +205,12 @@ struct BenchAttention: ParsableCommand {
             text += "  \"callsPerGroup\": \(callsPerGroup), \"groups\": \(groups),\n  \"results\": [\n"
             text += rows.map { r in
                 "    {\"batch\": \(r.batch), \"context\": \(r.context), \"storage\": \"\(r.storage)\", "
-                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"microsMedian\": \(fmt(r.micros, 2)), "
+                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"fusedMerge\": \(r.storage.hasSuffix(" fused")), \"microsMedian\": \(fmt(r.micros, 2)), "
                     + "\"microsP10P90Spread\": \(fmt(r.spread, 2)), \"GBps\": \(fmt(r.gbps, 1)), "
-                    + "\"fractionOfCopy\": \(fmt(r.fraction, 4))}"
+                    + "\"fractionOfCopy\": \(fmt(r.fraction, 4)), \"graphCalls\": \(graphCalls), "
+                    + "\"graphMicrosMedian\": \(r.graphMicros.map { fmt($0, 2) } ?? "null"), "
+                    + "\"graphMicrosP10P90Spread\": \(r.graphSpread.map { fmt($0, 2) } ?? "null"), "
+                    + "\"graphFractionOfCopy\": \(r.graphMicros.map { fmt(r.fraction * r.micros / $0, 4) } ?? "null")}"
             }.joined(separator: ",\n")
             text += "\n  ]\n}\n"
             try writeText(text, to: path)

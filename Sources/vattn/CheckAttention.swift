@@ -43,6 +43,7 @@ struct CheckAttention: ParsableCommand {
                                                 headDim: headDim, dtype: dtype, maxLength: maxLength, chunk: chunk,
                                                 stages: stages, multiprocessors: kernels.multiprocessors)
                         let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk) s\(stages)"
+                            + (shape.maxSplits > 1 ? " +fused" : "")
                         let err = try runCase(shape: shape, lengths: lengths, storage: storage, handle: handle,
                                               kernels: kernels, cuda: cuda, stream: stream, rng: &rng)
                         let ok = err.nanCount == 0 && err.maxRel <= tolerance
@@ -63,6 +64,7 @@ struct CheckAttention: ParsableCommand {
     func runCase(shape: DecodeShape, lengths: [Int], storage: KVStorage, handle: BackendHandle,
                  kernels: DecodeAttentionKernels, cuda: CUDA, stream: CUDAStream,
                  rng: inout SplitMix64) throws -> CaseError {
+        let device = handle.device!
         let batch = lengths.count, d = shape.headDim, kvHeads = shape.kvHeads, qHeads = shape.qHeads
         let row = kvHeads * d
         let total = lengths.reduce(0, +)
@@ -82,15 +84,23 @@ struct CheckAttention: ParsableCommand {
         try query.upload(q.bits)
         let output = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
         let workspace = try DecodeWorkspace(cuda, shape: shape)
-        // Poison: 0xFFFF is NaN in bf16 and fp16; the scratch too, so a read of an unwritten partial shows.
-        for b in [output, workspace.maxes, workspace.sums, workspace.accs] {
-            try cuda.check(cuda.api.memsetD8(b.address, 0xFF, b.byteCount), "cuMemsetD8")
-        }
         let scale = 1 / Float(d).squareRoot()
-        try kv.decode(kernels, layer: layer, query: query.address, output: output.address, shape: shape,
-                      workspace: workspace, scale: scale, stream: stream)
-        try stream.synchronize()
-        let got = try output.download(UInt16.self, count: batch * qHeads * d).map { halfToFloat($0, shape.dtype) }
+        // Separate merge launch; with several splits also the fused merge, twice in a row (the second launch
+        // proves that the merging warps reset their counters).
+        var gots: [[Float]] = []
+        for fused in shape.maxSplits > 1 ? [false, true, true] : [false] {
+            // Poison: 0xFFFF is NaN in bf16 and fp16; the scratch too, so a read of an unwritten partial shows.
+            for b in [output, workspace.maxes, workspace.sums, workspace.accs] {
+                try cuda.check(cuda.api.memsetD8(b.address, 0xFF, b.byteCount), "cuMemsetD8")
+            }
+            try device.synchronize()  // the poison went through the legacy stream
+            var s = shape
+            s.fusedMerge = fused
+            try kv.decode(kernels, layer: layer, query: query.address, output: output.address, shape: s,
+                          workspace: workspace, scale: scale, stream: stream)
+            try stream.synchronize()
+            gots.append(try output.download(UInt16.self, count: batch * qHeads * d).map { halfToFloat($0, shape.dtype) })
+        }
         try kv.close(stream: stream)
 
         // CPU reference over a host copy [batch, maxLength, kvHeads, d] in float32 (values already rounded).
@@ -123,6 +133,7 @@ struct CheckAttention: ParsableCommand {
         }
         // Relative L2 error per (sequence, query head) row; the worst one counts.
         var maxRel = 0.0, nans = 0
+        for got in gots {
         for r in 0..<(batch * qHeads) {
             var num = 0.0, den = 0.0
             for j in 0..<d {
@@ -132,6 +143,7 @@ struct CheckAttention: ParsableCommand {
                 den += w * w
             }
             maxRel = max(maxRel, den > 0 ? (num / den).squareRoot() : num.squareRoot())
+        }
         }
         return CaseError(maxRel: maxRel, nanCount: nans)
     }

@@ -48,7 +48,23 @@ final class RecordingDriver: Sendable {
             memGranularity: { _, _ in (0, self.granularity) },
             moduleLoadData: { _ in (0, OpaquePointer(bitPattern: 0x1000)) }, moduleUnload: { _ in 0 }, moduleGetFunction: { _, _ in (0, OpaquePointer(bitPattern: 0x1000)) },
             funcSetAttribute: { _, _, _ in 0 },
-            launchKernel: { _, _, _, _, _, _ in 0 })
+            launchKernel: { f, grid, _, _, s, _ in
+                self.record("cuLaunchKernel(f\(UInt(bitPattern: f)), grid \(grid.0), s\(UInt(bitPattern: s)))"); return 0
+            },
+            streamBeginCapture: { s, mode in
+                self.record("cuStreamBeginCapture(s\(UInt(bitPattern: s)), mode \(mode))"); return 0
+            },
+            streamEndCapture: { s in
+                let g = self.next(); self.record("cuStreamEndCapture(s\(UInt(bitPattern: s))) -> g\(g)")
+                return (0, OpaquePointer(bitPattern: UInt(g)))
+            },
+            graphInstantiate: { g, flags in
+                let e = self.next(); self.record("cuGraphInstantiateWithFlags(g\(UInt(bitPattern: g)), \(flags)) -> x\(e)")
+                return (0, OpaquePointer(bitPattern: UInt(e)))
+            },
+            graphLaunch: { e, s in self.record("cuGraphLaunch(x\(UInt(bitPattern: e)), s\(UInt(bitPattern: s)))"); return 0 },
+            graphExecDestroy: { e in self.record("cuGraphExecDestroy(x\(UInt(bitPattern: e)))"); return 0 },
+            graphDestroy: { g in self.record("cuGraphDestroy(g\(UInt(bitPattern: g)))"); return 0 })
     }
 }
 

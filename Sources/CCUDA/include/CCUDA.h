@@ -12,6 +12,8 @@ typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
 typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUgraphExec_st *CUgraphExec;
 typedef unsigned long long CUdeviceptr;
 typedef unsigned long long CUmemGenericAllocationHandle;
 typedef uint64_t cuuint64_t;
@@ -24,6 +26,10 @@ enum { CU_MEM_ALLOC_GRANULARITY_MINIMUM_ = 0, CU_MEM_ALLOC_GRANULARITY_RECOMMEND
 enum { CU_EVENT_DISABLE_TIMING_ = 2 };
 enum { CU_STREAM_NON_BLOCKING_ = 1 };
 enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES_ = 8 };
+// CUstreamCaptureMode
+enum { CU_STREAM_CAPTURE_MODE_GLOBAL_ = 0, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL_ = 1,
+       CU_STREAM_CAPTURE_MODE_RELAXED_ = 2 };
+enum { CUDA_ERROR_NOT_SUPPORTED_ = 801 };
 enum { CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR_ = 75, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR_ = 76,
        CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT_ = 16 };
 
@@ -101,6 +107,13 @@ typedef CUresult (*PFN_cuModuleGetFunction)(CUfunction *hfunc, CUmodule hmod, co
 typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
                                        unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
                                        unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra);
+// CUDA graphs. cuGetProcAddress("cuStreamBeginCapture", 12000) yields the _v2 ABI (the one with a capture mode).
+typedef CUresult (*PFN_cuStreamBeginCapture_v2)(CUstream hStream, int mode);
+typedef CUresult (*PFN_cuStreamEndCapture)(CUstream hStream, CUgraph *phGraph);
+typedef CUresult (*PFN_cuGraphInstantiateWithFlags)(CUgraphExec *phGraphExec, CUgraph hGraph, unsigned long long flags);
+typedef CUresult (*PFN_cuGraphLaunch)(CUgraphExec hGraphExec, CUstream hStream);
+typedef CUresult (*PFN_cuGraphExecDestroy)(CUgraphExec hGraphExec);
+typedef CUresult (*PFN_cuGraphDestroy)(CUgraph hGraph);
 
 // NVRTC (libnvrtc.so), also dlopen'd.
 typedef int nvrtcResult;

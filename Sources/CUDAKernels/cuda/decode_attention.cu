@@ -108,12 +108,94 @@ template <int D> struct Geometry {
     static constexpr int EPL = D / 32;          // head-dim elements per lane in P·V
 };
 
+// Loads that skip L1 (data another SM wrote) and that the compiler may not move across the fences around them.
+__device__ __forceinline__ float ld_cg(const float *p) {
+    float r;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(r) : "l"(p) : "memory");
+    return r;
+}
+__device__ __forceinline__ float4 ld_cg4(const float *p) {
+    float4 r;
+    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w) : "l"(p)
+                 : "memory");
+    return r;
+}
+__device__ __forceinline__ float2 ld_cg2(const float *p) {
+    float2 r;
+    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];" : "=f"(r.x), "=f"(r.y) : "l"(p) : "memory");
+    return r;
+}
+
+// Fused merge (counters != nullptr): after writing its partials, each warp takes a ticket from the (sequence, KV head)
+// counter; the warp that takes the last one (all n splits' partials are then in memory) merges them for the G query
+// heads of the group and resets the counter to 0 for the next launch (so a CUDA graph can replay it). Replaces the
+// separate decode_merge launch. Partials written by other SMs are read past L1 (ld.global.cg).
+template <typename T, int D, int G>
+__device__ __forceinline__ void fused_merge_tail(const float *pm, const float *pl, const float *pacc,
+                                                 u16 *__restrict__ out, int *counter, int n, i64 rowBase,
+                                                 int maxSplits) {
+    using Geo = Geometry<D>;
+    const int lane = threadIdx.x;
+    __threadfence();  // release: this warp's partials (every lane's) before its ticket
+    __syncwarp();
+    int ticket = 0;
+    if (lane == 0) ticket = atomicAdd(counter, 1);
+    ticket = __shfl_sync(0xffffffffu, ticket, 0);
+    if (ticket != n - 1) return;
+    __threadfence();  // acquire: the other warps' partials after their tickets
+    if (lane == 0) *counter = 0;
+    float M[G], inv[G], o[G][Geo::EPL];
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        const i64 base = (rowBase + h) * maxSplits;
+        float mx = NEG_INF;
+        for (int i = lane; i < n; i += 32) mx = fmaxf(mx, ld_cg(pm + base + i));
+        M[h] = warp_max(mx);
+        float sum = 0.f;
+        for (int i = lane; i < n; i += 32) sum = fmaf(ld_cg(pl + base + i), exp2f(ld_cg(pm + base + i) - M[h]), sum);
+        inv[h] = 1.f / warp_sum(sum);
+#pragma unroll
+        for (int e = 0; e < Geo::EPL; e++) o[h][e] = 0.f;
+    }
+    for (int b = 0; b < n; b += 32) {
+        // Lane j holds the weights of split b + j; broadcast by shuffle in the accumulation below.
+        float w[G];
+#pragma unroll
+        for (int h = 0; h < G; h++)
+            w[h] = b + lane < n ? exp2f(ld_cg(pm + (rowBase + h) * maxSplits + b + lane) - M[h]) : 0.f;
+        const int m = min(32, n - b);
+#pragma unroll 4
+        for (int j = 0; j < m; j++) {
+#pragma unroll
+            for (int h = 0; h < G; h++) {
+                const float wj = __shfl_sync(0xffffffffu, w[h], j);
+                const float *src = pacc + ((rowBase + h) * maxSplits + b + j) * D + lane * Geo::EPL;
+                if constexpr (Geo::EPL == 4) {
+                    float4 a = ld_cg4(src);
+                    o[h][0] = fmaf(wj, a.x, o[h][0]); o[h][1] = fmaf(wj, a.y, o[h][1]);
+                    o[h][2] = fmaf(wj, a.z, o[h][2]); o[h][3] = fmaf(wj, a.w, o[h][3]);
+                } else {
+                    float2 a = ld_cg2(src);
+                    o[h][0] = fmaf(wj, a.x, o[h][0]); o[h][1] = fmaf(wj, a.y, o[h][1]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        u16 *dst = out + (rowBase + h) * D + lane * Geo::EPL;
+#pragma unroll
+        for (int e = 0; e < Geo::EPL; e++) dst[e] = T::store1(o[h][e] * inv[h]);
+    }
+}
+
 template <typename T, int D, int G, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
                                                     const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
                                                     int length, int chunk, int maxSplits, int stages, float scaleLog2,
                                                     float *__restrict__ pm, float *__restrict__ pl,
-                                                    float *__restrict__ pacc, u16 *__restrict__ out) {
+                                                    float *__restrict__ pacc, u16 *__restrict__ out,
+                                                    int *__restrict__ counters) {
     using Geo = Geometry<D>;
     // Dynamic shared memory: [stages][K/V][TILE rows], then q [G][D] and p [G][TILE] (fp32).
     extern __shared__ __align__(16) unsigned char smem[];
@@ -264,10 +346,11 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     }
     cp_async_wait<0>();
 
+    const bool direct = out != nullptr && counters == nullptr;
 #pragma unroll
     for (int h = 0; h < G; h++) {
         float lt = warp_sum(l[h]);
-        if (out != nullptr) {  // direct mode: the only split; normalize and store the output row
+        if (direct) {  // direct mode: the only split; normalize and store the output row
             const float inv = 1.f / lt;
             u16 *o = out + ((i64)seq * qHeads + kvHead * G + h) * D + lane * Geo::EPL;
 #pragma unroll
@@ -283,6 +366,9 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             *reinterpret_cast<float2 *>(dst) = make_float2(acc[h][0], acc[h][1]);
         }
     }
+    if (counters != nullptr)
+        fused_merge_tail<T, D, G>(pm, pl, pacc, out, counters + (i64)seq * kvHeads + kvHead,
+                                  (length + chunk - 1) / chunk, ((i64)seq * qHeads + kvHead * G), maxSplits);
 }
 
 template <typename T, int D, int G>
@@ -290,11 +376,11 @@ __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *
                                                        i64 tokenStride, i64 headStride, const int *slots,
                                                        const int *lengths, int chunk, int maxSplits, int stages,
                                                        float scaleLog2, float *pm, float *pl, float *pacc,
-                                                       u16 *out) {
+                                                       u16 *out, int *counters) {
     const int seq = blockIdx.z;
     StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
     decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 stages, scaleLog2, pm, pl, pacc, out);
+                                 stages, scaleLog2, pm, pl, pacc, out, counters);
 }
 
 template <typename T, int D, int G>
@@ -302,11 +388,11 @@ __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k,
                                                      int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
                                                      i64 headStride, const int *lengths, int chunk, int maxSplits,
                                                      int stages, float scaleLog2, float *pm, float *pl, float *pacc,
-                                                     u16 *out) {
+                                                     u16 *out, int *counters) {
     const int seq = blockIdx.z;
     PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
     decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 stages, scaleLog2, pm, pl, pacc, out);
+                                 stages, scaleLog2, pm, pl, pacc, out, counters);
 }
 
 // Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
@@ -365,17 +451,17 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     extern "C" __global__ void __launch_bounds__(32) decode_partial_strided_##TN##_d##D##_g##G(                    \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
-        float *pl, float *pacc, u16 *out) {                                                                        \
+        float *pl, float *pacc, u16 *out, int *counters) {                                                         \
         decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);                          \
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);                \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32) decode_partial_paged_##TN##_d##D##_g##G(                      \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
-        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out) {                                \
+        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out, int *counters) {                 \
         decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
                                       headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
-                                      out);                                                                        \
+                                      out, counters);                                                              \
     }
 
 #define DECODE_MERGE(TN, T, D)                                                                                     \

@@ -33,3 +33,9 @@ extern "C" __global__ void count_nonzero(const u16 *base, long long count, unsig
         bad += base[i] != 0;
     if (bad) atomicAdd(nonzero, bad);
 }
+
+// x[i] = x[i]·a + b + i (mod 2^32), i < n: one step of the order-sensitive chain `vattn check cuda` captures in a CUDA
+// graph and replays (a reordered, skipped or repeated step changes the result).
+extern "C" __global__ void graph_step(unsigned int *x, int n, unsigned int a, unsigned int b) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = x[i] * a + b + i;
+}
