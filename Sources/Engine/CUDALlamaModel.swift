@@ -254,8 +254,9 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         let paged = kv as? PagedKVStore
         precondition(paged?.isOnDevice ?? (kv is VAttentionKVStore), "the CUDA model needs a device KV store")
         let decodeOnly = plan.decodes == chunks.count && chunks.allSatisfy(\.wantsLogits)
-        // Graph padding: decode-only steps run at the next bucket size with empty lanes.
-        let lanes = useGraphs && decodeOnly ? min(plan.decodes.nextPowerOfTwo, maxRows) : plan.decodes
+        // Decode-only steps run at the next bucket size with empty lanes, graphs or not, so a graph replay computes
+        // exactly what plain launches compute (same GEMM shapes, same rounding).
+        let lanes = decodeOnly ? min(plan.decodes.nextPowerOfTwo, maxRows) : plan.decodes
         precondition(plan.tokens <= maxTokens && lanes <= maxTokens,
                      "\(plan.tokens) tokens in a step; the model was built for \(maxTokens)")
 

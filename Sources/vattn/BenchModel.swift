@@ -17,6 +17,8 @@ struct GPUModelBenchOptions: ParsableArguments {
     var kvShare = 0.9
     @Option(help: "Where to write the JSON result.")
     var json: String?
+    @Flag(inversion: .prefixedEnableDisable, help: "Replay decode steps as CUDA graphs.")
+    var cudaGraphs = true
 
     func hyperparameters() throws -> LlamaHyperparameters {
         guard let hp = DummyWeights.knownShape(shape) else {
@@ -68,9 +70,11 @@ struct BenchDecode: ParsableCommand {
         let device = try CUDADevice(cuda)
         let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device, maxTokens: max(maxBatch, 16),
                                        maxRows: maxBatch, compiler: try NVRTC())
+        model.useGraphs = options.cudaGraphs
         let bytesPerToken = hp.blockCount * 2 * hp.headCountKV * hp.headDim * 2
         say("vattn bench decode — \(options.shape) (dummy bf16 weights, \(model.weightBytes >> 30) GiB) on "
-            + "\(model.deviceDescription); context \(context), \(steps) steps per point; KV \(bytesPerToken >> 10) KiB/token")
+            + "\(model.deviceDescription); context \(context), \(steps) steps per point; KV \(bytesPerToken >> 10) KiB/token; "
+            + "CUDA graphs \(options.cudaGraphs ? "on" : "off")")
         say("kv            batch  step ms p50  p99     tok/s   KV need MB/s  step() µs p50/max  setup s  mapped")
         var rows: [String] = []
         for kind in options.kinds {

@@ -27,6 +27,8 @@ struct ModelOptions: ParsableArguments {
     var blockSize = 16
     @Option(help: "Where the model runs: auto (the GPU if a CUDA driver and a GPU are found, else the CPU), cpu, or cuda.")
     var backend: ModelBackend = .auto
+    @Flag(inversion: .prefixedEnableDisable, help: "On a GPU, replay decode steps as CUDA graphs (one launch instead of hundreds).")
+    var cudaGraphs = true
     @Option(name: .customLong("kv-mib"), help: "KV memory budget, MiB (default: 512 on the CPU; on a GPU, 90% of the memory left after weights and scratch).")
     var kvMiB: Int?
     @Option(help: "Requests that can run at once (KV slots).")
@@ -86,8 +88,10 @@ struct ModelOptions: ParsableArguments {
         let loaded = try preloaded ?? loadModel()
         let model: any ModelRunner
         if let device = try cudaDevice() {
-            model = try CUDALlamaModel(weights: loaded.weights, device: device, maxTokens: tokenBudget,
-                                       maxRows: slots, compiler: try NVRTC())
+            let gpu = try CUDALlamaModel(weights: loaded.weights, device: device, maxTokens: max(tokenBudget, slots),
+                                         maxRows: slots, compiler: try NVRTC())
+            gpu.useGraphs = cudaGraphs
+            model = gpu
         } else {
             if let dummy = loaded.weights as? DummyWeights {
                 // The CPU engine materializes dummy weights as F32; 8B shapes are for the GPU engine.

@@ -19,7 +19,7 @@ struct Vattn: AsyncParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the memory manager (and, later, kernels and serving).",
-        subcommands: [BenchAlloc.self, BenchServe.self, BenchPrefill.self, BenchAttention.self])
+        subcommands: [BenchAlloc.self, BenchServe.self, BenchPrefill.self, BenchAttention.self, BenchDecode.self, BenchPrompt.self])
 }
 
 struct Check: ParsableCommand {

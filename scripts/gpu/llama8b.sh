@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Llama-3-8B-shaped (dummy bf16 weights) on the GPU: decode throughput vs batch at 16K (vAttention vs paged),
+# prefill throughput vs prompt length, offline serving (ShareGPT-like and arXiv-like). Carry .gpu/vattn.gz +
+# .gpu/COMMIT. Logs/JSON under $OUT; a short table last. PARTS="decode prompt serve" picks parts.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+BIN=/tmp/vattn
+[ -x $BIN ] && [ "$(cat /tmp/vattn.commit 2>/dev/null)" = "$(cat .gpu/COMMIT)" ] || {
+  gunzip -c .gpu/vattn.gz > $BIN && chmod +x $BIN && cp .gpu/COMMIT /tmp/vattn.commit; }
+export VATTN_KERNEL_CACHE=/tmp/vattn-kernels
+SHAPE=${SHAPE:-llama-3-8b}
+PARTS=${PARTS:-decode prompt serve}
+{
+  echo "date: $(date -u +%FT%TZ)"; echo "commit: $(cat .gpu/COMMIT)"; echo "shape: $SHAPE"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+} | tee "$OUT/env.txt"
+status=0
+for part in $PARTS; do
+  case $part in
+    decode)
+      $BIN bench decode --shape $SHAPE --context 16384 --batches 1,2,4,8,16,24,32 \
+        --json "$OUT/decode-$SHAPE.json" > "$OUT/decode-$SHAPE.log" 2>&1 || status=1 ;;
+    prompt)
+      $BIN bench prompt --shape $SHAPE --kv vattention,paged-16 --lengths 2048,8192,32768,65536 --chunks 0,2048 \
+        --json "$OUT/prompt-$SHAPE.json" > "$OUT/prompt-$SHAPE.log" 2>&1 || status=1 ;;
+    serve)
+      for w in sharegpt arxiv; do
+        for kv in vattention paged; do
+          $BIN bench serve --backend cuda --dummy-weights --model $SHAPE --kv $kv --slots 256 --max-context 4096 \
+            --token-budget 2048 --workload $w --requests ${REQUESTS:-1000} \
+            --json "$OUT/serve-$SHAPE-$w-$kv.json" > "$OUT/serve-$SHAPE-$w-$kv.log" 2>&1 || status=1
+        done
+      done ;;
+  esac
+done
+echo "== summary =="
+for f in "$OUT"/decode-*.log "$OUT"/prompt-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v "^  " "$f" | tail -30; }; done
+for f in "$OUT"/serve-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -E "requests/s|TTFT|KV mean" "$f"; }; done
+exit $status
