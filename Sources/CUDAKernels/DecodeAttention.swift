@@ -180,8 +180,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                        shape: DecodeShape, workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
-        let name = "decode_partial_strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         let fused = shape.fusedMerge && shape.maxSplits > 1
+        let name = "decode_partial_\(fused ? "fused_" : "")strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
@@ -205,8 +205,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
-        let name = "decode_partial_paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         let fused = shape.fusedMerge && shape.maxSplits > 1
+        let name = "decode_partial_\(fused ? "fused_" : "")paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),

@@ -144,39 +144,75 @@ __device__ __forceinline__ void fused_merge_tail(const float *pm, const float *p
     if (ticket != n - 1) return;
     __threadfence();  // acquire: the other warps' partials after their tickets
     if (lane == 0) *counter = 0;
+    // The merge is latency-bound (one warp, partials in L2), so every step keeps many independent loads in flight.
+    // Pass 1: per lane an online (max, sum) over splits lane, lane + 32, … of all G heads at once; then a warp
+    // reduction gives M (log2 domain) and L per head.
     float M[G], inv[G], o[G][Geo::EPL];
+    {
+        float mx[G], sm[G];
 #pragma unroll
-    for (int h = 0; h < G; h++) {
-        const i64 base = (rowBase + h) * maxSplits;
-        float mx = NEG_INF;
-        for (int i = lane; i < n; i += 32) mx = fmaxf(mx, ld_cg(pm + base + i));
-        M[h] = warp_max(mx);
-        float sum = 0.f;
-        for (int i = lane; i < n; i += 32) sum = fmaf(ld_cg(pl + base + i), exp2f(ld_cg(pm + base + i) - M[h]), sum);
-        inv[h] = 1.f / warp_sum(sum);
+        for (int h = 0; h < G; h++) { mx[h] = NEG_INF; sm[h] = 0.f; }
+        for (int i = lane; i < n; i += 32) {
+            float x[G], y[G];
 #pragma unroll
-        for (int e = 0; e < Geo::EPL; e++) o[h][e] = 0.f;
+            for (int h = 0; h < G; h++) {
+                x[h] = ld_cg(pm + (rowBase + h) * maxSplits + i);
+                y[h] = ld_cg(pl + (rowBase + h) * maxSplits + i);
+            }
+#pragma unroll
+            for (int h = 0; h < G; h++) {  // x is finite: every counted split has valid tokens
+                const float m2 = fmaxf(mx[h], x[h]);
+                sm[h] = sm[h] * exp2f(mx[h] - m2) + y[h] * exp2f(x[h] - m2);
+                mx[h] = m2;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            M[h] = warp_max(mx[h]);
+            inv[h] = 1.f / warp_sum(mx[h] == NEG_INF ? 0.f : sm[h] * exp2f(mx[h] - M[h]));
+#pragma unroll
+            for (int e = 0; e < Geo::EPL; e++) o[h][e] = 0.f;
+        }
     }
+    // Pass 2: weighted sum of the accumulators, U splits × G heads of loads issued before any is used.
+    constexpr int U = G >= 8 ? 4 : 8;
     for (int b = 0; b < n; b += 32) {
-        // Lane j holds the weights of split b + j; broadcast by shuffle in the accumulation below.
+        // Lane j holds the weights of split b + j; broadcast by shuffle below.
         float w[G];
 #pragma unroll
         for (int h = 0; h < G; h++)
             w[h] = b + lane < n ? exp2f(ld_cg(pm + (rowBase + h) * maxSplits + b + lane) - M[h]) : 0.f;
         const int m = min(32, n - b);
-#pragma unroll 4
-        for (int j = 0; j < m; j++) {
+        for (int j0 = 0; j0 < m; j0 += U) {
+            float a[U][G][Geo::EPL];
 #pragma unroll
-            for (int h = 0; h < G; h++) {
-                const float wj = __shfl_sync(0xffffffffu, w[h], j);
-                const float *src = pacc + ((rowBase + h) * maxSplits + b + j) * D + lane * Geo::EPL;
-                if constexpr (Geo::EPL == 4) {
-                    float4 a = ld_cg4(src);
-                    o[h][0] = fmaf(wj, a.x, o[h][0]); o[h][1] = fmaf(wj, a.y, o[h][1]);
-                    o[h][2] = fmaf(wj, a.z, o[h][2]); o[h][3] = fmaf(wj, a.w, o[h][3]);
-                } else {
-                    float2 a = ld_cg2(src);
-                    o[h][0] = fmaf(wj, a.x, o[h][0]); o[h][1] = fmaf(wj, a.y, o[h][1]);
+            for (int u = 0; u < U; u++) {
+#pragma unroll
+                for (int h = 0; h < G; h++) {
+                    const float *src = pacc + ((rowBase + h) * maxSplits + b + j0 + u) * D + lane * Geo::EPL;
+                    if (j0 + u < m) {
+                        if constexpr (Geo::EPL == 4) {
+                            float4 v = ld_cg4(src);
+                            a[u][h][0] = v.x; a[u][h][1] = v.y; a[u][h][2] = v.z; a[u][h][3] = v.w;
+                        } else {
+                            float2 v = ld_cg2(src);
+                            a[u][h][0] = v.x; a[u][h][1] = v.y;
+                        }
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < Geo::EPL; e++) a[u][h][e] = 0.f;
+                    }
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+#pragma unroll
+                for (int h = 0; h < G; h++) {
+                    const float wj = __shfl_sync(0xffffffffu, w[h], (j0 + u) & 31);
+                    if (j0 + u < m) {
+#pragma unroll
+                        for (int e = 0; e < Geo::EPL; e++) o[h][e] = fmaf(wj, a[u][h][e], o[h][e]);
+                    }
                 }
             }
         }
@@ -189,7 +225,7 @@ __device__ __forceinline__ void fused_merge_tail(const float *pm, const float *p
     }
 }
 
-template <typename T, int D, int G, typename Addr>
+template <typename T, int D, int G, bool FUSED, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
                                                     const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
                                                     int length, int chunk, int maxSplits, int stages, float scaleLog2,
@@ -346,7 +382,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     }
     cp_async_wait<0>();
 
-    const bool direct = out != nullptr && counters == nullptr;
+    const bool direct = !FUSED && out != nullptr;
 #pragma unroll
     for (int h = 0; h < G; h++) {
         float lt = warp_sum(l[h]);
@@ -366,12 +402,12 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             *reinterpret_cast<float2 *>(dst) = make_float2(acc[h][0], acc[h][1]);
         }
     }
-    if (counters != nullptr)
+    if constexpr (FUSED)
         fused_merge_tail<T, D, G>(pm, pl, pacc, out, counters + (i64)seq * kvHeads + kvHead,
                                   (length + chunk - 1) / chunk, ((i64)seq * qHeads + kvHead * G), maxSplits);
 }
 
-template <typename T, int D, int G>
+template <typename T, int D, int G, bool FUSED>
 __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *k, const u16 *v, i64 slotStride,
                                                        i64 tokenStride, i64 headStride, const int *slots,
                                                        const int *lengths, int chunk, int maxSplits, int stages,
@@ -379,11 +415,11 @@ __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *
                                                        u16 *out, int *counters) {
     const int seq = blockIdx.z;
     StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
-    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 stages, scaleLog2, pm, pl, pacc, out, counters);
+    decode_partial_body<T, D, G, FUSED>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);
 }
 
-template <typename T, int D, int G>
+template <typename T, int D, int G, bool FUSED>
 __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k, const u16 *v, const int *blockTables,
                                                      int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
                                                      i64 headStride, const int *lengths, int chunk, int maxSplits,
@@ -391,8 +427,8 @@ __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k,
                                                      u16 *out, int *counters) {
     const int seq = blockIdx.z;
     PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
-    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk, maxSplits,
-                                 stages, scaleLog2, pm, pl, pacc, out, counters);
+    decode_partial_body<T, D, G, FUSED>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);
 }
 
 // Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
@@ -447,22 +483,25 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     }
 }
 
-#define DECODE_PARTIAL(TN, T, D, G)                                                                                \
-    extern "C" __global__ void __launch_bounds__(32) decode_partial_strided_##TN##_d##D##_g##G(                    \
+#define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G)                                                                 \
+    extern "C" __global__ void __launch_bounds__(32) decode_partial_##NAME##strided_##TN##_d##D##_g##G(            \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
         float *pl, float *pacc, u16 *out, int *counters) {                                                         \
-        decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);                \
+        decode_partial_strided<T, D, G, FUSED>(q, k, v, slotStride, tokenStride, headStride, slots, lengths,       \
+                                               chunk, maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);  \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(32) decode_partial_paged_##TN##_d##D##_g##G(                      \
+    extern "C" __global__ void __launch_bounds__(32) decode_partial_##NAME##paged_##TN##_d##D##_g##G(              \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
         int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out, int *counters) {                 \
-        decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
-                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
-                                      out, counters);                                                              \
+        decode_partial_paged<T, D, G, FUSED>(q, k, v, blockTables, tableStride, blockSize, blockStride,            \
+                                             tokenStride, headStride, lengths, chunk, maxSplits, stages,           \
+                                             scaleLog2, pm, pl, pacc, out, counters);                              \
     }
+// decode_partial_{strided,paged}_*: partials + separate merge launch (or direct mode with one split);
+// decode_partial_fused_{strided,paged}_*: the last split of each (sequence, KV head) merges (fused_merge_tail).
+#define DECODE_PARTIAL(TN, T, D, G) DECODE_PARTIAL_V(, false, TN, T, D, G) DECODE_PARTIAL_V(fused_, true, TN, T, D, G)
 
 #define DECODE_MERGE(TN, T, D)                                                                                     \
     extern "C" __global__ void decode_merge_##TN##_d##D(const float *pm, const float *pl, const float *pacc,       \
