@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUDADriver
 import Engine
 import Kernels
 import Model
@@ -22,13 +23,34 @@ struct ModelOptions: ParsableArguments {
     var slots = 16
     @Option(help: "Longest sequence (prompt + output) per request, tokens.")
     var maxContext = 2048
-    @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks).")
-    var tokenBudget = 256
+    @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks). Default: 256; 64 for the demo, whose first answers then start sooner.")
+    var tokenBudget: Int?
+    @Option(help: "Where the model runs: auto (the best this machine has), cpu, or cuda (an NVIDIA GPU).")
+    var backend: EngineBackend = .auto
 
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
 
+    /// Where the model runs. The one place that decides it, so a new backend is added here only.
+    enum EngineBackend: String, ExpressibleByArgument, CaseIterable { case auto, cpu, cuda }
+
+    /// The backend `--backend` resolves to on this machine. `auto` is the CPU until a GPU model exists.
+    func resolvedBackend() throws -> EngineBackend {
+        switch backend {
+        case .auto, .cpu: return .cpu
+        case .cuda:
+            // Say first what the user can fix (no driver), then what they cannot yet (no GPU model).
+            do { _ = try CUDA.load() } catch {
+                throw ValidationErrorText("--backend cuda: no usable CUDA driver on this machine (\(error)); use --backend cpu")
+            }
+            throw ValidationErrorText(
+                "--backend cuda: the GPU model is not built yet (only the KV-cache manager and the attention kernels "
+                + "run on CUDA today); use --backend cpu or auto")
+        }
+    }
+
     /// Loads the model (pulling it if it is a known name not yet in the cache) and builds the engine.
-    func makeEngine() throws -> (LLMEngine, GGUFFile) {
+    func makeEngine(defaultTokenBudget: Int = 256) throws -> (LLMEngine, GGUFFile) {
+        _ = try resolvedBackend()  // before the download: a wrong backend should fail fast
         let path: String
         if model.hasSuffix(".gguf") {
             path = model
@@ -58,7 +80,8 @@ struct ModelOptions: ParsableArguments {
                                  memoryBudget: kvMiB << 20)
         }
         let engine = LLMEngine(model: llama, tokenizer: tokenizer, kv: store,
-                               configuration: EngineConfiguration(tokenBudget: tokenBudget, maxRunning: slots))
+                               configuration: EngineConfiguration(tokenBudget: tokenBudget ?? defaultTokenBudget,
+                                                                  maxRunning: slots))
         return (engine, file)
     }
 }
