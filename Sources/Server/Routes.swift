@@ -208,6 +208,13 @@ public struct OpenAIRoutes: Sendable {
             }
             p.topP = Float(tp)
         }
+        if let k = r.top_k {
+            guard k >= -1 else {
+                throw APIError.invalid("top_k must be a number of tokens (1 or more), or -1 or 0 for no limit; got \(k)",
+                                       param: "top_k", code: "invalid_value")
+            }
+            p.topK = max(k, 0)
+        }
         if let s = r.seed { p.seed = UInt64(bitPattern: Int64(s)) }
         switch r.stop {
         case nil: break
