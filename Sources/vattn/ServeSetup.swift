@@ -13,11 +13,11 @@ struct ModelOptions: ParsableArguments {
     var kv: KVChoice = .vattention
     @Option(help: "vAttention layout: perLayer (one K and one V tensor per layer) or mega (all layers in one).")
     var layout: KVCacheSpec.Layout = .perLayer
-    @Option(help: "Physical page size for vAttention on the CPU, KiB (any multiple of 4).")
+    @Option(name: .customLong("page-kib"), help: "Physical page size for vAttention on the CPU, KiB (any multiple of 4).")
     var pageKiB = 64
     @Option(help: "Block size (tokens) of the paged baseline.")
     var blockSize = 16
-    @Option(help: "KV memory budget, MiB.")
+    @Option(name: .customLong("kv-mib"), help: "KV memory budget, MiB: the most physical memory the KV cache may use.")
     var kvMiB = 512
     @Option(help: "Requests that can run at once (KV slots).")
     var slots = 16
