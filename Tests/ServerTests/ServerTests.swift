@@ -360,6 +360,9 @@ struct ServerTests {
                 close(fd2)
                 try await waitFor { service.snapshot.running == 0 }
                 #expect(service.snapshot.tokensGenerated - before < 900)
+                // Counted as the client's doing (499), not as a server error.
+                try await waitFor { routes.metrics.render().contains(#"status="499""#) }
+                #expect(!routes.metrics.render().contains(#"status="503""#))
                 // The slot serves the next request.
                 let r = try await client.post("/v1/completions", #"{"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 2}"#)
                 #expect(r.status == .ok)
