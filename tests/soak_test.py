@@ -121,7 +121,7 @@ class Outcome:
 def make_request(rng: random.Random, i: int) -> dict:
     """One random request: its endpoint, body, and what its client does."""
     # Mostly short prompts, sometimes long ones (long prefills share steps with decodes).
-    words = rng.randint(1, 12) if rng.random() < 0.9 else rng.randint(40, 220)
+    words = rng.randint(1, 12) if rng.random() < 0.94 else rng.randint(40, 200)
     text = " ".join(rng.choice(WORDS) for _ in range(words))
     max_tokens = rng.randint(1, 16)
     stream = rng.random() < 0.5
