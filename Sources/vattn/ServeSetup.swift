@@ -25,7 +25,7 @@ struct ModelOptions: ParsableArguments {
     var maxContext = 2048
     @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks). Default: 256; 64 for the demo, whose first answers then start sooner.")
     var tokenBudget: Int?
-    @Option(help: "Where the model runs: auto (the best this machine has), cpu, or cuda (an NVIDIA GPU).")
+    @Option(help: "Where the model runs: auto (the best this machine has), cpu, or cuda (an NVIDIA GPU: the GPU model is not built yet, so this stops with an error for now).")
     var backend: EngineBackend = .auto
 
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
