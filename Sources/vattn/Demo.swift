@@ -39,7 +39,8 @@ struct Demo: ParsableCommand {
         let loadStart = nowNanos()
         let (engine, file) = try options.makeEngine(defaultTokenBudget: 64)
         let template = try ChatTemplate(file: file)
-        printErr("vattn demo — \(options.model) on the CPU (\(defaultThreadCount) threads), KV cache: \(engine.kv.name), "
+        let device = try options.resolvedBackend() == .cpu ? "the CPU (\(defaultThreadCount) threads)" : "the GPU"
+        printErr("vattn demo — \(options.model) on \(device), KV cache: \(engine.kv.name), "
                  + "\(options.slots) slots, \(engine.configuration.tokenBudget) tokens per step; loaded in "
                  + "\(fmt(Double(nowNanos() - loadStart) / 1e9, 1)) s")
 
