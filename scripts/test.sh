@@ -7,10 +7,14 @@ scripts/fixtures/fetch_model.sh
 swift test 2>&1 | tee /tmp/vattn-test.log
 echo "== C ABI + Python package (numpy views over the host backend) =="
 swift build --product vattention_c
-python3 -m pip install -q --disable-pip-version-check numpy pytest openai
+python3 -m pip install -q --disable-pip-version-check numpy pytest openai httpx
 (cd python && VATTN_LIB=../.build/debug/libvattention_c.so python3 -m pytest -q tests/test_host.py)
 echo "== vattn serve through the official openai Python client (127.0.0.1 only) =="
 swift build --product vattn
 python3 -m pytest -q tests/openai_client_test.py
+echo "== the vattn binary as users run it: the demo, vattn chat through a pipe =="
+python3 -m pytest -q tests/cli_test.py
+echo "== soak: 300 mixed requests with client disconnects against vattn serve, then leak checks (a few minutes) =="
+python3 -m pytest -q -s tests/soak_test.py
 echo "== ThreadSanitizer: memory manager and background mapper =="
 swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests

@@ -117,6 +117,20 @@ def test_completions(client):
     assert a.choices[0].text == b.choices[0].text
 
 
+def test_top_k(client):
+    """vLLM's extension, through the client's extra_body: top_k 1 leaves only the most likely token."""
+    greedy = client.completions.create(model=MODEL, prompt="My favourite animal is the", max_tokens=10,
+                                       temperature=0).choices[0].text
+    one = client.completions.create(model=MODEL, prompt="My favourite animal is the", max_tokens=10, temperature=1.5,
+                                    seed=3, extra_body={"top_k": 1}).choices[0].text
+    assert one == greedy
+    for bad in (-2, 1.5, "5"):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                                           extra_body={"top_k": bad})
+        assert e.value.body["param"] == "top_k"
+
+
 def test_concurrent_clients(client):
     prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time,", "1, 2, 3, 4,",
                "The quick brown fox", "Water boils at"]

@@ -37,6 +37,10 @@ public struct KVMemoryReport: Sendable {
     public var wasteBytes: Int { mappedBytes - usedBytes }
     public var criticalMaps = 0
     public var backgroundMaps = 0
+    /// Physical memory the store may map at most (its pool); `mappedBytes` never exceeds it.
+    public var capacityBytes = 0
+    /// Slots held by requests (a finished or cancelled request gives its slot back).
+    public var activeSlots = 0
 }
 
 extension KVElementType {
@@ -82,7 +86,8 @@ public final class VAttentionKVStore: KVStore {
     public var memory: KVMemoryReport {
         let s = manager.stats
         return KVMemoryReport(reservedBytes: s.reservedBytes, mappedBytes: s.mappedBytes, usedBytes: s.usedBytes,
-                              criticalMaps: s.criticalMaps, backgroundMaps: s.backgroundMaps)
+                              criticalMaps: s.criticalMaps, backgroundMaps: s.backgroundMaps,
+                              capacityBytes: s.poolPages * manager.spec.pageSize, activeSlots: s.activeSlots)
     }
 
     public func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, slots: [Int],
@@ -215,7 +220,8 @@ public final class PagedKVStore: KVStore {
         let mapped = (allocator.blockCount - allocator.freeCount) * blockBytes * 2 * layers
         let used = lengths.reduce(0, +) * kvHeads * headDim * elementType.byteCount * 2 * layers
         return KVMemoryReport(reservedBytes: allocator.blockCount * blockBytes * 2 * layers, mappedBytes: mapped,
-                              usedBytes: used)
+                              usedBytes: used, capacityBytes: allocator.blockCount * blockBytes * 2 * layers,
+                              activeSlots: active.filter { $0 }.count)
     }
 
     private func paged(_ pools: [UnsafeMutableRawPointer], layer: Int, slots: [Int]) -> PagedKV {

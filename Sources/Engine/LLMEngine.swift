@@ -117,6 +117,9 @@ public final class LLMEngine {
     public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
     public var waitingCount: Int { waiting.count }
     public var runningCount: Int { running.count }
+    /// Requests whose bookkeeping the engine keeps: queued, running, or finished and not yet `remove`d. A server
+    /// removes every request it is done with, so when idle this is 0 (a soak test checks it).
+    public var trackedRequests: Int { requests.count }
 
     /// The generated tokens of a request (finished or not).
     public func output(of id: Int) -> [TokenID]? { requests[id]?.output }

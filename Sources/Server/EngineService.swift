@@ -28,6 +28,12 @@ public struct EngineSnapshot: Sendable {
     public var kvMappedBytes = 0
     public var kvUsedBytes = 0
     public var kvReservedBytes = 0
+    public var kvCapacityBytes = 0
+    public var kvActiveSlots = 0
+    /// Requests the engine still keeps bookkeeping for (0 when idle, or something leaks).
+    public var trackedRequests = 0
+    /// Requests whose event stream to an HTTP handler is open (0 when idle).
+    public var openStreams = 0
 }
 
 /// One accepted request: its events, in order, end with one whose `finished` is set (or the stream just ends if the
@@ -87,6 +93,7 @@ public final class EngineService: Service, @unchecked Sendable {
             $0.snapshot.kvMappedBytes = m.mappedBytes
             $0.snapshot.kvUsedBytes = m.usedBytes
             $0.snapshot.kvReservedBytes = m.reservedBytes
+            $0.snapshot.kvCapacityBytes = m.capacityBytes
         }
     }
 
@@ -241,7 +248,7 @@ public final class EngineService: Service, @unchecked Sendable {
                     lastPreemptions = stats.preemptions
                 }
             }
-            publish()
+            publish(openStreams: streams.count)
 
             if !engine.hasWork {
                 let idle = state.withLock { $0.inbox.isEmpty }
@@ -260,7 +267,7 @@ public final class EngineService: Service, @unchecked Sendable {
         for w in waiters { w.resume() }
     }
 
-    private func publish() {
+    private func publish(openStreams: Int) {
         let m = engine.kv.memory
         let stats = engine.stats
         let waiting = engine.waitingCount
@@ -270,13 +277,19 @@ public final class EngineService: Service, @unchecked Sendable {
             s.snapshot = EngineSnapshot(waiting: waiting + pending, running: running, steps: stats.steps,
                                         preemptions: stats.preemptions, tokensGenerated: stats.tokensGenerated,
                                         kvMappedBytes: m.mappedBytes, kvUsedBytes: m.usedBytes,
-                                        kvReservedBytes: m.reservedBytes)
+                                        kvReservedBytes: m.reservedBytes, kvCapacityBytes: m.capacityBytes,
+                                        kvActiveSlots: m.activeSlots, trackedRequests: engine.trackedRequests,
+                                        openStreams: openStreams)
             return s.snapshot
         }
         metrics.queueDepth.record(snap.waiting)
         metrics.running.record(snap.running)
         metrics.kvMapped.record(snap.kvMappedBytes)
         metrics.kvUsed.record(snap.kvUsedBytes)
+        metrics.kvCapacity.record(snap.kvCapacityBytes)
+        metrics.kvActiveSlots.record(snap.kvActiveSlots)
+        metrics.trackedRequests.record(snap.trackedRequests)
+        metrics.openStreams.record(snap.openStreams)
     }
 }
 

@@ -19,6 +19,32 @@ enum StringOrList: Decodable, Sendable {
     }
 }
 
+/// An optional integer field. swift-foundation's decoder reports a fractional number (`"top_k": 2.5`) sent for an
+/// `Int` as invalid JSON with no field name; this reports it as a type error of the field, like any other.
+@propertyWrapper
+struct WholeNumber: Decodable, Sendable {
+    var wrappedValue: Int?
+    init(wrappedValue: Int?) { self.wrappedValue = wrappedValue }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { wrappedValue = nil; return }
+        if let i = try? c.decode(Int.self) { wrappedValue = i; return }
+        if let d = try? c.decode(Double.self) {
+            throw DecodingError.typeMismatch(Int.self, .init(codingPath: decoder.codingPath,
+                                                             debugDescription: "expected an integer, got \(d)"))
+        }
+        wrappedValue = try c.decode(Int.self)  // throws the type mismatch, with the field's path
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A missing `WholeNumber` field is nil, as a missing `Int?` is.
+    func decode(_ type: WholeNumber.Type, forKey key: Key) throws -> WholeNumber {
+        try decodeIfPresent(type, forKey: key) ?? WholeNumber(wrappedValue: nil)
+    }
+}
+
 struct StreamOptions: Decodable, Sendable {
     var include_usage: Bool?
 }
@@ -29,6 +55,8 @@ protocol GenerationRequest: Sendable {
     var max_tokens: Int? { get }
     var temperature: Double? { get }
     var top_p: Double? { get }
+    /// Not in OpenAI's API: vLLM's extension (sample among the k most likely tokens; -1 or 0: no limit).
+    var top_k: Int? { get }
     var seed: Int? { get }
     var n: Int? { get }
     var stop: StringOrList? { get }
@@ -60,12 +88,13 @@ struct ChatMessageIn: Decodable, Sendable {
 struct ChatCompletionRequest: Decodable, GenerationRequest {
     var model: String?
     var messages: [ChatMessageIn]?
-    var max_tokens: Int?
-    var max_completion_tokens: Int?
+    @WholeNumber var max_tokens: Int?
+    @WholeNumber var max_completion_tokens: Int?
     var temperature: Double?
     var top_p: Double?
-    var seed: Int?
-    var n: Int?
+    @WholeNumber var top_k: Int?
+    @WholeNumber var seed: Int?
+    @WholeNumber var n: Int?
     var stop: StringOrList?
     var stream: Bool?
     var stream_options: StreamOptions?
@@ -74,11 +103,12 @@ struct ChatCompletionRequest: Decodable, GenerationRequest {
 struct CompletionRequest: Decodable, GenerationRequest {
     var model: String?
     var prompt: StringOrList?
-    var max_tokens: Int?
+    @WholeNumber var max_tokens: Int?
     var temperature: Double?
     var top_p: Double?
-    var seed: Int?
-    var n: Int?
+    @WholeNumber var top_k: Int?
+    @WholeNumber var seed: Int?
+    @WholeNumber var n: Int?
     var stop: StringOrList?
     var stream: Bool?
     var stream_options: StreamOptions?

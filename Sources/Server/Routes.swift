@@ -208,6 +208,13 @@ public struct OpenAIRoutes: Sendable {
             }
             p.topP = Float(tp)
         }
+        if let k = r.top_k {
+            guard k >= -1 else {
+                throw APIError.invalid("top_k must be a number of tokens (1 or more), or -1 or 0 for no limit; got \(k)",
+                                       param: "top_k", code: "invalid_value")
+            }
+            p.topK = max(k, 0)
+        }
         if let s = r.seed { p.seed = UInt64(bitPattern: Int64(s)) }
         switch r.stop {
         case nil: break
@@ -288,10 +295,7 @@ public struct OpenAIRoutes: Sendable {
         context.onDisconnect { [service] in service.cancel(generation.ticket) }
         if !plan.stream {
             let result = await collect(generation)
-            guard let finish = result.finish else {
-                throw APIError(status: .serviceUnavailable, message: "the request was ended before it finished",
-                               type: "server_error")
-            }
+            guard let finish = result.finish else { throw unfinished(context) }
             return jsonResponse(ChatCompletion(
                 id: id, created: created, model: model,
                 choices: [ChatChoice(message: ChatMessageOut(role: "assistant", content: result.text),
@@ -359,10 +363,7 @@ public struct OpenAIRoutes: Sendable {
         context.onDisconnect { [service] in service.cancel(generation.ticket) }
         if !plan.stream {
             let result = await collect(generation)
-            guard let finish = result.finish else {
-                throw APIError(status: .serviceUnavailable, message: "the request was ended before it finished",
-                               type: "server_error")
-            }
+            guard let finish = result.finish else { throw unfinished(context) }
             return jsonResponse(Completion(
                 id: id, created: created, model: model,
                 choices: [CompletionChoice(text: echo + result.text, finish_reason: finish.rawValue)],
@@ -392,6 +393,17 @@ public struct OpenAIRoutes: Sendable {
             }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
         }
+    }
+
+    /// A generation that ended without finishing: its client went away (nobody reads the answer; nginx's 499 keeps
+    /// it out of the 5xx counts in /metrics), or the engine stopped (503).
+    private func unfinished(_ context: ServerRequestContext) -> APIError {
+        if !context.channel.isActive {
+            return APIError(status: .init(code: 499, reasonPhrase: "Client Closed Request"),
+                            message: "the client closed the connection", type: "invalid_request_error")
+        }
+        return APIError(status: .serviceUnavailable, message: "the request was ended before it finished",
+                        type: "server_error")
     }
 
     private func collect(_ g: Generation) async -> (text: String, tokens: Int, finish: FinishReason?) {

@@ -15,6 +15,10 @@ public final class ServerMetrics: Sendable {
     let running: Metrics.Gauge
     let kvMapped: Metrics.Gauge
     let kvUsed: Metrics.Gauge
+    let kvCapacity: Metrics.Gauge
+    let kvActiveSlots: Metrics.Gauge
+    let trackedRequests: Metrics.Gauge
+    let openStreams: Metrics.Gauge
     let stepLatency: Metrics.Timer
     private let factory: PrometheusMetricsFactory
 
@@ -37,6 +41,11 @@ public final class ServerMetrics: Sendable {
         running = Metrics.Gauge(label: "vattn_running_requests", factory: f)
         kvMapped = Metrics.Gauge(label: "vattn_kv_mapped_bytes", factory: f)
         kvUsed = Metrics.Gauge(label: "vattn_kv_used_bytes", factory: f)
+        // What a leak check needs: when idle, slots and request bookkeeping are all given back.
+        kvCapacity = Metrics.Gauge(label: "vattn_kv_capacity_bytes", factory: f)
+        kvActiveSlots = Metrics.Gauge(label: "vattn_kv_active_slots", factory: f)
+        trackedRequests = Metrics.Gauge(label: "vattn_engine_tracked_requests", factory: f)
+        openStreams = Metrics.Gauge(label: "vattn_open_streams", factory: f)
         stepLatency = Metrics.Timer(label: "vattn_engine_step_seconds", factory: f)
     }
 

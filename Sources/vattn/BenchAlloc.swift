@@ -19,9 +19,9 @@ struct BenchAlloc: ParsableCommand {
 
     @Option(help: "Memory backend: host (mmap + memfd) or cuda (cuMem* on GPU 0).")
     var backend: BackendChoice = .host
-    @Option(help: "Physical page size in KiB (default 2048: the GPU's page; on host, smaller pages multiply kernel mappings, capped by vm.max_map_count).")
+    @Option(name: .customLong("page-kib"), help: "Physical page size in KiB (default 2048: the GPU's page; on host, smaller pages multiply kernel mappings, capped by vm.max_map_count).")
     var pageKiB: Int?
-    @Option(help: "Physical memory budget for the decode run, GiB (default: 60 for cuda, 48 for host, sparse).")
+    @Option(name: .customLong("budget-gib"), help: "Physical memory budget for the decode run, GiB (default: 60 for cuda, 48 for host, sparse).")
     var budgetGiB: Double?
     @Option(help: "Request slots (batch size) in the decode run.")
     var slots = 256

@@ -44,8 +44,8 @@ struct BenchServe: ParsableCommand {
             ids.append(id)
             outputLengths[id] = out
         }
-        print("vattn bench serve — \(workload.rawValue), \(requests) requests, model on \(engine.model.deviceDescription), KV \(engine.kv.name), "
-              + "\(options.slots) slots, token budget \(options.tokenBudget)")
+        print("vattn bench serve — \(workload.rawValue), \(requests) requests, model on \(engine.model.deviceDescription), "
+              + "KV \(engine.kv.name), \(options.slots) slots, token budget \(engine.configuration.tokenBudget)")
         let start = nowNanos()
         var first: [Int: UInt64] = [:], last: [Int: UInt64] = [:]
         var mappedSum = 0.0, usedSum = 0.0, samples = 0.0
@@ -85,7 +85,7 @@ struct BenchServe: ParsableCommand {
               + "preemptions \(stats.preemptions); steps \(stats.steps)")
         if let path = json {
             let text = "{\"workload\": \"\(workload.rawValue)\", \"requests\": \(requests), \"kv\": \(jsonString(engine.kv.name)), "
-                + "\"slots\": \(options.slots), \"tokenBudget\": \(options.tokenBudget), \"seconds\": \(fmt(seconds)), "
+                + "\"slots\": \(options.slots), \"tokenBudget\": \(engine.configuration.tokenBudget), \"seconds\": \(fmt(seconds)), "
                 + "\"requestsPerSecond\": \(fmt(Double(requests) / seconds)), "
                 + "\"outputTokensPerSecond\": \(fmt(Double(outputTokens) / seconds)), \"ttftMillis\": \(ttft.json), "
                 + "\"tpotMillis\": \(tpot.json), \"meanKVUsedBytes\": \(fmt(usedSum / samples, 0)), "

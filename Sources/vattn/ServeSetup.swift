@@ -21,7 +21,7 @@ struct ModelOptions: ParsableArguments {
     var kv: KVChoice = .vattention
     @Option(help: "vAttention layout: perLayer (one K and one V tensor per layer) or mega (all layers in one).")
     var layout: KVCacheSpec.Layout = .perLayer
-    @Option(help: "Physical page size for vAttention on the CPU, KiB (any multiple of 4).")
+    @Option(name: .customLong("page-kib"), help: "Physical page size for vAttention on the CPU, KiB (any multiple of 4).")
     var pageKiB = 64
     @Option(help: "Block size (tokens) of the paged baseline.")
     var blockSize = 16
@@ -35,8 +35,8 @@ struct ModelOptions: ParsableArguments {
     var slots = 16
     @Option(help: "Longest sequence (prompt + output) per request, tokens.")
     var maxContext = 2048
-    @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks).")
-    var tokenBudget = 256
+    @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks). Default: 256; 64 for the demo, whose first answers then start sooner.")
+    var tokenBudget: Int?
 
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
     enum ModelBackend: String, ExpressibleByArgument, CaseIterable { case auto, cpu, cuda }
@@ -84,10 +84,12 @@ struct ModelOptions: ParsableArguments {
 
     /// Loads the model (unless given) and builds the engine on the GPU (when `--backend` allows and one is found)
     /// or the CPU.
-    func makeEngine(_ preloaded: LoadedModel? = nil) throws -> (LLMEngine, LoadedModel) {
+    func makeEngine(_ preloaded: LoadedModel? = nil, defaultTokenBudget: Int = 256) throws -> (LLMEngine, LoadedModel) {
+        let device = try cudaDevice()  // before loading: a wrong --backend should fail fast
         let loaded = try preloaded ?? loadModel()
+        let tokenBudget = self.tokenBudget ?? defaultTokenBudget
         let model: any ModelRunner
-        if let device = try cudaDevice() {
+        if let device {
             let gpu = try CUDALlamaModel(weights: loaded.weights, device: device, maxTokens: max(tokenBudget, slots),
                                          maxRows: slots, compiler: try NVRTC())
             gpu.useGraphs = cudaGraphs
@@ -119,7 +121,10 @@ struct ModelOptions: ParsableArguments {
             }
             return try CUDADevice(cuda)
         } catch {
-            if backend == .cuda { throw error }
+            if backend == .cuda {
+                throw ValidationErrorText("--backend cuda: no usable CUDA driver or GPU on this machine (\(error)); "
+                                          + "use --backend cpu or auto")
+            }
             return nil
         }
     }

@@ -12,8 +12,12 @@ struct Vattn: AsyncParsableCommand {
             The KV cache of every request lives in one huge virtual tensor per layer; physical pages (2 MB on a GPU, \
             any multiple of 4 KB on the CPU) are mapped underneath as requests grow, one step ahead, by a \
             background thread.
+
+            With no subcommand, `vattn` runs the demo (`vattn demo`): it fetches a small model, serves a burst of \
+            chat requests on this machine and reports what they cost.
             """,
-        subcommands: [Generate.self, Serve.self, Bench.self, Check.self, Models.self])
+        subcommands: [Demo.self, Chat.self, Generate.self, Serve.self, Bench.self, Check.self, Models.self],
+        defaultSubcommand: Demo.self)
 }
 
 struct Bench: ParsableCommand {

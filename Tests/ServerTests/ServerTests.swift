@@ -199,6 +199,40 @@ struct ServerTests {
         }
     }
 
+    @Test("top_k (vLLM's extension): 1 samples like greedy, -1 and 0 mean no limit")
+    func topK() async throws {
+        let (service, routes) = try Fixture.harness()
+        try await withEngine(service) {
+            let app = Application(router: makeRouter(routes))
+            try await app.test(.router) { client in
+                func text(_ extra: String) async throws -> String {
+                    let body = #"{"model": "smollm2-135m", "prompt": "My favourite animal is the", "max_tokens": 12, "#
+                        + extra + "}"
+                    let r = try await client.post("/v1/completions", body)
+                    #expect(r.status == .ok, "\(extra): \(String(buffer: r.body))")
+                    return (try json(r.body)["choices"] as! [[String: Any]])[0]["text"] as! String
+                }
+                let greedy = try await text(#""temperature": 0"#)
+                var sampledDiffers = false
+                for seed in 1...3 {
+                    let hot = #""temperature": 1.5, "seed": \#(seed)"#
+                    let sampled = try await text(hot)
+                    if sampled != greedy { sampledDiffers = true }
+                    // Only the most likely token left: sampling at any temperature is greedy.
+                    #expect(try await text(hot + #", "top_k": 1"#) == greedy, "seed \(seed)")
+                    // -1 and 0 switch the limit off: the same tokens as without top_k.
+                    #expect(try await text(hot + #", "top_k": -1"#) == sampled)
+                    #expect(try await text(hot + #", "top_k": 0"#) == sampled)
+                }
+                #expect(sampledDiffers, "temperature 1.5 should stray from greedy for some seed, or top_k: 1 proves nothing")
+                // Chat accepts it too.
+                let chat = try await client.post("/v1/chat/completions",
+                    #"{"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "top_k": 5}"#)
+                #expect(chat.status == .ok)
+            }
+        }
+    }
+
     @Test("bad inputs get 4xx with an OpenAI error body, and the server keeps serving")
     func badInputs() async throws {
         let (service, routes) = try Fixture.harness(maxContext: 256)
@@ -227,6 +261,11 @@ struct ServerTests {
                 ("/v1/completions", #"{"model": "smollm2-135m", "prompt": "\#(long)"}"#, .badRequest, "prompt"),
                 ("/v1/completions", #"{"model": "smollm2-135m", "prompt": "hi", "max_tokens": -1}"#, .badRequest, "max_tokens"),
                 ("/v1/completions", #"{"model": "smollm2-135m", "prompt": "hi", "stream": "yes"}"#, .badRequest, "stream"),
+                ("/v1/completions", #"{"model": "smollm2-135m", "prompt": "hi", "top_k": -2}"#, .badRequest, "top_k"),
+                ("/v1/completions", #"{"model": "smollm2-135m", "prompt": "hi", "top_k": "5"}"#, .badRequest, "top_k"),
+                ("/v1/completions", #"{"model": "smollm2-135m", "prompt": "hi", "top_k": 2.5}"#, .badRequest, "top_k"),
+                ("/v1/chat/completions", #"{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "top_k": true}"#, .badRequest, "top_k"),
+                ("/v1/chat/completions", #"{"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7.5}"#, .badRequest, "max_tokens"),
             ]
             try await app.test(.router) { client in
                 for (uri, body, status, param) in cases {
@@ -321,6 +360,9 @@ struct ServerTests {
                 close(fd2)
                 try await waitFor { service.snapshot.running == 0 }
                 #expect(service.snapshot.tokensGenerated - before < 900)
+                // Counted as the client's doing (499), not as a server error.
+                try await waitFor { routes.metrics.render().contains(#"status="499""#) }
+                #expect(!routes.metrics.render().contains(#"status="503""#))
                 // The slot serves the next request.
                 let r = try await client.post("/v1/completions", #"{"model": "smollm2-135m", "prompt": "Hi", "max_tokens": 2}"#)
                 #expect(r.status == .ok)
