@@ -315,7 +315,8 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         }
         try metadata.upload(meta)
         if plan.decodes > 0 {
-            plan.decode = try decodeWorkspace(batch: plan.decodes, maxLength: Int(decodeLengths.max()!))
+            plan.decode = try decodeWorkspace(batch: plan.decodes, maxLength: Int(decodeLengths.max()!),
+                                              maxContext: kv.maxContext)
         }
         if useGraphs && decodeOnly {
             plan.graphKey = GraphKey(store: ObjectIdentifier(kv), batch: lanes, length: plan.decode!.0.maxLength)
@@ -427,9 +428,11 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
     private struct DecodeWorkspaceKey: Hashable { var batch: Int, length: Int }
 
     /// Decode launches are bucketed (batch and length to powers of two) so split sizes and scratch are reused.
-    private func decodeWorkspace(batch: Int, maxLength: Int) throws -> (DecodeShape, DecodeWorkspace) {
+    private func decodeWorkspace(batch: Int, maxLength: Int, maxContext: Int) throws -> (DecodeShape, DecodeWorkspace) {
         let hp = hyperparameters
-        let key = DecodeWorkspaceKey(batch: max(1, batch).nextPowerOfTwo, length: max(256, maxLength.nextPowerOfTwo))
+        // The grid never needs to cover more than the store holds (a paged table is exactly that wide).
+        let length = min(max(256, maxLength.nextPowerOfTwo), max(maxLength, maxContext))
+        let key = DecodeWorkspaceKey(batch: max(1, batch).nextPowerOfTwo, length: length)
         let (bucketShape, workspace): (DecodeShape, DecodeWorkspace)
         if let hit = decodeWorkspaces[key] {
             (bucketShape, workspace) = hit

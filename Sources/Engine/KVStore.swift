@@ -11,6 +11,11 @@ public protocol KVStore: AnyObject {
     func allocateSlot(expectedLength: Int) throws -> Int
     /// Backs every listed slot up to its length before the iteration; throws `KVOutOfMemory` (state unchanged).
     func step(_ lengths: [(slot: Int, length: Int)]) throws
+    /// Asks for `tokens` of `slot` to be backed ahead of time, in the background (vAttention: the mapper maps a
+    /// prompt admitted now while this step computes). No-op where memory is not mapped on demand.
+    func prepare(_ slot: Int, tokens: Int) throws
+    /// Whether memory is mapped as sequences grow (so admitting a request a step ahead hides its mapping).
+    var mapsOnDemand: Bool { get }
     func free(_ slot: Int) throws
     /// The longest sequence a slot can hold.
     var maxContext: Int { get }
@@ -22,6 +27,11 @@ public protocol KVStore: AnyObject {
                 scale: Float, output: UnsafeMutablePointer<Float>)
     func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
                  shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>)
+}
+
+extension KVStore {
+    public func prepare(_ slot: Int, tokens: Int) throws {}
+    public var mapsOnDemand: Bool { false }
 }
 
 /// Not enough KV memory for a step: the scheduler preempts a request and retries.
@@ -41,6 +51,8 @@ public struct KVMemoryReport: Sendable {
     public var capacityBytes = 0
     /// Slots held by requests (a finished or cancelled request gives its slot back).
     public var activeSlots = 0
+    /// Time the engine waited inside `step` (mapping on the critical path, lock waits).
+    public var criticalNanos: UInt64 = 0
 }
 
 extension KVElementType {
@@ -83,11 +95,15 @@ public final class VAttentionKVStore: KVStore {
         }
     }
     public func free(_ slot: Int) throws { try manager.free(slot) }
+    public var mapsOnDemand: Bool { true }
+    public func prepare(_ slot: Int, tokens: Int) throws {
+        try manager.prepare(slot, tokens: min(tokens, manager.spec.maxContext))
+    }
     public var memory: KVMemoryReport {
         let s = manager.stats
         return KVMemoryReport(reservedBytes: s.reservedBytes, mappedBytes: s.mappedBytes, usedBytes: s.usedBytes,
                               criticalMaps: s.criticalMaps, backgroundMaps: s.backgroundMaps,
-                              capacityBytes: s.poolPages * manager.spec.pageSize, activeSlots: s.activeSlots)
+                              capacityBytes: s.poolPages * manager.spec.pageSize, activeSlots: s.activeSlots, criticalNanos: s.criticalNanos)
     }
 
     public func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, slots: [Int],

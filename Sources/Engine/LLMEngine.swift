@@ -76,6 +76,9 @@ public final class LLMEngine {
     }
 
     private var waiting: [Request] = []
+    /// Admitted one step ahead: a slot, and their first chunk being mapped in the background (`KVStore.prepare`)
+    /// while the current step computes; they start running next step.
+    private var admitted: [Request] = []
     private var running: [Request] = []
     private var requests: [Int: Request] = [:]
     private var nextID = 0
@@ -114,7 +117,7 @@ public final class LLMEngine {
         try complete(r, .cancelled)
     }
 
-    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
+    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty || !admitted.isEmpty }
     public var waitingCount: Int { waiting.count }
     public var runningCount: Int { running.count }
     /// Requests whose bookkeeping the engine keeps: queued, running, or finished and not yet `remove`d. A server
@@ -135,6 +138,7 @@ public final class LLMEngine {
                 try kv.step(chunks.map { ($0.1.slot, $0.1.start + $0.1.tokens.count) })
                 break
             } catch is KVOutOfMemory {
+                if try releaseAdmitted() { continue }  // first give back what was only reserved ahead
                 guard try preemptYoungest() else { throw EngineError.requestTooLargeForMemory }
                 admit = false  // re-admitting what was just preempted would only fail again
             }
@@ -142,6 +146,7 @@ public final class LLMEngine {
         let draws = chunks.filter(\.1.wantsLogits).map { r, _ in
             TokenDraw(parameters: r.parameters, uniform: r.sampler.nextDraw())
         }
+        try admitAhead()
         let tokens = try model.run(chunks.map(\.1), kv: kv, sampling: draws)
         stats.steps += 1
         stats.tokensComputed += chunks.reduce(0) { $0 + $1.1.tokens.count }
@@ -174,8 +179,13 @@ public final class LLMEngine {
             batch.append((r, SequenceChunk(slot: r.slot!, start: r.cached, tokens: [r.sequence[r.cached]], wantsLogits: true)))
             budget -= 1
         }
-        // Then prompt (or recompute) chunks of running requests, then admissions.
+        // Then prompt (or recompute) chunks of running requests, then those admitted ahead, then admissions.
         for r in running where r.cached < r.length - 1 && budget > 0 {
+            batch.append((r, chunk(r, budget: &budget)))
+        }
+        while budget > 0, !admitted.isEmpty {
+            let r = admitted.removeFirst()
+            running.append(r)
             batch.append((r, chunk(r, budget: &budget)))
         }
         while admitting, budget > 0, let r = waiting.first, running.count < configuration.maxRunning,
@@ -197,6 +207,38 @@ public final class LLMEngine {
         budget -= n
         let tokens = Array(r.sequence[r.cached..<(r.cached + n)])
         return SequenceChunk(slot: r.slot!, start: r.cached, tokens: tokens, wantsLogits: r.cached + n == r.length)
+    }
+
+    /// Admits waiting requests for the next step now, so their first chunk's memory is mapped in the background
+    /// while this step computes (only where the store maps on demand; elsewhere admission stays in `schedule`).
+    private func admitAhead() throws {
+        guard kv.mapsOnDemand, admitted.isEmpty else { return }
+        // Next step's decodes come first (about one token per running request).
+        var budget = configuration.tokenBudget - running.count
+        while budget > 0, let r = waiting.first, running.count + admitted.count < configuration.maxRunning,
+              kv.canAdmit(tokens: min(r.length, kv.maxContext)),
+              let slot = try? kv.allocateSlot(expectedLength: r.length + r.parameters.maxTokens)
+        {
+            waiting.removeFirst()
+            r.slot = slot
+            r.cached = 0
+            admitted.append(r)
+            let first = min(r.length, budget)
+            try kv.prepare(slot, tokens: first)
+            budget -= first
+        }
+    }
+
+    /// Gives the slots of requests admitted ahead back (they wait again, first in line). False if there were none.
+    private func releaseAdmitted() throws -> Bool {
+        guard !admitted.isEmpty else { return false }
+        for r in admitted {
+            try kv.free(r.slot!)
+            r.slot = nil
+        }
+        waiting.insert(contentsOf: admitted, at: 0)
+        admitted.removeAll()
+        return true
     }
 
     /// Out of KV memory: the most recently admitted running request gives its slot back and will be recomputed.
@@ -252,6 +294,7 @@ public final class LLMEngine {
         r.slot = nil
         running.removeAll { $0 === r }
         waiting.removeAll { $0 === r }
+        admitted.removeAll { $0 === r }
         stats.finished += 1
     }
 

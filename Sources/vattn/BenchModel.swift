@@ -80,10 +80,12 @@ struct BenchDecode: ParsableCommand {
         for kind in options.kinds {
             let store = try options.makeStore(kind, model, slots: maxBatch, maxContext: context + steps + 8)
             for b in batchSizes {
-                guard store.canAdmit(tokens: b * (context + steps)) || b == 1,
-                      let slots = try? (0..<b).map({ _ in try store.allocateSlot(expectedLength: context + steps) })
-                else {
-                    say("\(pad(store.name, 13)) \(pad(b, 6)) does not fit (\(formatBytes(b * (context + steps) * bytesPerToken)) of KV)")
+                var slots: [Int] = []
+                do {
+                    for _ in 0..<b { slots.append(try store.allocateSlot(expectedLength: context + steps)) }
+                } catch {
+                    for s in slots { try? store.free(s) }
+                    say("\(pad(store.name, 13)) \(pad(b, 6)) does not fit: \(error)")
                     continue
                 }
                 defer { for s in slots { try? store.free(s) } }

@@ -83,13 +83,20 @@ struct BenchServe: ParsableCommand {
         print("  TTFT ms p50 \(fmt(ttft.p50, 0)) p99 \(fmt(ttft.p99, 0)); TPOT ms p50 \(fmt(tpot.p50, 1)) p99 \(fmt(tpot.p99, 1))")
         print("  KV mean used \(formatBytesShort(usedSum / samples)) / mapped \(formatBytesShort(mappedSum / samples)); "
               + "preemptions \(stats.preemptions); steps \(stats.steps)")
+        let kvEnd = engine.kv.memory
+        let kvStepMs: Double = Double(kvEnd.criticalNanos) / 1e6
+        let kvShare: Double = kvStepMs / 10 / seconds
+        print("  KV maps: \(kvEnd.criticalMaps) on the critical path, \(kvEnd.backgroundMaps) in the background; "
+              + "time inside kv.step \(fmt(kvStepMs, 1)) ms (\(fmt(kvShare, 2)) % of the run)")
         if let path = json {
             let text = "{\"workload\": \"\(workload.rawValue)\", \"requests\": \(requests), \"kv\": \(jsonString(engine.kv.name)), "
                 + "\"slots\": \(options.slots), \"tokenBudget\": \(engine.configuration.tokenBudget), \"seconds\": \(fmt(seconds)), "
                 + "\"requestsPerSecond\": \(fmt(Double(requests) / seconds)), "
                 + "\"outputTokensPerSecond\": \(fmt(Double(outputTokens) / seconds)), \"ttftMillis\": \(ttft.json), "
                 + "\"tpotMillis\": \(tpot.json), \"meanKVUsedBytes\": \(fmt(usedSum / samples, 0)), "
-                + "\"meanKVMappedBytes\": \(fmt(mappedSum / samples, 0)), \"preemptions\": \(stats.preemptions)}\n"
+                + "\"meanKVMappedBytes\": \(fmt(mappedSum / samples, 0)), \"preemptions\": \(stats.preemptions), "
+                + "\"criticalMaps\": \(kvEnd.criticalMaps), \"backgroundMaps\": \(kvEnd.backgroundMaps), "
+                + "\"kvStepMillis\": \(fmt(kvStepMs, 3))}\n"
             try writeText(text, to: path)
             let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
             let ttfts = ids.map { Double(first[$0]! - start) / 1e6 }

@@ -26,9 +26,13 @@ for part in $PARTS; do
       $BIN bench prompt --shape $SHAPE --kv vattention,paged-16 --lengths 2048,8192,32768,65536 --chunks 0,2048 \
         --json "$OUT/prompt-$SHAPE.json" > "$OUT/prompt-$SHAPE.log" 2>&1 || status=1 ;;
     serve)
-      for w in sharegpt arxiv; do
-        for kv in vattention paged; do
-          $BIN bench serve --backend cuda --dummy-weights --model $SHAPE --kv $kv --slots 256 --max-context 4096 \
+      for w in ${WORKLOADS:-sharegpt arxiv}; do
+        for kv in ${KVS:-vattention vattention-mega paged}; do
+          case $kv in
+            vattention-mega) args="--kv vattention --layout mega" ;;
+            *) args="--kv $kv" ;;
+          esac
+          $BIN bench serve --backend cuda --dummy-weights --model $SHAPE $args --slots 256 --max-context 4096 \
             --token-budget 2048 --workload $w --requests ${REQUESTS:-1000} \
             --json "$OUT/serve-$SHAPE-$w-$kv.json" > "$OUT/serve-$SHAPE-$w-$kv.log" 2>&1 || status=1
         done
@@ -37,5 +41,5 @@ for part in $PARTS; do
 done
 echo "== summary =="
 for f in "$OUT"/decode-*.log "$OUT"/prompt-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v "^  " "$f" | tail -30; }; done
-for f in "$OUT"/serve-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -E "requests/s|TTFT|KV mean" "$f"; }; done
+for f in "$OUT"/serve-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -E "requests/s|TTFT|KV mean|KV maps" "$f"; }; done
 exit $status
