@@ -29,7 +29,8 @@ struct GPUModelBenchOptions: ParsableArguments {
 
     var kinds: [String] { kv.split(separator: ",").map(String.init) }
 
-    func makeStore(_ kind: String, _ model: CUDALlamaModel, slots: Int, maxContext: Int) throws -> any KVStore {
+    func makeStore(_ kind: String, _ model: CUDALlamaModel, slots: Int, maxContext: Int,
+                   policy: MapAheadPolicy = MapAheadPolicy()) throws -> any KVStore {
         let hp = model.hyperparameters
         let budget = Int(Double(try model.device.memoryInfo().free) * kvShare)
         if kind == "vattention" {
@@ -37,7 +38,8 @@ struct GPUModelBenchOptions: ParsableArguments {
             let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .bf16,
                                    maxSlots: slots, maxContext: maxContext, pageSize: backend.granularity,
                                    layout: layout)
-            return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget))
+            return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget,
+                                                                policy: policy))
         }
         guard kind.hasPrefix("paged-"), let block = Int(kind.dropFirst(6)) else {
             throw ValidationError("unknown KV store \(kind): vattention, paged-16, paged-256")
@@ -196,6 +198,76 @@ struct BenchPrompt: ParsableCommand {
         if let path = options.json {
             try writeText("{\"shape\": \(jsonString(options.shape)), \"device\": \(jsonString(model.deviceDescription)), "
                           + "\"points\": [\n" + rows.joined(separator: ",\n") + "\n]}\n", to: path)
+        }
+    }
+}
+
+/// Decode step latency over time while sequences grow across page boundaries, pages mapped on the critical path
+/// (sync) vs by the background mapper one step ahead (the paper's Fig. 11).
+struct BenchMapping: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mapping",
+        abstract: "GPU decode step latency over time: vAttention with synchronous vs background page mapping.")
+
+    @OptionGroup var options: GPUModelBenchOptions
+    @Option(help: "Sequences decoding together.") var batch = 32
+    @Option(help: "Context every sequence starts at.") var context = 16384
+    @Option(help: "Decode steps timed (each adds a token to every sequence).") var steps = 2048
+
+    func run() throws {
+        let hp = try options.hyperparameters()
+        let cuda = try CUDA.load()
+        let device = try CUDADevice(cuda)
+        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device,
+                                       maxTokens: max(batch, 16), maxRows: batch, compiler: try NVRTC())
+        model.useGraphs = options.cudaGraphs
+        say("vattn bench mapping — \(options.shape) on \(model.deviceDescription); batch \(batch), context \(context) "
+            + "→ \(context + steps), layout \(options.layout)")
+        say("mapper       step ms p50   p99    max     kv.step ms p50  p99    max     critical maps  background maps")
+        var series: [SVGChart.Series] = []
+        var rows: [String] = []
+        for background in [false, true] {
+            let store = try options.makeStore("vattention", model, slots: batch, maxContext: context + steps + 64,
+                                              policy: MapAheadPolicy(background: background))
+            let slots = try (0..<batch).map { _ in try store.allocateSlot(expectedLength: context + steps) }
+            var length = context
+            try store.step(slots.map { ($0, length) })
+            var tokens = [TokenID](repeating: 1, count: batch)
+            var stepMs: [Double] = [], kvMs: [Double] = []
+            let before = store.memory
+            for _ in 0..<steps {
+                let t0 = nowNanos()
+                try store.step(slots.map { ($0, length + 1) })
+                let t1 = nowNanos()
+                tokens = try model.run(slots.indices.map { SequenceChunk(slot: slots[$0], start: length, tokens: [tokens[$0]], wantsLogits: true) },
+                                       kv: store, sampling: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: batch))
+                let t2 = nowNanos()
+                length += 1
+                stepMs.append(Double(t2 - t0) / 1e6)
+                kvMs.append(Double(t1 - t0) / 1e6)
+            }
+            let after = store.memory
+            let name = background ? "background" : "sync"
+            let s = Summary(stepMs), k = Summary(kvMs)
+            let critical = after.criticalMaps - before.criticalMaps, bg = after.backgroundMaps - before.backgroundMaps
+            say("\(pad(name, 12)) \(pad(fmt(s.p50, 2), 13)) \(pad(fmt(s.p99, 2), 6)) \(pad(fmt(s.max, 2), 7)) "
+                + "\(pad(fmt(k.p50, 3), 15)) \(pad(fmt(k.p99, 3), 6)) \(pad(fmt(k.max, 2), 7)) \(pad(critical, 14)) \(bg)")
+            series.append(.init(name: "\(name) mapping", points: stepMs.enumerated().map { (Double($0.offset), $0.element) }))
+            rows.append("{\"mapper\": \"\(name)\", \"stepMillis\": \(s.json), \"kvStepMillis\": \(k.json), "
+                        + "\"criticalMaps\": \(critical), \"backgroundMaps\": \(bg), "
+                        + "\"steps\": [\(stepMs.map { fmt($0, 3) }.joined(separator: ","))]}")
+            for slot in slots { try store.free(slot) }
+        }
+        if let path = options.json {
+            try writeText("{\"shape\": \(jsonString(options.shape)), \"batch\": \(batch), \"context\": \(context), "
+                          + "\"device\": \(jsonString(model.deviceDescription)), \"runs\": [\n"
+                          + rows.joined(separator: ",\n") + "\n]}\n", to: path)
+            let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
+            try writeText(SVGChart.document([
+                SVGChart(title: "Decode step latency, \(options.shape), batch \(batch), context \(context)+",
+                         xLabel: "decode step", yLabel: "ms", series: series),
+            ]), to: picture)
+            say("wrote \(path) and \(picture)")
         }
     }
 }

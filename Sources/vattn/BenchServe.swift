@@ -23,6 +23,8 @@ struct BenchServe: ParsableCommand {
     @Option(help: "Number of requests.") var requests = 32
     @Option(help: "Random seed of the workload.") var seed: UInt64 = 7
     @Option(help: "Where to write the JSON result.") var json: String?
+    @Option(help: "Online serving: requests arrive as a Poisson process at this many per second, and time to first token counts from arrival (default: all at once, offline).")
+    var rate: Double?
 
     func run() throws {
         let (engine, _) = try options.makeEngine()
@@ -30,7 +32,7 @@ struct BenchServe: ParsableCommand {
         let (promptRange, outputRange) = workload == .sharegpt ? (16...384, 16...256) : (512...1536, 32...128)
         let vocab = engine.tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize
         var ids: [Int] = []
-        var outputLengths: [Int: Int] = [:]
+        var pending: [(prompt: [TokenID], parameters: SamplingParameters)] = []
         for _ in 0..<requests {
             let n = min(Int.random(in: promptRange, using: &rng), options.maxContext / 2)
             var prompt: [TokenID] = []
@@ -39,19 +41,37 @@ struct BenchServe: ParsableCommand {
                 if engine.tokenizer?.type(of: t) ?? .normal == .normal { prompt.append(t) }
             }
             let out = min(Int.random(in: outputRange, using: &rng), options.maxContext - n - 1)
-            let id = try engine.add(prompt: prompt, parameters: SamplingParameters(
-                temperature: 0, maxTokens: out, ignoreEOS: true))
-            ids.append(id)
-            outputLengths[id] = out
+            pending.append((prompt, SamplingParameters(temperature: 0, maxTokens: out, ignoreEOS: true)))
         }
-        print("vattn bench serve — \(workload.rawValue), \(requests) requests, model on \(engine.model.deviceDescription), "
+        // Arrival offsets (ns): all at 0 offline; exponential gaps at `rate` online.
+        var clock = 0.0
+        let arrivals: [UInt64] = pending.indices.map { _ in
+            guard let rate else { return 0 }
+            clock += -log(1 - Double(rng.next() >> 11) / 9_007_199_254_740_992) / rate
+            return UInt64(clock * 1e9)
+        }
+        print("vattn bench serve — \(workload.rawValue), \(requests) requests"
+              + (rate.map { " arriving at \(fmt($0, 1))/s (Poisson)" } ?? " at once") + ", model on \(engine.model.deviceDescription), "
               + "KV \(engine.kv.name), \(options.slots) slots, token budget \(engine.configuration.tokenBudget)")
         let start = nowNanos()
         var first: [Int: UInt64] = [:], last: [Int: UInt64] = [:]
         var mappedSum = 0.0, usedSum = 0.0, samples = 0.0
         var timeline: [(t: Double, stepMs: Double, mapped: Double, used: Double)] = []
         var done = 0
-        while engine.hasWork {
+        var arrivalOf: [Int: UInt64] = [:]
+        var next = 0
+        while engine.hasWork || next < pending.count {
+            while next < pending.count, arrivals[next] <= nowNanos() - start {
+                let id = try engine.add(prompt: pending[next].prompt, parameters: pending[next].parameters)
+                ids.append(id)
+                arrivalOf[id] = start + arrivals[next]
+                next += 1
+            }
+            if !engine.hasWork {  // idle until the next arrival
+                let wait = Int64(arrivals[next]) - Int64(nowNanos() - start)
+                if wait > 0 { usleep(UInt32(min(wait / 1000, 1_000_000))) }
+                continue
+            }
             let stepStart = nowNanos()
             let events = try engine.step()
             let now = nowNanos()
@@ -72,7 +92,7 @@ struct BenchServe: ParsableCommand {
         }
         let seconds = Double(nowNanos() - start) / 1e9
         let outputTokens = ids.reduce(0) { $0 + (engine.output(of: $1)?.count ?? 0) }
-        let ttft = Summary(ids.map { Double(first[$0]! - start) / 1e6 })
+        let ttft = Summary(ids.map { Double(first[$0]! - arrivalOf[$0]!) / 1e6 })
         let tpot = Summary(ids.compactMap { id -> Double? in
             let n = engine.output(of: id)!.count
             return n > 1 ? Double(last[id]! - first[id]!) / 1e6 / Double(n - 1) : nil
@@ -89,7 +109,7 @@ struct BenchServe: ParsableCommand {
         print("  KV maps: \(kvEnd.criticalMaps) on the critical path, \(kvEnd.backgroundMaps) in the background; "
               + "time inside kv.step \(fmt(kvStepMs, 1)) ms (\(fmt(kvShare, 2)) % of the run)")
         if let path = json {
-            let text = "{\"workload\": \"\(workload.rawValue)\", \"requests\": \(requests), \"kv\": \(jsonString(engine.kv.name)), "
+            let text = "{\"workload\": \"\(workload.rawValue)\", \"requests\": \(requests), \"rate\": \(rate.map { fmt($0, 2) } ?? "null"), \"kv\": \(jsonString(engine.kv.name)), "
                 + "\"slots\": \(options.slots), \"tokenBudget\": \(engine.configuration.tokenBudget), \"seconds\": \(fmt(seconds)), "
                 + "\"requestsPerSecond\": \(fmt(Double(requests) / seconds)), "
                 + "\"outputTokensPerSecond\": \(fmt(Double(outputTokens) / seconds)), \"ttftMillis\": \(ttft.json), "
@@ -99,7 +119,7 @@ struct BenchServe: ParsableCommand {
                 + "\"kvStepMillis\": \(fmt(kvStepMs, 3))}\n"
             try writeText(text, to: path)
             let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
-            let ttfts = ids.map { Double(first[$0]! - start) / 1e6 }
+            let ttfts = ids.map { Double(first[$0]! - arrivalOf[$0]!) / 1e6 }
             let tpots = ids.compactMap { id -> Double? in
                 let n = engine.output(of: id)!.count
                 return n > 1 ? Double(last[id]! - first[id]!) / 1e6 / Double(n - 1) : nil
@@ -122,3 +142,7 @@ struct BenchServe: ParsableCommand {
 }
 
 func formatBytesShort(_ bytes: Double) -> String { formatBytes(Int(bytes)) }
+
+#if canImport(Glibc)
+import Glibc
+#endif
