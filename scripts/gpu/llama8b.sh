@@ -25,6 +25,17 @@ for part in $PARTS; do
     prompt)
       $BIN bench prompt --shape $SHAPE --kv vattention,paged-16 --lengths 2048,8192,32768,65536 --chunks 0,2048 \
         --json "$OUT/prompt-$SHAPE.json" > "$OUT/prompt-$SHAPE.log" 2>&1 || status=1 ;;
+    mapping)
+      $BIN bench mapping --shape $SHAPE --batch ${MAP_BATCH:-16} --context ${MAP_CONTEXT:-16384} --steps ${MAP_STEPS:-1536} \
+        --json "$OUT/mapping-$SHAPE.json" > "$OUT/mapping-$SHAPE.log" 2>&1 || status=1 ;;
+    online)
+      for r in ${RATES:-8 16 32}; do
+        for kv in ${KVS:-vattention paged}; do
+          $BIN bench serve --backend cuda --dummy-weights --model $SHAPE --kv $kv --slots 256 --max-context 4096 \
+            --token-budget 2048 --workload sharegpt --requests ${ONLINE_REQUESTS:-400} --rate $r \
+            --json "$OUT/online-$SHAPE-$r-$kv.json" > "$OUT/online-$SHAPE-$r-$kv.log" 2>&1 || status=1
+        done
+      done ;;
     serve)
       for w in ${WORKLOADS:-sharegpt arxiv}; do
         for kv in ${KVS:-vattention vattention-mega paged}; do
@@ -40,6 +51,6 @@ for part in $PARTS; do
   esac
 done
 echo "== summary =="
-for f in "$OUT"/decode-*.log "$OUT"/prompt-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v "^  " "$f" | tail -30; }; done
-for f in "$OUT"/serve-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -E "requests/s|TTFT|KV mean|KV maps" "$f"; }; done
+for f in "$OUT"/decode-*.log "$OUT"/prompt-*.log "$OUT"/mapping-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v "^  " "$f" | tail -30; }; done
+for f in "$OUT"/serve-*.log "$OUT"/online-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -E "requests/s|TTFT|KV mean|KV maps" "$f"; }; done
 exit $status
