@@ -53,4 +53,6 @@ done
 echo "== summary =="
 for f in "$OUT"/decode-*.log "$OUT"/prompt-*.log "$OUT"/mapping-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -v "^  " "$f" | tail -30; }; done
 for f in "$OUT"/serve-*.log "$OUT"/online-*.log; do [ -f "$f" ] && { echo "-- $f"; grep -E "requests/s|TTFT|KV mean|KV maps" "$f"; }; done
+# Everything in one archive too (a run returns only a few files).
+tar czf /tmp/all.tgz -C "$OUT" . && mv /tmp/all.tgz "$OUT/all.tgz"
 exit $status
