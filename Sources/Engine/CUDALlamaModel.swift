@@ -187,6 +187,37 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
     /// Capture decode-only steps in CUDA graphs (one per batch bucket, length bucket and KV store), replayed with
     /// new metadata each step: ~300 launches become one. Padded lanes have length 0 and write nothing.
     public var useGraphs = false
+    /// Time each phase of a step with events (plain launches only: turns graphs off), summed over steps in
+    /// `profile` (milliseconds by phase) — where a step's time goes.
+    public var profiling = false { didSet { if profiling { useGraphs = false } } }
+    public private(set) var profile: [String: Double] = [:]
+    public private(set) var profiledSteps = 0
+    private var profileEvents: [CUDAEvent] = []
+    private var marks: [(phase: String, event: CUDAEvent)] = []
+
+    /// Records the end of `phase` (the time since the previous mark is charged to it).
+    private func mark(_ phase: String) throws {
+        guard profiling else { return }
+        if marks.count == profileEvents.count { profileEvents.append(try CUDAEvent(cuda, timing: true)) }
+        let e = profileEvents[marks.count]
+        try e.record(on: stream)
+        marks.append((phase, e))
+    }
+
+    public func resetProfile() {
+        profile = [:]
+        profiledSteps = 0
+    }
+
+    private func collectProfile() throws {
+        guard profiling, marks.count > 1 else { return }
+        for i in 1..<marks.count {
+            profile[marks[i].phase, default: 0] += Double(try marks[i].event.milliseconds(since: marks[i - 1].event))
+        }
+        profiledSteps += 1
+        marks.removeAll()
+    }
+
     /// Graph replays and captures so far.
     public private(set) var graphReplays = 0, graphCaptures = 0
 
@@ -194,11 +225,9 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         let plan = try prepare(chunks, kv: kv, draws: sampling)
         guard plan.tokens > 0 else { return [] }
         try execute(plan, kv: kv)
-        guard plan.logitRows > 0 else {
-            try stream.synchronize()
-            return []
-        }
         try stream.synchronize()
+        try collectProfile()
+        guard plan.logitRows > 0 else { return [] }
         return try sampled.download(Int32.self, count: plan.realRows).map { TokenID($0) }
     }
 
@@ -209,6 +238,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
                                draws: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: want))
         try execute(plan, kv: kv)
         try stream.synchronize()
+        try collectProfile()
         let v = hyperparameters.vocabSize
         let all = try logits.download(Float.self, count: plan.realRows * v)
         return (0..<plan.realRows).map { Array(all[($0 * v)..<(($0 + 1) * v)]) }
@@ -346,13 +376,16 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         let vattention = kv as? VAttentionKVStore
         let scale = 1 / Float(d).squareRoot()
 
+        try mark("start")
         try kernels.embed(table: embeddings.address, tokens: plan.tokensAt, n: n, width: dModel, into: x.address,
                           stream: stream)
         try kernels.addRMSNorm(x: x.address, delta: 0, weight: layers[0].attentionNorm.address, into: h.address,
                                rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
+        try mark("embed + RMSNorm")
         for (l, layer) in layers.enumerated() {
             try blas.linear(input: h.address, .bf16, weight: layer.qkv.address, .bf16, output: qkv.address, .bf16,
                             tokens: n, inFeatures: dModel, outFeatures: qkvDim)
+            try mark("QKV GEMM")
             if let vattention {
                 let kView = vattention.manager.view(layer: l, .key), vView = vattention.manager.view(layer: l, .value)
                 let strided = DeviceStridedKV(keys: UInt64(kView.address), values: UInt64(vView.address),
@@ -362,6 +395,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
                                        headDim: d, positions: plan.positionsAt, slots: plan.ownersAt,
                                        inverseFrequencies: inverseFrequencies.address, q: q.address, kv: strided,
                                        stream: stream)
+                try mark("RoPE + KV append")
                 if let (shape, workspace) = plan.decode {
                     try decodeKernels.decode(query: q.address, kv: strided, slots: plan.decodeSlotsAt,
                                              lengths: plan.decodeLengthsAt, output: attention.address, shape: shape,
@@ -386,6 +420,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
                                        headDim: d, positions: plan.positionsAt, sequences: plan.ownersAt,
                                        inverseFrequencies: inverseFrequencies.address, q: q.address, kv: table,
                                        stream: stream)
+                try mark("RoPE + KV append")
                 if let (shape, workspace) = plan.decode {
                     try decodeKernels.decode(query: q.address, kv: table, lengths: plan.decodeLengthsAt,
                                              output: attention.address, shape: shape, workspace: workspace,
@@ -402,18 +437,25 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
                         headDim: d, dtype: .bf16, scale: scale, stream: stream)
                 }
             }
+            try mark("attention")
             try blas.linear(input: attention.address, .bf16, weight: layer.o.address, .bf16, output: delta.address,
                             .fp32, tokens: n, inFeatures: qDim, outFeatures: dModel)
+            try mark("O GEMM")
             try kernels.addRMSNorm(x: x.address, delta: delta.address, weight: layer.ffnNorm.address, into: h.address,
                                    rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
+            try mark("add + RMSNorm")
             try blas.linear(input: h.address, .bf16, weight: layer.gateUp.address, .bf16, output: gateUp.address,
                             .bf16, tokens: n, inFeatures: dModel, outFeatures: 2 * ffn)
+            try mark("gate|up GEMM")
             try kernels.siluMul(gateUp: gateUp.address, into: activation.address, rows: n, width: ffn, stream: stream)
+            try mark("SiLU·mul")
             try blas.linear(input: activation.address, .bf16, weight: layer.down.address, .bf16,
                             output: delta.address, .fp32, tokens: n, inFeatures: ffn, outFeatures: dModel)
+            try mark("down GEMM")
             let nextNorm = l + 1 < layers.count ? layers[l + 1].attentionNorm : outputNorm!
             try kernels.addRMSNorm(x: x.address, delta: delta.address, weight: nextNorm.address, into: h.address,
                                    rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, stream: stream)
+            try mark("add + RMSNorm")
         }
         let rows = plan.logitRows
         guard rows > 0 else { return }
@@ -421,8 +463,10 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
                                stream: stream)
         try blas.linear(input: lastHidden.address, .bf16, weight: (output ?? embeddings).address, .bf16,
                         output: logits.address, .fp32, tokens: rows, inFeatures: dModel, outFeatures: hp.vocabSize)
+        try mark("LM head")
         try kernels.sample(logits: logits.address, rows: rows, vocab: hp.vocabSize, rowStride: hp.vocabSize,
                            params: plan.paramsAt, into: sampled.address, stream: stream)
+        try mark("sampling")
     }
 
     private struct DecodeWorkspaceKey: Hashable { var batch: Int, length: Int }

@@ -63,6 +63,8 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Batch sizes, comma-separated (those that do not fit in memory are reported and skipped).")
     var batches = "1,2,4,8,16,24,32"
     @Option(help: "Timed decode steps per point.") var steps = 32
+    @Flag(help: "Also time each phase of a step (GEMMs, attention, norms, sampling) with events; plain launches, no graphs.")
+    var profile = false
 
     func run() throws {
         let hp = try options.hyperparameters()
@@ -73,6 +75,7 @@ struct BenchDecode: ParsableCommand {
         let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device, maxTokens: max(maxBatch, 16),
                                        maxRows: maxBatch, compiler: try NVRTC())
         model.useGraphs = options.cudaGraphs
+        model.profiling = profile
         let bytesPerToken = hp.blockCount * 2 * hp.headCountKV * hp.headDim * 2
         say("vattn bench decode — \(options.shape) (dummy bf16 weights, \(model.weightBytes >> 30) GiB) on "
             + "\(model.deviceDescription); context \(context), \(steps) steps per point; KV \(bytesPerToken >> 10) KiB/token; "
@@ -108,6 +111,7 @@ struct BenchDecode: ParsableCommand {
                     tokens = try model.run(chunks, kv: store, sampling: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: b))
                     let t2 = nowNanos()
                     for j in lengths.indices { lengths[j] += 1 }
+                    if i == 3 { model.resetProfile() }
                     if i >= 4 {  // warm-up: kernel first use, workspace allocation
                         stepMs.append(Double(t2 - t0) / 1e6)
                         kvStepUs.append(Double(t1 - t0) / 1e3)
@@ -120,6 +124,12 @@ struct BenchDecode: ParsableCommand {
                 say("\(pad(store.name, 13)) \(pad(b, 6)) \(pad(fmt(s.p50, 2), 12)) \(pad(fmt(s.p99, 2), 7)) "
                     + "\(pad(fmt(tokPerSec, 0), 9)) \(pad(fmt(needMBps, 1), 13)) \(pad(fmt(k.p50, 0) + "/" + fmt(k.max, 0), 18)) "
                     + "\(pad(fmt(setup, 2), 8)) \(formatBytes(mapped))")
+                if profile, model.profiledSteps > 0 {
+                    let perStep = model.profile.mapValues { $0 / Double(model.profiledSteps) }
+                    let total = perStep.values.reduce(0, +)
+                    say("    per step (events, \(model.profiledSteps) steps): " + perStep.sorted { $0.value > $1.value }
+                        .map { "\($0.key) \(fmt($0.value, 3)) ms (\(fmt(100 * $0.value / total, 1))%)" }.joined(separator: ", "))
+                }
                 rows.append("{\"kv\": \(jsonString(store.name)), \"batch\": \(b), \"context\": \(context), "
                             + "\"stepMillis\": \(s.json), \"tokensPerSecond\": \(fmt(tokPerSec, 1)), "
                             + "\"kvNeedMBps\": \(fmt(needMBps, 1)), \"kvStepMicros\": \(k.json), "
