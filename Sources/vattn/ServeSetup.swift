@@ -19,8 +19,8 @@ struct ModelOptions: ParsableArguments {
     var dummySeed: UInt64 = 0
     @Option(help: "KV cache: vattention (contiguous virtual tensors, pages mapped on demand) or paged (block tables, the vLLM baseline).")
     var kv: KVChoice = .vattention
-    @Option(help: "vAttention layout: perLayer (one K and one V tensor per layer) or mega (all layers in one).")
-    var layout: KVCacheSpec.Layout = .perLayer
+    @Option(help: "vAttention layout: perLayer (one K and one V tensor per layer) or mega (all layers in one). Default: mega on a GPU, where pages are 2 MB and per-layer tensors would round every request up by 2 MB per layer and K/V; perLayer on the CPU.")
+    var layout: KVCacheSpec.Layout?
     @Option(name: .customLong("page-kib"), help: "Physical page size for vAttention on the CPU, KiB (any multiple of 4).")
     var pageKiB = 64
     @Option(help: "Block size (tokens) of the paged baseline.")
@@ -141,14 +141,15 @@ struct ModelOptions: ParsableArguments {
         switch (kv, gpu) {
         case (.vattention, nil):
             let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .fp32,
-                                   maxSlots: slots, maxContext: maxContext, pageSize: pageKiB * 1024, layout: layout)
+                                   maxSlots: slots, maxContext: maxContext, pageSize: pageKiB * 1024,
+                                   layout: layout ?? .perLayer)
             return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: HostMemoryBackend(),
                                                                 memoryBudget: budget))
         case (.vattention, let gpu?):
             let backend = try CUDAMemoryBackend(device: gpu.device, stream: gpu.stream)
             let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .bf16,
                                    maxSlots: slots, maxContext: maxContext, pageSize: backend.granularity,
-                                   layout: layout)
+                                   layout: layout ?? .mega)
             return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget))
         case (.paged, nil):
             return PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,

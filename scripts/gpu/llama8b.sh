@@ -30,8 +30,13 @@ for part in $PARTS; do
         --json "$OUT/mapping-$SHAPE.json" > "$OUT/mapping-$SHAPE.log" 2>&1 || status=1 ;;
     online)
       for r in ${RATES:-8 16 32}; do
-        for kv in ${KVS:-vattention paged}; do
-          $BIN bench serve --backend cuda --dummy-weights --model $SHAPE --kv $kv --slots 256 --max-context 4096 \
+        for kv in ${KVS:-vattention vattention-mega paged}; do
+          case $kv in
+            vattention-mega) args="--kv vattention --layout mega" ;;
+            vattention) args="--kv vattention --layout perLayer" ;;
+            *) args="--kv $kv" ;;
+          esac
+          $BIN bench serve --backend cuda --dummy-weights --model $SHAPE $args --slots 256 --max-context 4096 \
             --token-budget 2048 --workload sharegpt --requests ${ONLINE_REQUESTS:-400} --rate $r \
             --json "$OUT/online-$SHAPE-$r-$kv.json" > "$OUT/online-$SHAPE-$r-$kv.log" 2>&1 || status=1
         done
@@ -41,6 +46,7 @@ for part in $PARTS; do
         for kv in ${KVS:-vattention vattention-mega paged}; do
           case $kv in
             vattention-mega) args="--kv vattention --layout mega" ;;
+            vattention) args="--kv vattention --layout perLayer" ;;
             *) args="--kv $kv" ;;
           esac
           $BIN bench serve --backend cuda --dummy-weights --model $SHAPE $args --slots 256 --max-context 4096 \
