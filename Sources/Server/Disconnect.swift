@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdCore
 import NIOCore
+import Synchronization
 
 /// The request context of the server: Hummingbird's basic one plus the connection's channel, so a handler that
 /// waits for a whole (non-streaming) generation learns when its client goes away.
@@ -13,10 +14,35 @@ public struct ServerRequestContext: RequestContext {
         channel = source.channel
     }
 
-    /// Calls `action` once when the connection closes (at once if it already has). Only real sockets close: the
-    /// router test framework's in-memory channel never does.
+    /// Calls `action` once when the connection closes (at once if it already has), unless a later request on the
+    /// same connection replaces it first. Only real sockets close: the router test framework's in-memory channel
+    /// never does.
     func onDisconnect(_ action: @escaping @Sendable () -> Void) {
-        channel.closeFuture.whenComplete { _ in action() }
+        DisconnectActions.shared.set(action, for: channel)
+    }
+}
+
+/// The cancel action of the request each connection is serving now. A connection gets one close callback, with its
+/// first request; a later request on the same keep-alive connection replaces the action (HTTP/1.1 serves requests one
+/// after another, so the earlier one has finished), so nothing piles up per request on a long-lived connection.
+final class DisconnectActions: Sendable {
+    static let shared = DisconnectActions()
+    private let actions = Mutex<[ObjectIdentifier: @Sendable () -> Void]>([:])
+
+    /// Whether `channel` has an action registered (for tests).
+    func isWatching(_ channel: any Channel) -> Bool { actions.withLock { $0[ObjectIdentifier(channel)] != nil } }
+
+    func set(_ action: @escaping @Sendable () -> Void, for channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        let first = actions.withLock { a in
+            defer { a[id] = action }
+            return a[id] == nil
+        }
+        guard first else { return }
+        channel.closeFuture.whenComplete { _ in
+            let action = self.actions.withLock { $0.removeValue(forKey: id) }
+            action?()
+        }
     }
 }
 
