@@ -1,5 +1,6 @@
 import CUDADriver
 import CUDAKernels
+import Kernels
 import Model
 import VAttention
 #if canImport(Glibc)
@@ -115,7 +116,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             for t in ts {
                 for i in 0..<t.rowCount {
                     let row = t.dequantizeRow(i)
-                    for j in 0..<cols { host[(r + i) * cols + j] = bf16(row[j]) }
+                    for j in 0..<cols { host[(r + i) * cols + j] = bf16Bits(row[j]) }
                 }
                 r += t.rowCount
             }
@@ -496,11 +497,3 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
 extension Int {
     var nextPowerOfTwo: Int { self <= 1 ? 1 : 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount) }
 }
-
-/// Round to nearest even, as PyTorch's `.to(torch.bfloat16)` (NaN stays NaN).
-@inline(__always) func bf16(_ f: Float) -> UInt16 {
-    let b = f.bitPattern
-    if f.isNaN { return UInt16(b >> 16) | 0x40 }
-    return UInt16((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
-}
-
