@@ -19,32 +19,15 @@ public struct GGUFTensor: @unchecked Sendable {
     }
 
     /// The raw bytes of row `i` (no copy).
-    public func rowData(_ i: Int) -> UnsafeRawBufferPointer {
-        precondition(i >= 0 && i < rowCount, "row \(i) out of range 0..<\(rowCount) for tensor '\(name)'")
-        let rb = info.rowBytes
-        let start = info.fileOffset + i * rb
-        return UnsafeRawBufferPointer(rebasing: file.bytes[start..<(start + rb)])
-    }
+    public func rowData(_ i: Int) -> UnsafeRawBufferPointer { weightTensor.rowData(i) }
 
     /// Row `i` converted to Float32.
-    public func dequantizeRow(_ i: Int) -> [Float] {
-        let n = rowLength
-        let raw = rowData(i)
-        return [Float](unsafeUninitializedCapacity: n) { out, count in
-            Quant.dequantize(type, raw, into: out.baseAddress!, count: n)
-            count = n
-        }
-    }
+    public func dequantizeRow(_ i: Int) -> [Float] { weightTensor.dequantizeRow(i) }
 
     /// Dot product of row `i` with `x` (x.count must equal rowLength), computed from the quantized data.
-    public func dot(row i: Int, _ x: UnsafeBufferPointer<Float>) -> Float {
-        precondition(x.count == rowLength, "vector length \(x.count) != row length \(rowLength)")
-        return Quant.dot(type, rowData(i), x.baseAddress!, count: rowLength)
-    }
+    public func dot(row i: Int, _ x: UnsafeBufferPointer<Float>) -> Float { weightTensor.dot(row: i, x) }
 
-    public func dot(row i: Int, _ x: [Float]) -> Float {
-        x.withUnsafeBufferPointer { dot(row: i, $0) }
-    }
+    public func dot(row i: Int, _ x: [Float]) -> Float { weightTensor.dot(row: i, x) }
 
     /// y[r] = row_r · x for all rows (CPU matvec reference).
     public func matvec(_ x: [Float]) -> [Float] {
