@@ -306,9 +306,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         var draw = draws.makeIterator()
         for (i, c) in chunks.enumerated() where c.wantsLogits {  // logits rows in the caller's chunk order
             wanted.append(Int32(plan.rowOfChunk[i] + c.tokens.count - 1))
-            let p = draw.next()!
-            params += [Int32(bitPattern: p.parameters.temperature.bitPattern), Int32(p.parameters.topK),
-                       Int32(bitPattern: p.parameters.topP.bitPattern), Int32(bitPattern: p.uniform)]
+            params += draw.next()!.kernelArguments
         }
         plan.realRows = wanted.count
         var decodeSlots = plan.order.prefix(plan.decodes).map { Int32(chunks[$0].slot) }
@@ -317,7 +315,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         for lane in plan.decodes..<max(lanes, plan.decodes) {
             tokens.append(0); positions.append(-1); owners.append(Int32(paged != nil ? lane : 0))
             decodeSlots.append(0); decodeLengths.append(0)
-            wanted.append(Int32(lane)); params += [0, 0, 0, 0]
+            wanted.append(Int32(lane)); params += TokenDraw(parameters: .greedy, uniform: 0).kernelArguments
         }
         if lanes > plan.decodes { plan.tokens = lanes; plan.decodes = lanes }
         plan.logitRows = wanted.count

@@ -24,6 +24,15 @@ public struct TokenDraw: Sendable {
     }
 }
 
+extension TokenDraw {
+    /// This draw as one row of the GPU sampler's parameter array (`sample_tokens` in llama.cu): temperature bits,
+    /// top-k, top-p bits, the 24-bit draw.
+    public var kernelArguments: [Int32] {
+        [Int32(bitPattern: parameters.temperature.bitPattern), Int32(parameters.topK),
+         Int32(bitPattern: parameters.topP.bitPattern), Int32(bitPattern: uniform)]
+    }
+}
+
 extension CPULlamaModel: ModelRunner {
     public var deviceDescription: String { "cpu" }
 

@@ -202,10 +202,7 @@ struct CheckModel: ParsableCommand {
             let l = try DeviceBuffer(cuda, byteCount: logits.count * 4)
             try l.upload(logits)
             let params = try DeviceBuffer(cuda, byteCount: rows * 16)
-            try params.upload(draws.flatMap { d -> [Int32] in
-                [Int32(bitPattern: d.parameters.temperature.bitPattern), Int32(d.parameters.topK),
-                 Int32(bitPattern: d.parameters.topP.bitPattern), Int32(bitPattern: d.uniform)]
-            })
+            try params.upload(draws.flatMap(\.kernelArguments))
             let out = try DeviceBuffer(cuda, byteCount: rows * 4)
             try out.upload([Int32](repeating: -1, count: rows))
             try kernels.sample(logits: l.address, rows: rows, vocab: vocab, rowStride: vocab, params: params.address,
@@ -235,8 +232,8 @@ struct CheckModel: ParsableCommand {
         try l.upload(Array((0..<rows).map { _ in logits }.joined()))
         let params = try DeviceBuffer(cuda, byteCount: rows * 16)
         try params.upload((0..<rows).flatMap { _ -> [Int32] in
-            [Int32(bitPattern: Float(1).bitPattern), 0, Int32(bitPattern: Float(1).bitPattern),
-             Int32(bitPattern: UInt32(truncatingIfNeeded: rng.next() >> 40))]
+            TokenDraw(parameters: SamplingParameters(temperature: 1),
+                      uniform: UInt32(truncatingIfNeeded: rng.next() >> 40)).kernelArguments
         })
         let out = try DeviceBuffer(cuda, byteCount: rows * 4)
         try kernels.sample(logits: l.address, rows: rows, vocab: vocab, rowStride: vocab, params: params.address,
