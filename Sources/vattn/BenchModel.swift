@@ -29,24 +29,27 @@ struct GPUModelBenchOptions: ParsableArguments {
 
     var kinds: [String] { kv.split(separator: ",").map(String.init) }
 
+    /// The dummy-weight model of `shape` on the first GPU, for steps of up to `maxTokens` tokens and `maxRows` rows.
+    func makeModel(maxTokens: Int, maxRows: Int) throws -> CUDALlamaModel {
+        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: try hyperparameters(), seed: 0),
+                                       device: try CUDADevice(try CUDA.load()), maxTokens: maxTokens,
+                                       maxRows: maxRows, compiler: try NVRTC())
+        model.useGraphs = cudaGraphs
+        return model
+    }
+
     func makeStore(_ kind: String, _ model: CUDALlamaModel, slots: Int, maxContext: Int,
                    policy: MapAheadPolicy = MapAheadPolicy()) throws -> any KVStore {
-        let hp = model.hyperparameters
         let budget = Int(Double(try model.device.memoryInfo().free) * kvShare)
         if kind == "vattention" {
-            let backend = try CUDAMemoryBackend(device: model.device, stream: model.stream)
-            let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .bf16,
-                                   maxSlots: slots, maxContext: maxContext, pageSize: backend.granularity,
-                                   layout: layout)
-            return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget,
-                                                                policy: policy))
+            return try model.makeKVStore(pagedBlockSize: nil, layout: layout, slots: slots, maxContext: maxContext,
+                                         budget: budget, policy: policy)
         }
         guard kind.hasPrefix("paged-"), let block = Int(kind.dropFirst(6)) else {
             throw ValidationError("unknown KV store \(kind): vattention, paged-16, paged-256")
         }
-        return try PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
-                                elementType: .bf16, slots: slots, maxContext: maxContext, blockSize: block,
-                                memoryBudget: budget, device: model.device.cuda)
+        return try model.makeKVStore(pagedBlockSize: block, layout: layout, slots: slots, maxContext: maxContext,
+                                     budget: budget)
     }
 }
 
@@ -70,11 +73,7 @@ struct BenchDecode: ParsableCommand {
         let hp = try options.hyperparameters()
         let batchSizes = batches.split(separator: ",").compactMap { Int($0) }
         let maxBatch = batchSizes.max() ?? 1
-        let cuda = try CUDA.load()
-        let device = try CUDADevice(cuda)
-        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device, maxTokens: max(maxBatch, 16),
-                                       maxRows: maxBatch, compiler: try NVRTC())
-        model.useGraphs = options.cudaGraphs
+        let model = try options.makeModel(maxTokens: max(maxBatch, 16), maxRows: maxBatch)
         model.profiling = profile
         let bytesPerToken = hp.blockCount * 2 * hp.headCountKV * hp.headDim * 2
         say("vattn bench decode — \(options.shape) (dummy bf16 weights, \(model.weightBytes >> 30) GiB) on "
@@ -159,10 +158,7 @@ struct BenchPrompt: ParsableCommand {
         let chunkSizes = chunks.split(separator: ",").compactMap { Int($0) }
         let longest = promptLengths.max() ?? 2048
         let biggestStep = chunkSizes.map { $0 == 0 ? longest : $0 }.max() ?? longest
-        let cuda = try CUDA.load()
-        let device = try CUDADevice(cuda)
-        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device, maxTokens: biggestStep,
-                                       maxRows: 1, compiler: try NVRTC())
+        let model = try options.makeModel(maxTokens: biggestStep, maxRows: 1)
         say("vattn bench prompt — \(options.shape) (dummy bf16 weights) on \(model.deviceDescription)")
         say("kv            chunk   length  seconds   tok/s    TFLOP/s(model)")
         var rows: [String] = []
@@ -225,12 +221,7 @@ struct BenchMapping: ParsableCommand {
     @Option(help: "Decode steps timed (each adds a token to every sequence).") var steps = 2048
 
     func run() throws {
-        let hp = try options.hyperparameters()
-        let cuda = try CUDA.load()
-        let device = try CUDADevice(cuda)
-        let model = try CUDALlamaModel(weights: DummyWeights(hyperparameters: hp, seed: 0), device: device,
-                                       maxTokens: max(batch, 16), maxRows: batch, compiler: try NVRTC())
-        model.useGraphs = options.cudaGraphs
+        let model = try options.makeModel(maxTokens: max(batch, 16), maxRows: batch)
         say("vattn bench mapping — \(options.shape) on \(model.deviceDescription); batch \(batch), context \(context) "
             + "→ \(context + steps), layout \(options.layout)")
         say("mapper       step ms p50   p99    max     kv.step ms p50  p99    max     critical maps  background maps")

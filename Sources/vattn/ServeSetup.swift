@@ -146,20 +146,36 @@ struct ModelOptions: ParsableArguments {
             return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: HostMemoryBackend(),
                                                                 memoryBudget: budget))
         case (.vattention, let gpu?):
-            let backend = try CUDAMemoryBackend(device: gpu.device, stream: gpu.stream)
-            let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .bf16,
-                                   maxSlots: slots, maxContext: maxContext, pageSize: backend.granularity,
-                                   layout: layout ?? .mega)
-            return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget))
+            return try gpu.makeKVStore(pagedBlockSize: nil, layout: layout ?? .mega, slots: slots,
+                                       maxContext: maxContext, budget: budget)
         case (.paged, nil):
             return PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
                                 elementType: .fp32, slots: slots, maxContext: maxContext, blockSize: blockSize,
                                 memoryBudget: budget)
         case (.paged, let gpu?):
-            return try PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
-                                    elementType: .bf16, slots: slots, maxContext: maxContext, blockSize: blockSize,
-                                    memoryBudget: budget, device: gpu.device.cuda)
+            return try gpu.makeKVStore(pagedBlockSize: blockSize, layout: .perLayer, slots: slots,
+                                       maxContext: maxContext, budget: budget)
         }
+    }
+}
+
+extension CUDALlamaModel {
+    /// A KV store on this model's GPU, K/V in bf16: vAttention (cuMem* pages of the device's granularity, mapped on
+    /// demand, in `layout`) when `pagedBlockSize` is nil, else the paged baseline (device pools, blocks of that many
+    /// tokens).
+    func makeKVStore(pagedBlockSize: Int?, layout: KVCacheSpec.Layout, slots: Int, maxContext: Int, budget: Int,
+                     policy: MapAheadPolicy = MapAheadPolicy()) throws -> any KVStore {
+        let hp = hyperparameters
+        if let pagedBlockSize {
+            return try PagedKVStore(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
+                                    elementType: .bf16, slots: slots, maxContext: maxContext,
+                                    blockSize: pagedBlockSize, memoryBudget: budget, device: device.cuda)
+        }
+        let backend = try CUDAMemoryBackend(device: device, stream: stream)
+        let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: .bf16,
+                               maxSlots: slots, maxContext: maxContext, pageSize: backend.granularity, layout: layout)
+        return VAttentionKVStore(manager: try KVCacheManager(spec: spec, backend: backend, memoryBudget: budget,
+                                                            policy: policy))
     }
 }
 
