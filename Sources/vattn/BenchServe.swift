@@ -92,11 +92,12 @@ struct BenchServe: ParsableCommand {
         }
         let seconds = Double(nowNanos() - start) / 1e9
         let outputTokens = ids.reduce(0) { $0 + (engine.output(of: $1)?.count ?? 0) }
-        let ttft = Summary(ids.map { Double(first[$0]! - arrivalOf[$0]!) / 1e6 })
-        let tpot = Summary(ids.compactMap { id -> Double? in
+        let ttfts = ids.map { Double(first[$0]! - arrivalOf[$0]!) / 1e6 }
+        let tpots = ids.compactMap { id -> Double? in
             let n = engine.output(of: id)!.count
             return n > 1 ? Double(last[id]! - first[id]!) / 1e6 / Double(n - 1) : nil
-        })
+        }
+        let ttft = Summary(ttfts), tpot = Summary(tpots)
         let stats = engine.stats
         print("  requests/s \(fmt(Double(requests) / seconds, 3)), output tok/s \(fmt(Double(outputTokens) / seconds, 1)), "
               + "total tok/s \(fmt(Double(stats.tokensComputed) / seconds, 1)), wall \(fmt(seconds, 1)) s")
@@ -119,11 +120,6 @@ struct BenchServe: ParsableCommand {
                 + "\"kvStepMillis\": \(fmt(kvStepMs, 3))}\n"
             try writeText(text, to: path)
             let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
-            let ttfts = ids.map { Double(first[$0]! - arrivalOf[$0]!) / 1e6 }
-            let tpots = ids.compactMap { id -> Double? in
-                let n = engine.output(of: id)!.count
-                return n > 1 ? Double(last[id]! - first[id]!) / 1e6 / Double(n - 1) : nil
-            }
             try writeText(SVGChart.document([
                 SVGChart(title: "KV memory over time (\(engine.kv.name))", xLabel: "seconds", yLabel: "MiB", series: [
                     .init(name: "mapped", points: timeline.map { ($0.t, $0.mapped / 1048576) }),
