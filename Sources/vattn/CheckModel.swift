@@ -32,7 +32,10 @@ struct CheckModel: ParsableCommand {
     struct Fixture: Decodable { var oracle: String; var cases: [Case] }
 
     func run() throws {
-        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(try readAll(fixture)))
+        let fixtureFile = try MappedFile(path: fixture)
+        let fixture = try withExtendedLifetime(fixtureFile) {
+            try JSONDecoder().decode(Fixture.self, from: Data(fixtureFile.bytes))
+        }
         let store = ModelStore()
         guard let path = model.hasSuffix(".gguf") ? model : try store.locate(model) else {
             throw ValidationError("\(model) is not in the model cache: run `vattn models pull \(model)`")
@@ -261,19 +264,6 @@ struct CheckModel: ParsableCommand {
 func say(_ line: String) {
     print(line)
     fflush(nil)
-}
-
-func readAll(_ path: String) throws -> [UInt8] {
-    guard let f = fopen(path, "rb") else { throw ValidationError("cannot open \(path)") }
-    defer { fclose(f) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = fread(&buffer, 1, buffer.count, f)
-        if n <= 0 { break }
-        bytes += buffer[0..<n]
-    }
-    return bytes
 }
 
 #if canImport(Glibc)
