@@ -188,17 +188,24 @@ public final class LLMEngine {
             running.append(r)
             batch.append((r, chunk(r, budget: &budget)))
         }
-        while admitting, budget > 0, let r = waiting.first, running.count < configuration.maxRunning,
-              kv.canAdmit(tokens: min(r.length, kv.maxContext))
-        {
-            guard let slot = try? kv.allocateSlot(expectedLength: r.length + r.parameters.maxTokens) else { break }
-            waiting.removeFirst()
-            r.slot = slot
-            r.cached = 0
+        while admitting, budget > 0, let r = admitNext() {
             running.append(r)
             batch.append((r, chunk(r, budget: &budget)))
         }
         return batch
+    }
+
+    /// The first waiting request with a KV slot of its own, if one may run (a free place under `maxRunning`, and
+    /// memory for its prompt); it leaves the queue.
+    private func admitNext() -> Request? {
+        guard let r = waiting.first, running.count + admitted.count < configuration.maxRunning,
+              kv.canAdmit(tokens: min(r.length, kv.maxContext)),
+              let slot = try? kv.allocateSlot(expectedLength: r.length + r.parameters.maxTokens)
+        else { return nil }
+        waiting.removeFirst()
+        r.slot = slot
+        r.cached = 0
+        return r
     }
 
     private func chunk(_ r: Request, budget: inout Int) -> SequenceChunk {
@@ -215,16 +222,10 @@ public final class LLMEngine {
         guard kv.mapsOnDemand, admitted.isEmpty else { return }
         // Next step's decodes come first (about one token per running request).
         var budget = configuration.tokenBudget - running.count
-        while budget > 0, let r = waiting.first, running.count + admitted.count < configuration.maxRunning,
-              kv.canAdmit(tokens: min(r.length, kv.maxContext)),
-              let slot = try? kv.allocateSlot(expectedLength: r.length + r.parameters.maxTokens)
-        {
-            waiting.removeFirst()
-            r.slot = slot
-            r.cached = 0
+        while budget > 0, let r = admitNext() {
             admitted.append(r)
             let first = min(r.length, budget)
-            try kv.prepare(slot, tokens: first)
+            try kv.prepare(r.slot!, tokens: first)
             budget -= first
         }
     }
