@@ -260,11 +260,8 @@ struct CheckModel: ParsableCommand {
     }
 }
 
-/// Prints and flushes at once: a trap must not swallow what was printed before it.
-func say(_ line: String) {
-    print(line)
-    fflush(nil)
-}
+/// A line to standard output, unbuffered: a trap must not swallow what was printed before it.
+func say(_ line: String) { writeOut(line + "\n") }
 
 #if canImport(Glibc)
 import Glibc
