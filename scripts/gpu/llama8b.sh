@@ -16,6 +16,14 @@ PARTS=${PARTS:-decode prompt serve}
   echo "date: $(date -u +%FT%TZ)"; echo "commit: $(cat .gpu/COMMIT)"; echo "shape: $SHAPE"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 } | tee "$OUT/env.txt"
+# vattention = per-layer layout (the paper's), vattention-mega = one tensor for all layers, paged = block tables.
+kv_args() {
+  case $1 in
+    vattention-mega) echo "--kv vattention --layout mega" ;;
+    vattention) echo "--kv vattention --layout perLayer" ;;
+    *) echo "--kv $1" ;;
+  esac
+}
 status=0
 for part in $PARTS; do
   case $part in
@@ -31,11 +39,7 @@ for part in $PARTS; do
     online)
       for r in ${RATES:-8 16 32}; do
         for kv in ${KVS:-vattention vattention-mega paged}; do
-          case $kv in
-            vattention-mega) args="--kv vattention --layout mega" ;;
-            vattention) args="--kv vattention --layout perLayer" ;;
-            *) args="--kv $kv" ;;
-          esac
+          args=$(kv_args $kv)
           $BIN bench serve --backend cuda --dummy-weights --model $SHAPE $args --slots 256 --max-context 4096 \
             --token-budget 2048 --workload sharegpt --requests ${ONLINE_REQUESTS:-400} --rate $r \
             --json "$OUT/online-$SHAPE-$r-$kv.json" > "$OUT/online-$SHAPE-$r-$kv.log" 2>&1 || status=1
@@ -44,11 +48,7 @@ for part in $PARTS; do
     serve)
       for w in ${WORKLOADS:-sharegpt arxiv}; do
         for kv in ${KVS:-vattention vattention-mega paged}; do
-          case $kv in
-            vattention-mega) args="--kv vattention --layout mega" ;;
-            vattention) args="--kv vattention --layout perLayer" ;;
-            *) args="--kv $kv" ;;
-          esac
+          args=$(kv_args $kv)
           $BIN bench serve --backend cuda --dummy-weights --model $SHAPE $args --slots 256 --max-context 4096 \
             --token-budget 2048 --workload $w --requests ${REQUESTS:-1000} \
             --json "$OUT/serve-$SHAPE-$w-$kv.json" > "$OUT/serve-$SHAPE-$w-$kv.log" 2>&1 || status=1
