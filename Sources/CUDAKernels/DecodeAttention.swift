@@ -68,15 +68,15 @@ public struct DecodeShape: Sendable, Hashable {
     /// Merge the split partials inside the split kernel (the last warp of each (sequence, KV head) to finish merges,
     /// through a self-resetting counter in the workspace) instead of a separate merge launch. One launch per call.
     public var fusedMerge = false
-
     public var group: Int { qHeads / kvHeads }
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
     /// Dynamic shared memory of one split-kernel block (one warp).
-    public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, group: group, headDim: headDim) }
+    public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, headDim: headDim) }
 
-    public static func sharedBytes(stages: Int, group: Int, headDim: Int) -> Int {
-        stages * 2 * 32 * (2 * headDim + 16) + group * headDim * 4 + group * 32 * 4
-    }
+    /// `stages` K and V tiles of 32 tokens, rows padded by 16 bytes (conflict-free ldmatrix).
+    public static func sharedBytes(stages: Int, headDim: Int) -> Int { stages * 2 * 32 * (2 * headDim + 16) }
+
+    var kernelPrefix: String { "decode_partial_\(fusedMerge && maxSplits > 1 ? "fused_" : "")" }
 
     /// `chunk: nil` picks the split size from a wave model: one-warp blocks, `warpsPerSM` of them resident (shared
     /// memory bound); every split costs its tokens plus a fixed ~64-token start-up; the kernel takes
@@ -98,7 +98,7 @@ public struct DecodeShape: Sendable, Hashable {
             precondition(chunk > 0 && chunk % 32 == 0, "chunk must be a positive multiple of 32")
             self.chunk = chunk
         } else {
-            let smem = DecodeShape.sharedBytes(stages: stages, group: qHeads / kvHeads, headDim: headDim)
+            let smem = DecodeShape.sharedBytes(stages: stages, headDim: headDim)
             let resident = multiprocessors * max(1, min(32, sharedPerSM / (smem + 1024)))
             let pairs = batch * kvHeads
             var best = (cost: Int.max, chunk: maxLength)
@@ -181,7 +181,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         let fused = shape.fusedMerge && shape.maxSplits > 1
-        let name = "decode_partial_\(fused ? "fused_" : "")strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        let name = "\(shape.kernelPrefix)strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
@@ -206,7 +206,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
         let fused = shape.fusedMerge && shape.maxSplits > 1
-        let name = "decode_partial_\(fused ? "fused_" : "")paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        let name = "\(shape.kernelPrefix)paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),

@@ -17,19 +17,34 @@ public enum PrefillKV: Sendable {
 }
 
 /// A compiled tile configuration: `warps` warps per block, each owning `rowTiles`×16 query rows; K/V stream through
-/// shared memory `keyTile` tokens at a time through a `stages`-deep cp.async ring.
+/// shared memory `keyTile` tokens at a time through a `stages`-deep cp.async ring. `wgmmaBlocks > 0`: the Hopper
+/// kernel (two warpgroups on warpgroup MMA, 128 rows, 64-token tiles, 2 stages), its registers fitted for that many
+/// resident blocks per SM.
 public struct PrefillConfig: Hashable, Sendable, CustomStringConvertible {
     public var warps: Int
     public var rowTiles: Int
     public var keyTile: Int
     public var stages: Int
+    public var wgmmaBlocks: Int
     public init(_ warps: Int, _ rowTiles: Int, _ keyTile: Int, _ stages: Int) {
         self.warps = warps; self.rowTiles = rowTiles; self.keyTile = keyTile; self.stages = stages
+        wgmmaBlocks = 0
     }
+    /// The warpgroup-MMA kernel (sm_90a).
+    public static func wgmma(blocksPerSM: Int) -> PrefillConfig {
+        var c = PrefillConfig(8, 1, 64, 2)
+        c.wgmmaBlocks = blocksPerSM
+        return c
+    }
+    public var isWGMMA: Bool { wgmmaBlocks > 0 }
     public var rowsPerBlock: Int { 16 * warps * rowTiles }
-    public var description: String { "w\(warps)m\(rowTiles)n\(keyTile)s\(stages)" }
-    /// Q tile + `stages` K and V tiles.
-    public func sharedBytes(headDim: Int) -> Int { (rowsPerBlock + 2 * stages * keyTile) * headDim * 2 }
+    public var description: String {
+        isWGMMA ? "wg2n64b\(wgmmaBlocks)" : "w\(warps)m\(rowTiles)n\(keyTile)s\(stages)"
+    }
+    /// Q tile + `stages` K and V tiles (+ 1 KB to align the wgmma kernel's tiles to 1024 bytes).
+    public func sharedBytes(headDim: Int) -> Int {
+        (rowsPerBlock + 2 * stages * keyTile) * headDim * 2 + (isWGMMA ? 1024 : 0)
+    }
 }
 
 /// The FlashAttention-2-style causal prefill kernels of `cuda/prefill_attention.cu`, compiled once for the device.
@@ -37,13 +52,18 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
     public let module: CUDAModule
     private var functions: [String: CUDAFunction] = [:]
     public static let headDims = [64, 128]
+    /// The device runs the warpgroup-MMA kernels (compute capability 9.0: compiled for sm_90a).
+    public let hopper: Bool
 
     public init(device: CUDADevice, compiler: NVRTC) throws {
-        module = try loadKernelModule("prefill_attention.cu", device: device, compiler: compiler)
+        let architecture = try device.architecture()
+        hopper = architecture == "sm_90"
+        module = try loadKernelModule("prefill_attention.cu", device: device, compiler: compiler,
+                                      architecture: hopper ? "sm_90a" : architecture)
         for dtype in AttentionElement.allCases {
             for d in Self.headDims {
                 for paged in [false, true] {
-                    for config in Self.configs(dtype: dtype, headDim: d) {
+                    for config in configs(dtype: dtype, headDim: d) {
                         let name = Self.kernelName(dtype: dtype, headDim: d, config: config, paged: paged)
                         let f = try module.function(name)
                         let bytes = config.sharedBytes(headDim: d)
@@ -55,9 +75,20 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
         }
     }
 
-    /// Tile configurations compiled for a dtype and head dim (must match the instantiations in the .cu file); the
-    /// first is the default.
-    public static func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
+    /// Tile configurations compiled for a dtype and head dim on this device (must match the instantiations in the
+    /// .cu file); the first is the default.
+    public func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
+        guard hopper else { return Self.mmaConfigs(dtype: dtype, headDim: headDim) }
+        let wgmma: [PrefillConfig] = switch (dtype, headDim) {
+        case (.bf16, 128): [.wgmma(blocksPerSM: 1), .wgmma(blocksPerSM: 2)]
+        case (.fp16, 128): [.wgmma(blocksPerSM: 1)]
+        default: [.wgmma(blocksPerSM: 2)]
+        }
+        return wgmma + Self.mmaConfigs(dtype: dtype, headDim: headDim)
+    }
+
+    /// The mma.sync configurations (any architecture from sm_80).
+    public static func mmaConfigs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
         switch (dtype, headDim) {
         case (.bf16, 128):
             // w4m2n64s2 first: the fastest or within 1% of it in every case of the 2026-11-22 H100 bench.
@@ -79,7 +110,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
     public func launch(query: UInt64, output: UInt64, kv: PrefillKV, chunkLength: Int, offset: Int,
                        qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionElement, scale: Float,
                        config: PrefillConfig? = nil, stream: CUDAStream?) throws {
-        let config = config ?? Self.configs(dtype: dtype, headDim: headDim)[0]
+        let config = config ?? configs(dtype: dtype, headDim: headDim)[0]
         precondition(Self.headDims.contains(headDim), "head dim \(headDim) not compiled (64, 128)")
         precondition(qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0, "qHeads must be a multiple of kvHeads")
         precondition(offset >= 0 && chunkLength >= 0)

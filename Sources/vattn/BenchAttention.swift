@@ -32,7 +32,7 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Override the split size (tokens, multiple of 32).")
     var chunk: Int?
     @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
-    var stages = "4"
+    var stages = "3"
     @Option(help: "Storages to run: contiguous-perLayer, contiguous-mega, paged-16, paged-256 (comma separated).")
     var storages = "contiguous-perLayer,contiguous-mega,paged-16,paged-256"
     @Option(help: "Where to write the JSON result.")

@@ -85,7 +85,7 @@ struct BenchPrefill: ParsableCommand {
             for (name, n, offset) in cases {
                 // The chunk's queries are the last n positions: use the tail of the query buffer.
                 let q = query.address + UInt64((maxContext - n) * qHeads * d * 2)
-                for config in PrefillAttentionKernels.configs(dtype: dtype, headDim: d) {
+                for config in kernels.configs(dtype: dtype, headDim: d) {
                     func launch() throws {
                         try kernels.launch(query: q, output: output.address, kv: kv, chunkLength: n, offset: offset,
                                            qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype, scale: scale,

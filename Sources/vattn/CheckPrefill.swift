@@ -181,7 +181,7 @@ struct CheckPrefill: ParsableCommand {
                             worst[key] = max(worst[key] ?? 0, nans > 0 ? .infinity : rel)
                         }
 
-                        let configs = PrefillAttentionKernels.configs(dtype: dtype, headDim: d)
+                        let configs = kernels.configs(dtype: dtype, headDim: d)
                         for (layout, m, slot) in managers {
                             // The slot is backed to maxContext; NaN past the chunk: reading beyond kvLen must not leak.
                             let nanRows = [UInt16](repeating: PrefillSupport.nanBits, count: 64 * rowElements)

@@ -19,9 +19,9 @@ struct DecodeShapeTests {
 
     @Test("shared memory per one-warp block fits Hopper's 227 KB and matches the kernel's layout")
     func sharedMemory() {
-        // stages × (K + V) × 32 rows × (2·d + 16 pad) + q (G·d fp32) + p (G·32 fp32)
-        #expect(DecodeShape.sharedBytes(stages: 3, group: 4, headDim: 128) == 3 * 2 * 32 * 272 + 4 * 128 * 4 + 4 * 32 * 4)
-        #expect(DecodeShape.sharedBytes(stages: 8, group: 8, headDim: 128) <= 232_448)
+        // stages × (K + V) × 32 rows × (2·d + 16 pad)
+        #expect(DecodeShape.sharedBytes(stages: 3, headDim: 128) == 3 * 2 * 32 * 272)
+        #expect(DecodeShape.sharedBytes(stages: 8, headDim: 128) <= 232_448)
     }
 
     @Test("a long single sequence is split across the GPU; a large batch keeps one split per sequence")

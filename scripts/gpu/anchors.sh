@@ -3,7 +3,7 @@
 # side-by-side table printed last. Expects .gpu/vattn (scripts/gpu/build.sh) and the FlashInfer wheels in .whl/
 # (carried). Logs and JSON go to $W (default /tmp/anchors-out); after every step they are packed into
 # $OUT/anchors-logs.tar.gz (the device tool brings back at most 8 files), and the table is also written to $OUT/table.md.
-#   checks:  vattn check cuda (incl. the CUDA graph case), vattn check attention
+#   checks:  vattn check cuda (incl. the CUDA graph case), vattn check attention, vattn check prefill
 #   ours:    vattn bench attention (plain launches + CUDA graph, copy ceiling), vattn bench prefill
 #   peers:   bench/anchors/peers.py (FlashInfer's JIT build runs in the background during the checks)
 # SKIP_CHECKS=1 skips the checks; EXTRA_ATTENTION_ARGS are passed to `vattn bench attention`.
@@ -50,6 +50,11 @@ if [ -z "${SKIP_CHECKS:-}" ]; then
     status=1; MERGE=separate; echo "check attention failed: the fused merge is left out of the bench"
   fi
   tail -1 "$W/check-attention.log"
+  stamp "vattn check prefill"
+  timeout 150 $BIN check prefill > "$W/check-prefill.log" 2>&1 || status=1
+  tail -1 "$W/check-prefill.log"
+  # Registers and local memory (spills) of every compiled kernel, from the NVRTC cache.
+  for f in /tmp/vattn-kernels/*; do cuobjdump -res-usage "$f" 2>/dev/null; done > "$W/res-usage.txt"
 fi
 stamp "waiting for the FlashInfer JIT build"
 ( sleep 180; kill $jit 2>/dev/null ) & watchdog=$!

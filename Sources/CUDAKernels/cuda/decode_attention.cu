@@ -2,10 +2,9 @@
 //
 // Work item: one warp = one (sequence, KV head, split of `chunk` tokens). The warp serves all G query heads of its
 // KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async, `stages`
-// deep (a launch parameter: stages − 1 tiles in flight while one is used; dynamic shared memory, see
-// decode_smem_bytes). Scores: lane = token (q broadcast from shared memory, no
-// shuffles); P·V: lane = a d/32 slice of the head dim. Partials (max in log2 domain, sum, unnormalized acc) go to
-// fp32 scratch; `decode_merge_*` combines them per query head.
+// deep (a launch parameter: stages − 1 tiles in flight while one is used; dynamic shared memory: stages × K and V
+// tiles, see DecodeShape.sharedBytes). q·Kᵀ and P·V run on tensor cores (decode_partial_body). Partials (max in log2
+// domain, sum, unnormalized acc) go to fp32 scratch; `decode_merge_*` combines them per query head.
 //
 // Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
 // sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
@@ -225,50 +224,75 @@ __device__ __forceinline__ void fused_merge_tail(const float *pm, const float *p
     }
 }
 
+// mma.sync m16n8k16 (fp32 accumulate; rows 8–15 of A are zero) and ldmatrix.
+__device__ __forceinline__ void mma16816(BF16, float c[4], u32 a0, u32 a2, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(FP16, float c[4], u32 a0, u32 a2, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ u32 pack2(BF16, float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ u32 pack2(FP16, float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ void ldsm_x4(u32 r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((u32)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(u32 r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((u32)__cvta_generic_to_shared(p)));
+}
+
+// The split kernel. The arithmetic runs on tensor cores (mma.sync m16n8k16, fp32 accumulate), so a 32-token tile costs
+// ~100 instructions and the warp is left waiting on memory only (CUDA-core arithmetic, lane = token for q·K, measured
+// 1–2 % slower at every benchmark shape, 2026-11-22). The G query heads are rows 0…G−1 of the 16-row A operand (rows
+// G…15 are zero): S = Q·Kᵀ (A = q in registers, B = K rows by ldmatrix), online softmax on the accumulator fragments
+// (row h = lane/4; a quad of lanes holds one head's 32 scores), O += P·V (A = P repacked from S's fragments, B = V by
+// ldmatrix.trans). P is rounded to the storage type for the second mma, as FlashAttention does.
 template <typename T, int D, int G, bool FUSED, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
-                                                    const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
-                                                    int length, int chunk, int maxSplits, int stages, float scaleLog2,
-                                                    float *__restrict__ pm, float *__restrict__ pl,
-                                                    float *__restrict__ pacc, u16 *__restrict__ out,
-                                                    int *__restrict__ counters) {
+                                                       const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
+                                                       int length, int chunk, int maxSplits, int stages,
+                                                       float scaleLog2, float *__restrict__ pm,
+                                                       float *__restrict__ pl, float *__restrict__ pacc,
+                                                       u16 *__restrict__ out, int *__restrict__ counters) {
+    static_assert(G <= 8, "the group's heads are rows 0…7 of the mma A operand");
     using Geo = Geometry<D>;
-    // Dynamic shared memory: [stages][K/V][TILE rows], then q [G][D] and p [G][TILE] (fp32).
-    extern __shared__ __align__(16) unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem[];  // [stages][K/V][TILE rows of Geo::ROW bytes]
     constexpr int STAGE_BYTES = 2 * TILE * Geo::ROW;
-    float(*qs)[D] = reinterpret_cast<float(*)[D]>(smem + stages * STAGE_BYTES);
-    float(*ps)[TILE] = reinterpret_cast<float(*)[TILE]>(smem + stages * STAGE_BYTES + G * D * 4);
 
     const int lane = threadIdx.x;
-    // Grid (kvHeads, splits, batch): heads vary fastest, so warps running together read whole token rows
-    // (all heads of the same tokens: kvHeads·headDim·2 contiguous bytes) rather than one head's 256 B of many rows.
     const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
     const int start = split * chunk;
     const int kvHeads = gridDim.x, qHeads = kvHeads * G;
     if (start >= length) {
-        // Direct mode (one split, no merge): a zero-length sequence still gets its zero output rows.
         if (out != nullptr && split == 0)
             for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
         return;
     }
     const int end = min(length, start + chunk);
-
-    // Query rows of the group, pre-scaled by scale·log2(e) (softmax in base 2).
-    for (int i = lane; i < G * D; i += 32) {
-        int r = i / D, j = i - r * D;
-        qs[r][j] = T::load1(q[((i64)seq * qHeads + kvHead * G + r) * D + j]) * scaleLog2;
-    }
-
     const int tiles = (end - start + TILE - 1) / TILE;
     const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
-
-    // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed one
-    // tile before it is issued, so a paged block-table read overlaps a tile's arithmetic instead of stalling issue.
     auto tokenOffset = [&](int tile) -> i64 {
         int t = min(start + tile * TILE + lane, end - 1);
         return addr.offset(t) + headOffset;
     };
-    auto issue = [&](i64 off, int stage) {  // rows are fetched from their owner lane's offset
+    auto issue = [&](i64 off, int stage) {
 #pragma unroll
         for (int p = 0; p < Geo::PASSES; p++) {
             int row = p * Geo::ROWS_PER_PASS + rowInPass;
@@ -278,103 +302,91 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             cp_async16(dst + TILE * Geo::ROW, vBase + o);
         }
     };
-
-    float m[G], l[G], acc[G][Geo::EPL];
-#pragma unroll
-    for (int h = 0; h < G; h++) {
-        m[h] = NEG_INF;
-        l[h] = 0.f;
-#pragma unroll
-        for (int e = 0; e < Geo::EPL; e++) acc[h][e] = 0.f;
-    }
-
-    // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
     for (int i = 0; i < stages - 1; i++) {
         if (i < tiles) issue(tokenOffset(i), i);
         cp_async_commit();
     }
+
+    // A fragments of q (row h = lane/4 < G, columns 2·(lane%4) and +8 of each 16-wide k step), raw storage type.
+    const int h = lane >> 2, quad = lane & 3;
+    const bool liveRow = h < G;
+    const u32 *qRow = reinterpret_cast<const u32 *>(q + ((i64)seq * qHeads + kvHead * G + (liveRow ? h : 0)) * D);
+    u32 qa[D / 16][2];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        qa[kk][0] = liveRow ? __ldg(qRow + kk * 8 + quad) : 0u;
+        qa[kk][1] = liveRow ? __ldg(qRow + kk * 8 + 4 + quad) : 0u;
+    }
+    float acc[D / 8][4];  // rows 8…15 (elements 2, 3) stay zero
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    float m = NEG_INF, l = 0.f;  // of row h; l is this lane's share (the quad is summed at the end)
+
     i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
     int stage = 0;
     for (int tile = 0; tile < tiles; tile++) {
-        // Refill the stage computed in the previous iteration with tile + stages − 1.
         const int ahead = tile + stages - 1;
         if (ahead < tiles) {
             issue(nextOff, ahead % stages);
             nextOff = tokenOffset(min(ahead + 1, tiles - 1));
         }
         cp_async_commit();
-        cp_async_wait_dyn(stages - 1);  // this tile's group is complete
+        cp_async_wait_dyn(stages - 1);
         __syncwarp();
+        const unsigned char *kTile = smem + stage * STAGE_BYTES, *vTile = kTile + TILE * Geo::ROW;
 
-        // Scores: lane = token.
-        const unsigned char *kRow = smem + stage * STAGE_BYTES + lane * Geo::ROW;
-        // NACC independent FMA chains per head (one chain of D FMAs would make the dot product latency-bound).
-        constexpr int NACC = G >= 8 ? 2 : 4;
-        float sa[G][NACC];
+        float s[TILE / 8][4];
 #pragma unroll
-        for (int h = 0; h < G; h++)
+        for (int i = 0; i < TILE / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
-            for (int a = 0; a < NACC; a++) sa[h][a] = 0.f;
+        for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
-        for (int c = 0; c < Geo::CHUNKS; c++) {
-            uint4 raw = *reinterpret_cast<const uint4 *>(kRow + c * 16);
-            float2 k0 = T::unpack(raw.x), k1 = T::unpack(raw.y), k2 = T::unpack(raw.z), k3 = T::unpack(raw.w);
-#pragma unroll
-            for (int h = 0; h < G; h++) {
-                float4 qa = *reinterpret_cast<const float4 *>(&qs[h][c * 8]);
-                float4 qb = *reinterpret_cast<const float4 *>(&qs[h][c * 8 + 4]);
-                float &a0 = sa[h][0], &a1 = sa[h][1 % NACC], &a2 = sa[h][2 % NACC], &a3 = sa[h][3 % NACC];
-                a0 = fmaf(qa.x, k0.x, a0); a1 = fmaf(qa.z, k1.x, a1); a2 = fmaf(qb.x, k2.x, a2); a3 = fmaf(qb.z, k3.x, a3);
-                a0 = fmaf(qa.y, k0.y, a0); a1 = fmaf(qa.w, k1.y, a1); a2 = fmaf(qb.y, k2.y, a2); a3 = fmaf(qb.w, k3.y, a3);
+            for (int jj = 0; jj < TILE / 16; jj++) {
+                u32 b[4];
+                const int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
+                ldsm_x4(b, kTile + r * Geo::ROW + c * 16);
+                mma16816(T(), s[2 * jj], qa[kk][0], qa[kk][1], b[0], b[1]);
+                mma16816(T(), s[2 * jj + 1], qa[kk][0], qa[kk][1], b[2], b[3]);
             }
         }
-        float s[G];
+        // Online softmax of row h over this tile's tokens t = 8·i + 2·quad + e (masked past the split's end).
+        const int valid = end - (start + tile * TILE);
+        float mx = NEG_INF;
 #pragma unroll
-        for (int h = 0; h < G; h++) {
-            s[h] = sa[h][0];
+        for (int i = 0; i < TILE / 8; i++)
 #pragma unroll
-            for (int a = 1; a < NACC; a++) s[h] += sa[h][a];
-        }
-        const bool valid = start + tile * TILE + lane < end;
+            for (int e = 0; e < 2; e++) {
+                const float x = 8 * i + 2 * quad + e < valid ? s[i][e] * scaleLog2 : NEG_INF;
+                s[i][e] = x;
+                mx = fmaxf(mx, x);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mNew = fmaxf(m, mx);  // finite: every tile has a valid token
+        const float corr = exp2f(m - mNew);
+        m = mNew;
+        float sum = 0.f;
 #pragma unroll
-        for (int h = 0; h < G; h++) {
-            float sh = valid ? s[h] : NEG_INF;
-            float mNew = fmaxf(m[h], warp_max(sh));  // finite: every tile has a valid token
-            float alpha = exp2f(m[h] - mNew);
-            float p = exp2f(sh - mNew);
-            l[h] = l[h] * alpha + p;
-            m[h] = mNew;
-            ps[h][lane] = p;
+        for (int i = 0; i < TILE / 8; i++)
 #pragma unroll
-            for (int e = 0; e < Geo::EPL; e++) acc[h][e] *= alpha;
-        }
-        __syncwarp();
+            for (int e = 0; e < 2; e++) {
+                s[i][e] = exp2f(s[i][e] - mNew);
+                sum += s[i][e];
+            }
+        l = l * corr + sum;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) acc[i][0] *= corr, acc[i][1] *= corr;
 
-        // P·V: lane = head-dim slice [lane·EPL, lane·EPL + EPL).
-        const unsigned char *vTile = smem + stage * STAGE_BYTES + TILE * Geo::ROW;
-#pragma unroll 2
-        for (int t4 = 0; t4 < TILE; t4 += 4) {
-            float4 p4[G];
 #pragma unroll
-            for (int h = 0; h < G; h++) p4[h] = *reinterpret_cast<const float4 *>(&ps[h][t4]);
+        for (int kk = 0; kk < TILE / 16; kk++) {
+            const u32 a0 = pack2(T(), s[2 * kk][0], s[2 * kk][1]), a2 = pack2(T(), s[2 * kk + 1][0], s[2 * kk + 1][1]);
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const unsigned char *vRow = vTile + (t4 + u) * Geo::ROW + lane * Geo::EPL * 2;
-                float v[Geo::EPL];
-                if constexpr (Geo::EPL == 4) {
-                    uint2 raw = *reinterpret_cast<const uint2 *>(vRow);
-                    float2 a = T::unpack(raw.x), b = T::unpack(raw.y);
-                    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
-                } else {
-                    float2 a = T::unpack(*reinterpret_cast<const u32 *>(vRow));
-                    v[0] = a.x; v[1] = a.y;
-                }
-#pragma unroll
-                for (int h = 0; h < G; h++) {
-                    float p = u == 0 ? p4[h].x : u == 1 ? p4[h].y : u == 2 ? p4[h].z : p4[h].w;
-#pragma unroll
-                    for (int e = 0; e < Geo::EPL; e++) acc[h][e] = fmaf(p, v[e], acc[h][e]);
-                }
+            for (int jd = 0; jd < D / 16; jd++) {
+                u32 b[4];
+                const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
+                ldsm_x4_t(b, vTile + r * Geo::ROW + c * 16);
+                mma16816(T(), acc[2 * jd], a0, a2, b[0], b[1]);
+                mma16816(T(), acc[2 * jd + 1], a0, a2, b[2], b[3]);
             }
         }
         __syncwarp();  // the next iteration's issue() overwrites this stage
@@ -382,24 +394,22 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     }
     cp_async_wait<0>();
 
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
     const bool direct = !FUSED && out != nullptr;
+    if (liveRow) {
+        const i64 row = (i64)seq * qHeads + kvHead * G + h;
+        if (direct) {  // the only split: normalize and store the output row
+            const float inv = 1.f / l;
+            u32 *o = reinterpret_cast<u32 *>(out + row * D) + quad;
 #pragma unroll
-    for (int h = 0; h < G; h++) {
-        float lt = warp_sum(l[h]);
-        if (direct) {  // direct mode: the only split; normalize and store the output row
-            const float inv = 1.f / lt;
-            u16 *o = out + ((i64)seq * qHeads + kvHead * G + h) * D + lane * Geo::EPL;
-#pragma unroll
-            for (int e = 0; e < Geo::EPL; e++) o[e] = T::store1(acc[h][e] * inv);
-            continue;
-        }
-        i64 idx = ((i64)seq * qHeads + kvHead * G + h) * maxSplits + split;
-        if (lane == 0) { pm[idx] = m[h]; pl[idx] = lt; }
-        float *dst = pacc + idx * D + lane * Geo::EPL;
-        if constexpr (Geo::EPL == 4) {
-            *reinterpret_cast<float4 *>(dst) = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+            for (int i = 0; i < D / 8; i++) o[i * 4] = pack2(T(), acc[i][0] * inv, acc[i][1] * inv);
         } else {
-            *reinterpret_cast<float2 *>(dst) = make_float2(acc[h][0], acc[h][1]);
+            const i64 idx = row * maxSplits + split;
+            if (quad == 0) { pm[idx] = m; pl[idx] = l; }
+            float2 *dst = reinterpret_cast<float2 *>(pacc + idx * D) + quad;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++) dst[i * 4] = make_float2(acc[i][0], acc[i][1]);
         }
     }
     if constexpr (FUSED)

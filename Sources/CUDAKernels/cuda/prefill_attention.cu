@@ -329,3 +329,256 @@ PREFILL_PAIR(fp16, F16, 64, 4, 2, 64, 2)
 PREFILL_PAIR(fp16, F16, 64, 4, 1, 64, 2)
 PREFILL_PAIR(fp16, F16, 128, 4, 2, 32, 3)
 PREFILL_PAIR(fp16, F16, 128, 4, 1, 64, 2)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Hopper (sm_90a) variant: the same algorithm with warpgroup MMA (wgmma) instead of mma.sync. One block = two
+// warpgroups × 64 query rows (BM = 128) of one query head; K/V tiles of BN = 64 tokens, double-buffered with
+// cp.async (all 256 threads load). S = Q·Kᵀ: wgmma m64n64k16 with both operands in shared memory (K-major); O += P·V:
+// wgmma m64nDk16 with P from registers (the S accumulator layout is the A-fragment layout, as with mma.sync) and V in
+// shared memory read MN-major (transposed by the instruction). Shared tiles use the 128-byte swizzle the descriptors
+// name: a [R][D] tile is D/64 column halves of [R][128 B]; 16-byte chunk c of row r sits at chunk c ^ (r % 8); every
+// tile starts 1024-byte aligned. cp.async writes through the generic proxy, so a proxy fence precedes the barrier
+// that hands a tile to wgmma. The paged twin again differs only in the loader's token address.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+typedef unsigned long long u64;
+
+// Shared-memory matrix descriptor: start address, leading/stride byte offsets (16-byte units), 128-byte swizzle.
+__device__ __forceinline__ u64 wgmma_desc(u32 addr, u32 leadingBytes, u32 strideBytes) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(leadingBytes >> 4) << 16) | ((u64)(strideBytes >> 4) << 32) |
+           (1ull << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// Keeps the compiler from moving accumulator reads/writes across the asynchronous MMA's issue and wait.
+template <int N> __device__ __forceinline__ void pin(float *r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+// D (64×N fp32, N/2 registers per thread) = A·B (+ D): A and B from shared memory, both K-major.
+template <class T, int N> __device__ __forceinline__ void wgmma_ss(float *d, u64 a, u64 b, int accumulate);
+// D += A·B: A (64×16) from registers, B from shared memory MN-major.
+template <class T, int N> __device__ __forceinline__ void wgmma_rs_mn(float *d, const u32 a[4], u64 b);
+template <> __device__ __forceinline__ void wgmma_ss<BF16, 64>(float *d, u64 a, u64 b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(a), "l"(b), "r"(accumulate));
+}
+template <> __device__ __forceinline__ void wgmma_rs_mn<BF16, 64>(float *d, const u32 a[4], u64 b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+template <> __device__ __forceinline__ void wgmma_rs_mn<BF16, 128>(float *d, const u32 a[4], u64 b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+template <> __device__ __forceinline__ void wgmma_ss<F16, 64>(float *d, u64 a, u64 b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(a), "l"(b), "r"(accumulate));
+}
+template <> __device__ __forceinline__ void wgmma_rs_mn<F16, 64>(float *d, const u32 a[4], u64 b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+template <> __device__ __forceinline__ void wgmma_rs_mn<F16, 128>(float *d, const u32 a[4], u64 b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+// Byte offset of 16-byte chunk c of row r in an R-row tile (layout above).
+template <int R> __device__ __forceinline__ u32 swz128(int r, int c) {
+    return (u32)((c >> 3) * R * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+template <class T, int D, bool PAGED>
+__device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u16 *__restrict__ out,
+                                                   const u16 *__restrict__ k, const u16 *__restrict__ v,
+                                                   const int *__restrict__ table, int n, int offset, int qHeads,
+                                                   int kvHeads, float scaleLog2, i64 tokenStride, i64 headStride,
+                                                   int blockSize) {
+    constexpr int BM = 128, BN = 64, NT = 256, CH = D / 8;
+    extern __shared__ __align__(1024) unsigned char smemRaw[];
+    const u32 sQ = (smem_u32(smemRaw) + 1023) & ~1023u;  // BM × D
+    const u32 sK = sQ + BM * D * 2;                       // 2 stages × BN × D
+    const u32 sV = sK + 2 * BN * D * 2;                   // 2 stages × BN × D
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const int qh = blockIdx.x;
+    const int p0 = (gridDim.y - 1 - blockIdx.y) * BM;  // heaviest tiles first
+    const int kvh = qh / (qHeads / kvHeads);
+    const int kvLen = offset + n;
+    const int keyEnd = min(offset + p0 + BM, kvLen);
+    const int nTiles = (keyEnd + BN - 1) / BN;
+
+    TokenAddress<PAGED> addr;
+    addr.tokenStride = tokenStride;
+    if constexpr (PAGED) {
+        addr.table = table;
+        addr.blockShift = __ffs(blockSize) - 1;
+    }
+    const u16 *kh = k + (i64)kvh * headStride;
+    const u16 *vh = v + (i64)kvh * headStride;
+    const i64 qTok = (i64)qHeads * D;
+#pragma unroll
+    for (int i = tid; i < BM * CH; i += NT) {
+        int r = i / CH, c = i % CH, p = p0 + r;
+        cp_async16(sQ + swz128<BM>(r, c), q + (i64)min(p, n - 1) * qTok + (i64)qh * D + c * 8, p < n ? 16 : 0);
+    }
+    auto load_kv = [&](int tileIndex, int stage) {
+        const u32 dK = sK + stage * BN * D * 2, dV = sV + stage * BN * D * 2;
+#pragma unroll
+        for (int i = tid; i < BN * CH; i += NT) {
+            int r = i / CH, c = i % CH, t = tileIndex * BN + r;
+            bool valid = t < kvLen;
+            i64 o = addr(valid ? t : kvLen - 1) + c * 8;
+            cp_async16(dK + swz128<BN>(r, c), kh + o, valid ? 16 : 0);
+            cp_async16(dV + swz128<BN>(r, c), vh + o, valid ? 16 : 0);
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();
+
+    float o[D / 2], s[BN / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
+    float mRow[2] = {NEG_INF, NEG_INF}, lRow[2] = {0.f, 0.f};
+    const int wgFirstPos = offset + p0 + wg * 64;
+    const int rowPos0 = wgFirstPos + (warp & 3) * 16 + (lane >> 2);  // this thread's rows: rowPos0, rowPos0 + 8
+
+    for (int j = 0; j < nTiles; ++j) {
+        cp_async_wait<0>();
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();  // tile j visible to wgmma; every warpgroup is done with tile j − 1's stage
+        if (j + 1 < nTiles) load_kv(j + 1, (j + 1) & 1);
+        cp_async_commit();
+        const int t0 = j * BN;
+        if (t0 > wgFirstPos + 63) continue;  // all of this tile is in every row's future (uniform per warpgroup)
+        const u32 kT = sK + (j & 1) * BN * D * 2, vT = sV + (j & 1) * BN * D * 2;
+
+        pin<BN / 2>(s);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const u32 colBytes = (kk & 3) * 32;  // k step within the 128-byte row of its column half
+            const u64 da = wgmma_desc(sQ + (kk >> 2) * BM * 128 + wg * 64 * 128 + colBytes, 16, 1024);
+            const u64 db = wgmma_desc(kT + (kk >> 2) * BN * 128 + colBytes, 16, 1024);
+            wgmma_ss<T, BN>(s, da, db, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait0();
+        pin<BN / 2>(s);
+
+        // s[4i + e]: e = 0, 1 → row rowPos0, keys t0 + 8i + 2(lane % 4) + e; e = 2, 3 → row rowPos0 + 8.
+        if (t0 + BN - 1 > wgFirstPos) {
+#pragma unroll
+            for (int i = 0; i < BN / 8; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
+                    if (key > rowPos0 + (e >> 1) * 8) s[4 * i + e] = NEG_INF;
+                }
+        }
+        float corr[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float mx = NEG_INF;
+#pragma unroll
+            for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mNew = fmaxf(mRow[h], mx);
+            float mScaled = mNew == NEG_INF ? 0.f : mNew * scaleLog2;
+            corr[h] = exp2f(mRow[h] * scaleLog2 - mScaled);
+            mRow[h] = mNew;
+            float sum = 0.f;
+#pragma unroll
+            for (int i = 0; i < BN / 8; ++i) {
+                float a = exp2f(fmaf(s[4 * i + 2 * h], scaleLog2, -mScaled));
+                float b = exp2f(fmaf(s[4 * i + 2 * h + 1], scaleLog2, -mScaled));
+                s[4 * i + 2 * h] = a;
+                s[4 * i + 2 * h + 1] = b;
+                sum += a + b;
+            }
+            lRow[h] = lRow[h] * corr[h] + sum;
+        }
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            o[4 * i] *= corr[0];
+            o[4 * i + 1] *= corr[0];
+            o[4 * i + 2] *= corr[1];
+            o[4 * i + 3] *= corr[1];
+        }
+        u32 pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+            pa[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+            pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+            pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+        pin<D / 2>(o);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)  // tokens 16kk…16kk+15: two 8-row groups of 1024 bytes
+            wgmma_rs_mn<T, D>(o, pa[kk], wgmma_desc(vT + kk * 2048, BN * 128, 1024));
+        wgmma_commit();
+        wgmma_wait0();
+        pin<D / 2>(o);
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        lRow[h] += __shfl_xor_sync(0xffffffffu, lRow[h], 1);
+        lRow[h] += __shfl_xor_sync(0xffffffffu, lRow[h], 2);
+    }
+    const float inv0 = 1.f / lRow[0], inv1 = 1.f / lRow[1];
+    const int row0 = p0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), row1 = row0 + 8;
+    u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
+    u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+        if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(o[4 * i] * inv0, o[4 * i + 1] * inv0);
+        if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
+    }
+}
+
+#define PREFILL_WGMMA_KERNEL(NAME, T, D, B, PAGED)                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, B)                                                            \
+        NAME(const u16 *q, u16 *out, const u16 *k, const u16 *v, const int *table, int n, int offset, int qHeads,  \
+             int kvHeads, float scaleLog2, long long tokenStride, long long headStride, int blockSize) {          \
+        prefill_wgmma_body<T, D, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2, tokenStride,   \
+                                        headStride, blockSize);                                                    \
+    }
+#define PREFILL_WGMMA_PAIR(DT, T, D, B)                                                                               \
+    PREFILL_WGMMA_KERNEL(prefill_##DT##_d##D##_wg2n64b##B##_contig, T, D, B, false)                                  \
+    PREFILL_WGMMA_KERNEL(prefill_##DT##_d##D##_wg2n64b##B##_paged, T, D, B, true)
+
+// Names: prefill_<dtype>_d<D>_wg2n64b<blocks per SM the registers are fitted for>_<contig|paged>.
+// Shared memory: (128 + 4·64)·D·2 bytes + 1 KB for the 1024-byte alignment.
+PREFILL_WGMMA_PAIR(bf16, BF16, 128, 1)
+PREFILL_WGMMA_PAIR(bf16, BF16, 128, 2)
+PREFILL_WGMMA_PAIR(bf16, BF16, 64, 2)
+PREFILL_WGMMA_PAIR(fp16, F16, 128, 1)
+PREFILL_WGMMA_PAIR(fp16, F16, 64, 2)
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
