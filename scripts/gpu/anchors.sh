@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Our attention kernels and the peers (PyTorch SDPA, FlashInfer) in ONE run on the GPU machine, same shapes, and one
-# side-by-side table printed last. Expects .gpu/vattn (scripts/gpu/build.sh) and the FlashInfer wheels in .whl/
+# side-by-side table printed last. Expects .gpu/vattn or .gpu/vattn.gz (scripts/gpu/build.sh) and the FlashInfer wheels in .whl/
 # (carried). Logs and JSON go to $W (default /tmp/anchors-out); after every step they are packed into
 # $OUT/anchors-logs.tar.gz (the device tool brings back at most 8 files), and the table is also written to $OUT/table.md.
 #   checks:  vattn check cuda (incl. the CUDA graph case), vattn check attention, vattn check prefill
@@ -13,7 +13,8 @@ OUT=${OUT:-gpu-out}
 W=${W:-/tmp/anchors-out}
 mkdir -p "$OUT" "$W"
 pack() { tar czf "$OUT/anchors-logs.tar.gz" -C "$W" . 2>/dev/null; }
-BIN=${BIN:-.gpu/vattn}
+[ -x .gpu/vattn ] || { gunzip -c .gpu/vattn.gz > /tmp/vattn && chmod +x /tmp/vattn; }  # carried compressed
+BIN=${BIN:-$( [ -x .gpu/vattn ] && echo .gpu/vattn || echo /tmp/vattn )}
 export VATTN_KERNEL_CACHE=/tmp/vattn-kernels
 export PYTHONUNBUFFERED=1
 export FLASHINFER_WORKSPACE_BASE=/tmp/flashinfer-cache FLASHINFER_CUDA_ARCH_LIST=9.0a MAX_JOBS=14
