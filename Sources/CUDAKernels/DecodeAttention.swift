@@ -63,53 +63,30 @@ public struct DecodeShape: Sendable, Hashable {
     public var maxLength: Int
     /// Tokens per split (a multiple of 32).
     public var chunk: Int
-    /// cp.async pipeline depth of the split kernel (2…8): stages − 1 tiles in flight per warp.
+    /// cp.async pipeline depth of the split kernel (2…8): stages − 1 tiles of 32 tokens in flight per warp.
     public var stages: Int
-    /// Tokens per K/V tile (32 or 16).
-    public let tileTokens: Int
-    /// KV heads per split-kernel block (one warp each, same tokens; a divisor of kvHeads, at most 8).
-    public let headsPerBlock: Int
     /// Merge the split partials inside the split kernel (the last warp of each (sequence, KV head) to finish merges,
     /// through a self-resetting counter in the workspace) instead of a separate merge launch. One launch per call.
     public var fusedMerge = false
     public var group: Int { qHeads / kvHeads }
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
-    /// Dynamic shared memory of one split-kernel block.
-    public var sharedBytes: Int {
-        DecodeShape.sharedBytes(stages: stages, headDim: headDim, tileTokens: tileTokens, headsPerBlock: headsPerBlock)
-    }
+    /// Dynamic shared memory of one split-kernel block (one warp).
+    public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, headDim: headDim) }
 
-    /// The most dynamic shared memory one block may use (227 KB on Hopper).
-    public static let maxSharedBytes = 232_448
+    /// `stages` K and V tiles of 32 tokens, rows padded by 16 bytes (conflict-free ldmatrix).
+    public static func sharedBytes(stages: Int, headDim: Int) -> Int { stages * 2 * 32 * (2 * headDim + 16) }
 
-    /// Per warp `stages` K and V tiles, rows padded by 16 bytes (conflict-free ldmatrix).
-    public static func sharedBytes(stages: Int, headDim: Int, tileTokens: Int = 32, headsPerBlock: Int = 1) -> Int {
-        headsPerBlock * stages * 2 * tileTokens * (2 * headDim + 16)
-    }
-
-    func kernelName(_ storage: String) -> String {
-        "decode_partial_\(fusedMerge && maxSplits > 1 ? "fused_" : "")\(storage)_\(dtype.rawValue)_d\(headDim)_g\(group)"
-            + (tileTokens == 16 ? "_t16" : "")
-    }
-    var grid: (UInt32, UInt32, UInt32) { (UInt32(kvHeads / headsPerBlock), UInt32(maxSplits), UInt32(batch)) }
-    var block: (UInt32, UInt32, UInt32) { (UInt32(32 * headsPerBlock), 1, 1) }
+    var kernelPrefix: String { "decode_partial_\(fusedMerge && maxSplits > 1 ? "fused_" : "")" }
 
     /// `chunk: nil` picks the split size from a wave model: one-warp blocks, `warpsPerSM` of them resident (shared
     /// memory bound); every split costs its tokens plus a fixed ~64-token start-up; the kernel takes
     /// ceil(items / resident) waves. The split count minimizing waves × (chunk + 64) wins.
     public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
-                chunk: Int? = nil, stages: Int = 3, tileTokens: Int = 32, headsPerBlock: Int = 1,
-                multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
+                chunk: Int? = nil, stages: Int = 3, multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
         precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)
         precondition([64, 128].contains(headDim), "head dim 64 or 128")
         precondition([1, 2, 3, 4, 8].contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
         precondition((2...8).contains(stages), "2…8 stages")
-        precondition(tileTokens == 32 || tileTokens == 16, "tiles of 32 or 16 tokens")
-        precondition([1, 2, 4, 8].contains(headsPerBlock) && kvHeads % headsPerBlock == 0,
-                     "heads per block: 1, 2, 4 or 8 dividing kvHeads")
-        precondition(DecodeShape.sharedBytes(stages: stages, headDim: headDim, tileTokens: tileTokens,
-                                             headsPerBlock: headsPerBlock) <= DecodeShape.maxSharedBytes,
-                     "stages × tile × heads per block exceed one SM's shared memory")
         self.batch = batch
         self.qHeads = qHeads
         self.kvHeads = kvHeads
@@ -117,16 +94,13 @@ public struct DecodeShape: Sendable, Hashable {
         self.dtype = dtype
         self.maxLength = maxLength
         self.stages = stages
-        self.tileTokens = tileTokens
-        self.headsPerBlock = headsPerBlock
         if let chunk {
             precondition(chunk > 0 && chunk % 32 == 0, "chunk must be a positive multiple of 32")
             self.chunk = chunk
         } else {
-            let smem = DecodeShape.sharedBytes(stages: stages, headDim: headDim, tileTokens: tileTokens,
-                                               headsPerBlock: headsPerBlock)
-            let resident = multiprocessors * max(1, min(32 / headsPerBlock, sharedPerSM / (smem + 1024)))
-            let pairs = batch * kvHeads / headsPerBlock
+            let smem = DecodeShape.sharedBytes(stages: stages, headDim: headDim)
+            let resident = multiprocessors * max(1, min(32, sharedPerSM / (smem + 1024)))
+            let pairs = batch * kvHeads
             var best = (cost: Int.max, chunk: maxLength)
             var lastChunk = -1
             for splits in 1...max(1, maxLength / 32) {
@@ -190,7 +164,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         if let f = functions[name] { return f }
         let f = try module.function(name)
         if name.hasPrefix("decode_partial") {
-            try f.setMaxDynamicSharedMemory(DecodeShape.maxSharedBytes)
+            try f.setMaxDynamicSharedMemory(232_448)  // 227 KB: the most one block may use on Hopper
             try? f.setAttribute(9, 100)  // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: all shared memory
         }
         functions[name] = f
@@ -207,10 +181,10 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         let fused = shape.fusedMerge && shape.maxSplits > 1
-        let name = shape.kernelName("strided")
+        let name = "\(shape.kernelPrefix)strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
-            grid: shape.grid, block: shape.block,
+            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
                 .pointer(query), .pointer(kv.keys), .pointer(kv.values), .int64(Int64(kv.slotStride)),
                 .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)), .pointer(slots), .pointer(lengths),
@@ -232,10 +206,10 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
         let fused = shape.fusedMerge && shape.maxSplits > 1
-        let name = shape.kernelName("paged")
+        let name = "\(shape.kernelPrefix)paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
-            grid: shape.grid, block: shape.block,
+            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
                 .pointer(query), .pointer(kv.keyPool), .pointer(kv.valuePool), .pointer(kv.blockTables),
                 .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)), .int64(Int64(kv.blockStride)),

@@ -29,10 +29,6 @@ struct BenchAttention: ParsableCommand {
     var graphCalls = 20
     @Option(help: "Split-KV merge: separate (a second launch), fused (the last split of each group merges), or both.")
     var merge = "separate"
-    @Option(help: "K/V tile sizes of the split kernel to measure (tokens: 32, 16; comma separated).")
-    var tiles = "32"
-    @Option(help: "KV heads per split-kernel block to measure (1, 2, 4, 8; comma separated).")
-    var headsPerBlock = "1"
     @Option(help: "Override the split size (tokens, multiple of 32).")
     var chunk: Int?
     @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
@@ -74,7 +70,7 @@ struct BenchAttention: ParsableCommand {
 
         struct Row { var batch: Int; var context: Int; var storage: String; var chunk: Int; var micros: Double
                      var spread: Double; var gbps: Double; var fraction: Double; var stages: Int
-                     var graphMicros: Double?; var graphSpread: Double?; var tile: Int; var perBlock: Int }
+                     var graphMicros: Double?; var graphSpread: Double? }
         var rows: [Row] = []
         for spec in shapes.split(separator: ",") {
             let parts = spec.split(separator: "x").compactMap { Int($0) }
@@ -85,19 +81,15 @@ struct BenchAttention: ParsableCommand {
                 throw ValidationErrorText("--merge is separate, fused or both")
             }
             let mergeModes = merge == "both" ? [false, true] : [merge == "fused"]
-            let tileList = tiles.split(separator: ",").compactMap { Int($0) }
-            let hpbList = headsPerBlock.split(separator: ",").compactMap { Int($0) }
-            let shapes: [DecodeShape] = tileList.flatMap { tile in hpbList.flatMap { hpb in stageList.flatMap { st in
-                // Only combinations whose shared memory fits one SM.
-                DecodeShape.sharedBytes(stages: st, headDim: d, tileTokens: tile, headsPerBlock: hpb)
-                    > DecodeShape.maxSharedBytes ? [DecodeShape]() : mergeModes.map { fused -> DecodeShape in
+            let shapes = stageList.flatMap { st in
+                mergeModes.map { fused in
                     var s = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
-                                        maxLength: context, chunk: chunk, stages: st, tileTokens: tile,
-                                        headsPerBlock: hpb, multiprocessors: kernels.multiprocessors)
+                                        maxLength: context, chunk: chunk, stages: st,
+                                        multiprocessors: kernels.multiprocessors)
                     s.fusedMerge = fused
                     return s
                 }
-            } } }
+            }
             let q = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
             try q.upload(randomHalfs(batch * qHeads * d, dtype: dtype, amplitude: 2, rng: &rng).bits)
             let out = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
@@ -129,8 +121,6 @@ struct BenchAttention: ParsableCommand {
                     throw ValidationErrorText("NaN in the output of \(storage) \(batch)x\(context)")
                 }
                 let label = (stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description)
-                    + (tileList.count > 1 ? " t\(shape.tileTokens)" : "")
-                    + (hpbList.count > 1 ? " h\(shape.headsPerBlock)" : "")
                     + (shape.fusedMerge ? " fused" : "")
                 // The same calls inside a replayed CUDA graph (no launch gaps), output checked bit for bit.
                 var graphMicros: Double?, graphSpread: Double?
@@ -158,8 +148,7 @@ struct BenchAttention: ParsableCommand {
                 }
                 rows.append(Row(batch: batch, context: context, storage: label, chunk: shape.chunk,
                                 micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps,
-                                stages: shape.stages, graphMicros: graphMicros, graphSpread: graphSpread,
-                                tile: shape.tileTokens, perBlock: shape.headsPerBlock))
+                                stages: shape.stages, graphMicros: graphMicros, graphSpread: graphSpread))
                 let graphText = graphMicros.map {
                     "; graph \(fmt($0, 1)) µs (spread \(fmt(graphSpread ?? 0, 1))), \(fmt(bytes / ($0 * 1e-6) / 1e9, 0)) GB/s, "
                         + "\(fmt(bytes / ($0 * 1e-6) / 1e9 / copyGBps, 3)) of copy"
@@ -216,7 +205,7 @@ struct BenchAttention: ParsableCommand {
             text += "  \"callsPerGroup\": \(callsPerGroup), \"groups\": \(groups),\n  \"results\": [\n"
             text += rows.map { r in
                 "    {\"batch\": \(r.batch), \"context\": \(r.context), \"storage\": \"\(r.storage)\", "
-                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"fusedMerge\": \(r.storage.hasSuffix(" fused")), \"label\": \(jsonString(r.storage)), \"tileTokens\": \(r.tile), \"headsPerBlock\": \(r.perBlock), \"microsMedian\": \(fmt(r.micros, 2)), "
+                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"fusedMerge\": \(r.storage.hasSuffix(" fused")), \"microsMedian\": \(fmt(r.micros, 2)), "
                     + "\"microsP10P90Spread\": \(fmt(r.spread, 2)), \"GBps\": \(fmt(r.gbps, 1)), "
                     + "\"fractionOfCopy\": \(fmt(r.fraction, 4)), \"graphCalls\": \(graphCalls), "
                     + "\"graphMicrosMedian\": \(r.graphMicros.map { fmt($0, 2) } ?? "null"), "

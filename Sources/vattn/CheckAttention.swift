@@ -39,21 +39,17 @@ struct CheckAttention: ParsableCommand {
                         // the split kernel writes the output).
                         let chunk: Int? = [nil, 64, 1120][(ci + group + headDim / 64) % 3]
                         let stages = [2, 3, 4, 6][(ci + group) % 4]  // every pipeline depth, every storage
-                        // Tile size × KV heads per block (the test shapes have 2 KV heads).
-                        for (tile, perBlock) in [(32, 1), (16, 2), (32, 2), (16, 1)] {
                         let shape = DecodeShape(batch: lengths.count, qHeads: kvHeads * group, kvHeads: kvHeads,
                                                 headDim: headDim, dtype: dtype, maxLength: maxLength, chunk: chunk,
-                                                stages: stages, tileTokens: tile, headsPerBlock: perBlock,
-                                                multiprocessors: kernels.multiprocessors)
+                                                stages: stages, multiprocessors: kernels.multiprocessors)
                         let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk) s\(stages)"
-                            + " t\(tile) h\(perBlock)" + (shape.maxSplits > 1 ? " +fused" : "")
+                            + (shape.maxSplits > 1 ? " +fused" : "")
                         let err = try runCase(shape: shape, lengths: lengths, storage: storage, handle: handle,
                                               kernels: kernels, cuda: cuda, stream: stream, rng: &rng)
                         let ok = err.nanCount == 0 && err.maxRel <= tolerance
                         print("  \(ok ? "PASS" : "FAIL") \(pad(name, 48)) max rel err \(sci(err.maxRel)) "
                               + "(tol \(sci(tolerance)))\(err.nanCount > 0 ? ", \(err.nanCount) NaN" : "")")
                         if ok { passed += 1 } else { failed += 1 }
-                        }
                     }
                 }
             }

@@ -97,12 +97,13 @@ struct PagedAddr {
     }
 };
 
-// TL: tokens per tile (32 or 16).
-template <int D, int TL = 32> struct Geometry {
+constexpr int TILE = 32;  // tokens per tile = lanes per warp
+
+template <int D> struct Geometry {
     static constexpr int ROW = D * 2 + 16;      // bytes per smem row (16 B pad: conflict-free 16-byte reads)
     static constexpr int CHUNKS = D / 8;        // 16-byte chunks per row
     static constexpr int ROWS_PER_PASS = 32 / CHUNKS;
-    static constexpr int PASSES = TL / ROWS_PER_PASS;
+    static constexpr int PASSES = TILE / ROWS_PER_PASS;
     static constexpr int EPL = D / 32;          // head-dim elements per lane in P·V
 };
 
@@ -133,7 +134,7 @@ __device__ __forceinline__ void fused_merge_tail(const float *pm, const float *p
                                                  u16 *__restrict__ out, int *counter, int n, i64 rowBase,
                                                  int maxSplits) {
     using Geo = Geometry<D>;
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x;
     __threadfence();  // release: this warp's partials (every lane's) before its ticket
     __syncwarp();
     int ticket = 0;
@@ -263,26 +264,22 @@ __device__ __forceinline__ void ldsm_x4_t(u32 r[4], const void *p) {
 // G…15 are zero): S = Q·Kᵀ (A = q in registers, B = K rows by ldmatrix), online softmax on the accumulator fragments
 // (row h = lane/4; a quad of lanes holds one head's 32 scores), O += P·V (A = P repacked from S's fragments, B = V by
 // ldmatrix.trans). P is rounded to the storage type for the second mma, as FlashAttention does.
-template <typename T, int D, int G, int TILE, bool FUSED, typename Addr>
+template <typename T, int D, int G, bool FUSED, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
-                                                       const u16 *__restrict__ vBase, i64 headStride, Addr addr,
+                                                       const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
                                                        int length, int chunk, int maxSplits, int stages,
                                                        float scaleLog2, float *__restrict__ pm,
                                                        float *__restrict__ pl, float *__restrict__ pacc,
                                                        u16 *__restrict__ out, int *__restrict__ counters) {
     static_assert(G <= 8, "the group's heads are rows 0…7 of the mma A operand");
-    using Geo = Geometry<D, TILE>;
+    using Geo = Geometry<D>;
+    extern __shared__ __align__(16) unsigned char smem[];  // [stages][K/V][TILE rows of Geo::ROW bytes]
     constexpr int STAGE_BYTES = 2 * TILE * Geo::ROW;
-    // A block is W = blockDim.x / 32 warps for W consecutive KV heads of the same tokens (so they read whole slices of
-    // the same token rows at about the same time); each warp has its own pipeline:
-    // dynamic shared memory [W][stages][K/V][TILE rows of Geo::ROW bytes].
-    extern __shared__ __align__(16) unsigned char smemAll[];
-    const int lane = threadIdx.x & 31, warpInBlock = threadIdx.x >> 5, W = blockDim.x >> 5;
-    unsigned char *smem = smemAll + warpInBlock * stages * STAGE_BYTES;
-    const int kvHead = blockIdx.x * W + warpInBlock, split = blockIdx.y, seq = blockIdx.z;
+
+    const int lane = threadIdx.x;
+    const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
     const int start = split * chunk;
-    const int kvHeads = gridDim.x * W, qHeads = kvHeads * G;
-    const i64 headOffset = (i64)kvHead * headStride;
+    const int kvHeads = gridDim.x, qHeads = kvHeads * G;
     if (start >= length) {
         if (out != nullptr && split == 0)
             for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
@@ -420,7 +417,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
                                   (length + chunk - 1) / chunk, ((i64)seq * qHeads + kvHead * G), maxSplits);
 }
 
-template <typename T, int D, int G, int TILE, bool FUSED>
+template <typename T, int D, int G, bool FUSED>
 __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *k, const u16 *v, i64 slotStride,
                                                        i64 tokenStride, i64 headStride, const int *slots,
                                                        const int *lengths, int chunk, int maxSplits, int stages,
@@ -428,11 +425,11 @@ __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *
                                                        u16 *out, int *counters) {
     const int seq = blockIdx.z;
     StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
-    decode_partial_body<T, D, G, TILE, FUSED>(q, k, v, headStride, a, __ldg(lengths + seq), chunk, maxSplits, stages,
-                                              scaleLog2, pm, pl, pacc, out, counters);
+    decode_partial_body<T, D, G, FUSED>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);
 }
 
-template <typename T, int D, int G, int TILE, bool FUSED>
+template <typename T, int D, int G, bool FUSED>
 __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k, const u16 *v, const int *blockTables,
                                                      int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
                                                      i64 headStride, const int *lengths, int chunk, int maxSplits,
@@ -440,8 +437,8 @@ __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k,
                                                      u16 *out, int *counters) {
     const int seq = blockIdx.z;
     PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
-    decode_partial_body<T, D, G, TILE, FUSED>(q, k, v, headStride, a, __ldg(lengths + seq), chunk, maxSplits, stages,
-                                              scaleLog2, pm, pl, pacc, out, counters);
+    decode_partial_body<T, D, G, FUSED>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);
 }
 
 // Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
@@ -496,29 +493,25 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     }
 }
 
-#define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G, TL, SUFFIX)                                                    \
-    extern "C" __global__ void __launch_bounds__(256) decode_partial_##NAME##strided_##TN##_d##D##_g##G##SUFFIX(    \
+#define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G)                                                                 \
+    extern "C" __global__ void __launch_bounds__(32) decode_partial_##NAME##strided_##TN##_d##D##_g##G(            \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
         float *pl, float *pacc, u16 *out, int *counters) {                                                         \
-        decode_partial_strided<T, D, G, TL, FUSED>(q, k, v, slotStride, tokenStride, headStride, slots, lengths,   \
-                                                   chunk, maxSplits, stages, scaleLog2, pm, pl, pacc, out,         \
-                                                   counters);                                                      \
+        decode_partial_strided<T, D, G, FUSED>(q, k, v, slotStride, tokenStride, headStride, slots, lengths,       \
+                                               chunk, maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);  \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(256) decode_partial_##NAME##paged_##TN##_d##D##_g##G##SUFFIX(      \
+    extern "C" __global__ void __launch_bounds__(32) decode_partial_##NAME##paged_##TN##_d##D##_g##G(              \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
         int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out, int *counters) {                 \
-        decode_partial_paged<T, D, G, TL, FUSED>(q, k, v, blockTables, tableStride, blockSize, blockStride,        \
-                                                 tokenStride, headStride, lengths, chunk, maxSplits, stages,       \
-                                                 scaleLog2, pm, pl, pacc, out, counters);                          \
+        decode_partial_paged<T, D, G, FUSED>(q, k, v, blockTables, tableStride, blockSize, blockStride,            \
+                                             tokenStride, headStride, lengths, chunk, maxSplits, stages,           \
+                                             scaleLog2, pm, pl, pacc, out, counters);                              \
     }
 // decode_partial_{strided,paged}_*: partials + separate merge launch (or direct mode with one split);
 // decode_partial_fused_{strided,paged}_*: the last split of each (sequence, KV head) merges (fused_merge_tail).
-// Suffix _t16: 16-token tiles (half the shared memory per stage), else 32.
-#define DECODE_PARTIAL(TN, T, D, G)                                                                                \
-    DECODE_PARTIAL_V(, false, TN, T, D, G, 32, ) DECODE_PARTIAL_V(fused_, true, TN, T, D, G, 32, )                 \
-    DECODE_PARTIAL_V(, false, TN, T, D, G, 16, _t16) DECODE_PARTIAL_V(fused_, true, TN, T, D, G, 16, _t16)
+#define DECODE_PARTIAL(TN, T, D, G) DECODE_PARTIAL_V(, false, TN, T, D, G) DECODE_PARTIAL_V(fused_, true, TN, T, D, G)
 
 #define DECODE_MERGE(TN, T, D)                                                                                     \
     extern "C" __global__ void decode_merge_##TN##_d##D(const float *pm, const float *pl, const float *pacc,       \
