@@ -247,15 +247,6 @@ __device__ __forceinline__ u32 pack2(FP16, float lo, float hi) {
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-// P as the sum of two storage-type pairs (big + small): the second carries the rounding error of the first, so P·V
-// done as two mma keeps P to ~16 significant bits (a single bf16 P would keep 8). Decode is memory-bound; the extra
-// mma are free.
-template <typename T> __device__ __forceinline__ void split2(float lo, float hi, u32 &big, u32 &small) {
-    big = pack2(T(), lo, hi);
-    const float2 b = T::unpack(big);
-    small = pack2(T(), lo - b.x, hi - b.y);
-}
-
 __device__ __forceinline__ void ldsm_x4(u32 r[4], const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -272,7 +263,7 @@ __device__ __forceinline__ void ldsm_x4_t(u32 r[4], const void *p) {
 // 1–2 % slower at every benchmark shape, 2026-11-22). The G query heads are rows 0…G−1 of the 16-row A operand (rows
 // G…15 are zero): S = Q·Kᵀ (A = q in registers, B = K rows by ldmatrix), online softmax on the accumulator fragments
 // (row h = lane/4; a quad of lanes holds one head's 32 scores), O += P·V (A = P repacked from S's fragments, B = V by
-// ldmatrix.trans), P split into two storage-type terms (split2) so it is not rounded to 8 bits as in FlashAttention.
+// ldmatrix.trans). P is rounded to the storage type for the second mma, as FlashAttention does.
 template <typename T, int D, int G, bool FUSED, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
                                                        const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
@@ -388,9 +379,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
 
 #pragma unroll
         for (int kk = 0; kk < TILE / 16; kk++) {
-            u32 a0, a2, a0s, a2s;
-            split2<T>(s[2 * kk][0], s[2 * kk][1], a0, a0s);
-            split2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1], a2, a2s);
+            const u32 a0 = pack2(T(), s[2 * kk][0], s[2 * kk][1]), a2 = pack2(T(), s[2 * kk + 1][0], s[2 * kk + 1][1]);
 #pragma unroll
             for (int jd = 0; jd < D / 16; jd++) {
                 u32 b[4];
@@ -398,8 +387,6 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
                 ldsm_x4_t(b, vTile + r * Geo::ROW + c * 16);
                 mma16816(T(), acc[2 * jd], a0, a2, b[0], b[1]);
                 mma16816(T(), acc[2 * jd + 1], a0, a2, b[2], b[3]);
-                mma16816(T(), acc[2 * jd], a0s, a2s, b[0], b[1]);
-                mma16816(T(), acc[2 * jd + 1], a0s, a2s, b[2], b[3]);
             }
         }
         __syncwarp();  // the next iteration's issue() overwrites this stage
