@@ -226,11 +226,10 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
 
     private func merge(lengths: UInt64, output: UInt64, shape: DecodeShape, workspace: DecodeWorkspace,
                        stream: CUDAStream?) throws {
-        precondition(workspace.shape.maxSplits <= 12_000, "at most 12 000 splits (merge weights live in 48 KB)")
         try function(attention, "decode_merge_\(shape.dtype.rawValue)_d\(shape.headDim)").launch(
             grid: (UInt32(shape.qHeads), UInt32(shape.batch), 1),
             block: (UInt32(shape.headDim), shape.maxSplits >= 16 ? 4 : 1, 1),
-            sharedBytes: UInt32(workspace.shape.maxSplits * 4), stream: stream, [
+            stream: stream, [
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address),
                 .pointer(workspace.accs.address), .pointer(lengths), .int32(Int32(shape.chunk)),
                 .int32(Int32(workspace.shape.maxSplits)), .pointer(output),

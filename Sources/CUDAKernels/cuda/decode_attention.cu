@@ -442,55 +442,49 @@ __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k,
 }
 
 // Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
-// P = 1…MERGE_P (more only pays with many splits): thread (j, p) sums head-dim element j over splits p, p + P, …;
-// the weights exp2(m_i − M) are computed once per split into shared memory. Dynamic shared memory: maxSplits floats.
-// Not launched when there is one split: the split kernel then writes the output itself (direct mode).
+// P = 1…MERGE_P (more only pays with many splits): thread (j, p) folds head-dim element j of splits p, p + P, … into a
+// running (max, sum, acc) — the loads of several splits are independent and issued together, so the merge costs about
+// one L2 round trip — and the P running triples are combined through shared memory. Not launched when there is one
+// split: the split kernel then writes the output itself (direct mode).
 constexpr int MERGE_P = 4;
-
-__device__ __forceinline__ float block_reduce(float v, bool isMax, float *scratch) {
-    const int tid = threadIdx.x + threadIdx.y * blockDim.x, nwarps = (blockDim.x * blockDim.y) / 32;
-    v = isMax ? warp_max(v) : warp_sum(v);
-    __syncthreads();  // scratch may still be read by a previous reduction
-    if ((tid & 31) == 0) scratch[tid >> 5] = v;
-    __syncthreads();
-    float r = isMax ? NEG_INF : 0.f;
-    for (int w = 0; w < nwarps; w++) r = isMax ? fmaxf(r, scratch[w]) : r + scratch[w];
-    return r;
-}
 
 template <typename T, int D>
 __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const float *__restrict__ pl,
                                              const float *__restrict__ pacc, const int *__restrict__ lengths,
                                              int chunk, int maxSplits, u16 *__restrict__ out) {
-    extern __shared__ float weights[];
-    __shared__ float scratch[32];
-    __shared__ float partial[MERGE_P][D];
+    __shared__ float sm[MERGE_P][D], sl[MERGE_P][D], so[MERGE_P][D];
     const int head = blockIdx.x, seq = blockIdx.y, qHeads = gridDim.x, j = threadIdx.x, p = threadIdx.y;
-    const int P = blockDim.y, tid = j + p * D, nthreads = D * P;
+    const int P = blockDim.y;
     const int n = (__ldg(lengths + seq) + chunk - 1) / chunk;
     const i64 row = (i64)seq * qHeads + head;
     const i64 base = row * maxSplits;
-    float M = NEG_INF;
-    for (int i = tid; i < n; i += nthreads) M = fmaxf(M, pm[base + i]);
-    M = block_reduce(M, true, scratch);
-    float L = 0.f;
-    for (int i = tid; i < n; i += nthreads) {
-        float w = exp2f(pm[base + i] - M);
-        weights[i] = w;
-        L = fmaf(pl[base + i], w, L);
+    float m = NEG_INF, l = 0.f, o = 0.f;
+#pragma unroll 8
+    for (int i = p; i < n; i += P) {
+        const float mi = pm[base + i], li = pl[base + i], ai = pacc[(base + i) * D + j];
+        const float mNew = fmaxf(m, mi);  // mi is finite: every counted split has tokens
+        const float a = exp2f(m - mNew), b = exp2f(mi - mNew);
+        l = fmaf(l, a, li * b);
+        o = fmaf(o, a, ai * b);
+        m = mNew;
     }
-    L = block_reduce(L, false, scratch);  // its barriers also publish `weights`
-    float o = 0.f;
-#pragma unroll 4
-    for (int i = p; i < n; i += P) o = fmaf(pacc[(base + i) * D + j], weights[i], o);
     if (P > 1) {
-        partial[p][j] = o;
+        sm[p][j] = m;
+        sl[p][j] = l;
+        so[p][j] = o;
         __syncthreads();
+        if (p == 0) {
+            for (int q = 1; q < P; q++) {
+                const float mq = sm[q][j];
+                if (mq == NEG_INF) continue;  // thread (j, q) had no split
+                const float mNew = fmaxf(m, mq), a = exp2f(m - mNew), b = exp2f(mq - mNew);
+                l = fmaf(l, a, sl[q][j] * b);
+                o = fmaf(o, a, so[q][j] * b);
+                m = mNew;
+            }
+        }
     }
-    if (p == 0) {
-        for (int q = 1; q < P; q++) o += partial[q][j];
-        out[row * D + j] = T::store1(n > 0 ? o / L : 0.f);
-    }
+    if (p == 0) out[row * D + j] = T::store1(n > 0 ? o / l : 0.f);
 }
 
 #define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G)                                                                 \
