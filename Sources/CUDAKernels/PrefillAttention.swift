@@ -17,30 +17,26 @@ public enum PrefillKV: Sendable {
 }
 
 /// A compiled tile configuration: `warps` warps per block, each owning `rowTiles`×16 query rows; K/V stream through
-/// shared memory `keyTile` tokens at a time through a `stages`-deep cp.async ring. `wgmmaBlocks > 0`: the Hopper
-/// kernel (two warpgroups on warpgroup MMA, 128 rows, 64-token tiles, 2 stages), its registers fitted for that many
-/// resident blocks per SM.
+/// shared memory `keyTile` tokens at a time through a `stages`-deep cp.async ring. `PrefillConfig.wgmma` is the Hopper
+/// kernel: two warpgroups on warpgroup MMA (wgmma), 128 rows, 64-token tiles, 2 stages.
 public struct PrefillConfig: Hashable, Sendable, CustomStringConvertible {
     public var warps: Int
     public var rowTiles: Int
     public var keyTile: Int
     public var stages: Int
-    public var wgmmaBlocks: Int
+    /// Warpgroup MMA (sm_90a) instead of mma.sync.
+    public private(set) var isWGMMA = false
     public init(_ warps: Int, _ rowTiles: Int, _ keyTile: Int, _ stages: Int) {
         self.warps = warps; self.rowTiles = rowTiles; self.keyTile = keyTile; self.stages = stages
-        wgmmaBlocks = 0
     }
     /// The warpgroup-MMA kernel (sm_90a).
-    public static func wgmma(blocksPerSM: Int) -> PrefillConfig {
+    public static let wgmma: PrefillConfig = {
         var c = PrefillConfig(8, 1, 64, 2)
-        c.wgmmaBlocks = blocksPerSM
+        c.isWGMMA = true
         return c
-    }
-    public var isWGMMA: Bool { wgmmaBlocks > 0 }
+    }()
     public var rowsPerBlock: Int { 16 * warps * rowTiles }
-    public var description: String {
-        isWGMMA ? "wg2n64b\(wgmmaBlocks)" : "w\(warps)m\(rowTiles)n\(keyTile)s\(stages)"
-    }
+    public var description: String { isWGMMA ? "wg2n64" : "w\(warps)m\(rowTiles)n\(keyTile)s\(stages)" }
     /// Q tile + `stages` K and V tiles (+ 1 KB to align the wgmma kernel's tiles to 1024 bytes).
     public func sharedBytes(headDim: Int) -> Int {
         (rowsPerBlock + 2 * stages * keyTile) * headDim * 2 + (isWGMMA ? 1024 : 0)
@@ -78,13 +74,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
     /// Tile configurations compiled for a dtype and head dim on this device (must match the instantiations in the
     /// .cu file); the first is the default.
     public func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
-        guard hopper else { return Self.mmaConfigs(dtype: dtype, headDim: headDim) }
-        let wgmma: [PrefillConfig] = switch (dtype, headDim) {
-        case (.bf16, 128): [.wgmma(blocksPerSM: 1), .wgmma(blocksPerSM: 2)]
-        case (.fp16, 128): [.wgmma(blocksPerSM: 1)]
-        default: [.wgmma(blocksPerSM: 2)]
-        }
-        return wgmma + Self.mmaConfigs(dtype: dtype, headDim: headDim)
+        (hopper ? [.wgmma] : []) + Self.mmaConfigs(dtype: dtype, headDim: headDim)
     }
 
     /// The mma.sync configurations (any architecture from sm_80).
