@@ -85,6 +85,53 @@ template <> struct TokenAddress<true> {  // blockSize is a power of two (vLLM's 
     }
 };
 
+// The loads both prefill bodies share: the block's query rows and K/V tiles to shared memory by 16-byte cp.async
+// (rows past the chunk or past the keys are zero-filled). `at(r, c)` is the body's shared layout: the byte offset of
+// 16-byte chunk c of row r in a tile.
+template <int D, bool PAGED> struct PrefillLoads {
+    static constexpr int CH = D / 8;  // 16-byte chunks per row
+    TokenAddress<PAGED> addr;
+    const u16 *q, *kh, *vh;  // q at this block's query head, K and V at its KV head
+    i64 qTok;                // elements between query rows
+    int n, kvLen;
+    __device__ __forceinline__ PrefillLoads(const u16 *q_, const u16 *k, const u16 *v, const int *table, int n_,
+                                            int offset, int qHeads, int kvHeads, int qh, i64 tokenStride,
+                                            i64 headStride, int blockSize) {
+        addr.tokenStride = tokenStride;
+        if constexpr (PAGED) {
+            addr.table = table;
+            addr.blockShift = __ffs(blockSize) - 1;
+        }
+        const int kvh = qh / (qHeads / kvHeads);
+        kh = k + (i64)kvh * headStride;
+        vh = v + (i64)kvh * headStride;
+        q = q_ + (i64)qh * D;
+        qTok = (i64)qHeads * D;
+        n = n_;
+        kvLen = offset + n_;
+    }
+    // Query rows p0 … p0 + R − 1 of the chunk (rows past it are never stored).
+    template <int R, int NT, class At> __device__ __forceinline__ void queries(u32 dst, int p0, At at) const {
+#pragma unroll
+        for (int i = threadIdx.x; i < R * CH; i += NT) {
+            int r = i / CH, c = i % CH, p = p0 + r;
+            cp_async16(dst + at(r, c), q + (i64)min(p, n - 1) * qTok + c * 8, p < n ? 16 : 0);
+        }
+    }
+    // K and V of tokens tile·R … tile·R + R − 1.
+    template <int R, int NT, class At>
+    __device__ __forceinline__ void keysValues(u32 dK, u32 dV, int tile, At at) const {
+#pragma unroll
+        for (int i = threadIdx.x; i < R * CH; i += NT) {
+            int r = i / CH, c = i % CH, t = tile * R + r;
+            bool valid = t < kvLen;
+            i64 o = addr(valid ? t : kvLen - 1) + c * 8;
+            cp_async16(dK + at(r, c), kh + o, valid ? 16 : 0);
+            cp_async16(dV + at(r, c), vh + o, valid ? 16 : 0);
+        }
+    }
+};
+
 template <class T, int D, int NW, int MT, int BN, int STAGES, bool PAGED>
 __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__restrict__ out,
                                              const u16 *__restrict__ k, const u16 *__restrict__ v,
@@ -93,7 +140,7 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
                                              int blockSize) {
     // MT m16 tiles (16·MT query rows) per warp. MT = 1 keeps Q fragments in registers; MT = 2 re-reads them from
     // shared memory but reuses every K/V fragment for two row tiles (half the shared-memory traffic per mma).
-    constexpr int BM = 16 * MT * NW, NT = 32 * NW, CH = D / 8;
+    constexpr int BM = 16 * MT * NW, NT = 32 * NW;
     constexpr bool Q_IN_REGS = MT == 1;
     extern __shared__ __align__(128) u16 smem[];
     u16 *sQ = smem;             // BM × D
@@ -103,38 +150,16 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int qh = blockIdx.x;
     const int p0 = (gridDim.y - 1 - blockIdx.y) * BM;  // heaviest tiles first
-    const int kvh = qh / (qHeads / kvHeads);
     const int kvLen = offset + n;
     const int keyEnd = min(offset + p0 + BM, kvLen);  // exclusive bound of the keys any row of this block sees
     const int nTiles = (keyEnd + BN - 1) / BN;
 
-    TokenAddress<PAGED> addr;
-    addr.tokenStride = tokenStride;
-    if constexpr (PAGED) {
-        addr.table = table;
-        addr.blockShift = __ffs(blockSize) - 1;
-    }
-    const u16 *kh = k + (i64)kvh * headStride;
-    const u16 *vh = v + (i64)kvh * headStride;
-
-    // Q tile (rows past the chunk are zero-filled and never stored).
-    const i64 qTok = (i64)qHeads * D;
-#pragma unroll
-    for (int i = tid; i < BM * CH; i += NT) {
-        int r = i / CH, c = i % CH, p = p0 + r;
-        const u16 *src = q + (i64)min(p, n - 1) * qTok + (i64)qh * D + c * 8;
-        cp_async16(smem_u32(sQ + swz<D>(r, c)), src, p < n ? 16 : 0);
-    }
+    const PrefillLoads<D, PAGED> loads(q, k, v, table, n, offset, qHeads, kvHeads, qh, tokenStride, headStride,
+                                       blockSize);
+    auto at = [](int r, int c) { return (u32)swz<D>(r, c) * 2; };
+    loads.template queries<BM, NT>(smem_u32(sQ), p0, at);
     auto load_kv = [&](int tileIndex, int stage) {
-        u16 *dK = sK + stage * BN * D, *dV = sV + stage * BN * D;
-#pragma unroll
-        for (int i = tid; i < BN * CH; i += NT) {
-            int r = i / CH, c = i % CH, t = tileIndex * BN + r;
-            bool valid = t < kvLen;
-            i64 o = addr(valid ? t : kvLen - 1) + c * 8;
-            cp_async16(smem_u32(dK + swz<D>(r, c)), kh + o, valid ? 16 : 0);
-            cp_async16(smem_u32(dV + swz<D>(r, c)), vh + o, valid ? 16 : 0);
-        }
+        loads.template keysValues<BN, NT>(smem_u32(sK + stage * BN * D), smem_u32(sV + stage * BN * D), tileIndex, at);
     };
     // Prologue: tiles 0..STAGES-2 in flight (Q rides with tile 0), one commit group each.
 #pragma unroll
@@ -360,48 +385,43 @@ template <int N> __device__ __forceinline__ void pin(float *r) {
 template <class T, int N> __device__ __forceinline__ void wgmma_ss(float *d, u64 a, u64 b, int accumulate);
 // D += A·B: A (64×16) from registers, B from shared memory MN-major.
 template <class T, int N> __device__ __forceinline__ void wgmma_rs_mn(float *d, const u32 a[4], u64 b);
-template <> __device__ __forceinline__ void wgmma_ss<BF16, 64>(float *d, u64 a, u64 b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(a), "l"(b), "r"(accumulate));
-}
-template <> __device__ __forceinline__ void wgmma_rs_mn<BF16, 64>(float *d, const u32 a[4], u64 b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-template <> __device__ __forceinline__ void wgmma_rs_mn<BF16, 128>(float *d, const u32 a[4], u64 b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-template <> __device__ __forceinline__ void wgmma_ss<F16, 64>(float *d, u64 a, u64 b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(a), "l"(b), "r"(accumulate));
-}
-template <> __device__ __forceinline__ void wgmma_rs_mn<F16, 64>(float *d, const u32 a[4], u64 b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-template <> __device__ __forceinline__ void wgmma_rs_mn<F16, 128>(float *d, const u32 a[4], u64 b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
+// Accumulator operands of the asm statements below: N/2 fp32 registers per thread.
+#define WGMMA_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define WGMMA_D64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+    "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+#define WGMMA_OUT32(d)                                                                                                 \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),                    \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),              \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),            \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define WGMMA_OUT64(d)                                                                                                 \
+    WGMMA_OUT32(d),                                                                                                    \
+    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),            \
+    "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),            \
+    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),            \
+    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define WGMMA_WRAPPERS(T, DT)                                                                                          \
+    template <> __device__ __forceinline__ void wgmma_ss<T, 64>(float *d, u64 a, u64 b, int accumulate) {              \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                      \
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32." DT "." DT " " WGMMA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}" \
+                     : WGMMA_OUT32(d)                                                                                  \
+                     : "l"(a), "l"(b), "r"(accumulate));                                                               \
+    }                                                                                                                  \
+    template <> __device__ __forceinline__ void wgmma_rs_mn<T, 64>(float *d, const u32 a[4], u64 b) {                  \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                      \
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32." DT "." DT " " WGMMA_D32 ", {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}" \
+                     : WGMMA_OUT32(d)                                                                                  \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                                    \
+    }                                                                                                                  \
+    template <> __device__ __forceinline__ void wgmma_rs_mn<T, 128>(float *d, const u32 a[4], u64 b) {                 \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                      \
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32." DT "." DT " " WGMMA_D64 ", {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}" \
+                     : WGMMA_OUT64(d)                                                                                  \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                                    \
+    }
+// The shapes used, per element type (PTX spelling DT): Q·Kᵀ n64; P·V n64 (d 64) and n128 (d 128).
+WGMMA_WRAPPERS(BF16, "bf16")
+WGMMA_WRAPPERS(F16, "f16")
 
 // Byte offset of 16-byte chunk c of row r in an R-row tile (layout above).
 template <int R> __device__ __forceinline__ u32 swz128(int r, int c) {
@@ -414,7 +434,7 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
                                                    const int *__restrict__ table, int n, int offset, int qHeads,
                                                    int kvHeads, float scaleLog2, i64 tokenStride, i64 headStride,
                                                    int blockSize) {
-    constexpr int BM = 128, BN = 64, NT = 256, CH = D / 8;
+    constexpr int BM = 128, BN = 64, NT = 256;
     extern __shared__ __align__(1024) unsigned char smemRaw[];
     const u32 sQ = (smem_u32(smemRaw) + 1023) & ~1023u;  // BM × D
     const u32 sK = sQ + BM * D * 2;                       // 2 stages × BN × D
@@ -423,35 +443,16 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
     const int qh = blockIdx.x;
     const int p0 = (gridDim.y - 1 - blockIdx.y) * BM;  // heaviest tiles first
-    const int kvh = qh / (qHeads / kvHeads);
     const int kvLen = offset + n;
     const int keyEnd = min(offset + p0 + BM, kvLen);
     const int nTiles = (keyEnd + BN - 1) / BN;
 
-    TokenAddress<PAGED> addr;
-    addr.tokenStride = tokenStride;
-    if constexpr (PAGED) {
-        addr.table = table;
-        addr.blockShift = __ffs(blockSize) - 1;
-    }
-    const u16 *kh = k + (i64)kvh * headStride;
-    const u16 *vh = v + (i64)kvh * headStride;
-    const i64 qTok = (i64)qHeads * D;
-#pragma unroll
-    for (int i = tid; i < BM * CH; i += NT) {
-        int r = i / CH, c = i % CH, p = p0 + r;
-        cp_async16(sQ + swz128<BM>(r, c), q + (i64)min(p, n - 1) * qTok + (i64)qh * D + c * 8, p < n ? 16 : 0);
-    }
+    const PrefillLoads<D, PAGED> loads(q, k, v, table, n, offset, qHeads, kvHeads, qh, tokenStride, headStride,
+                                       blockSize);
+    loads.template queries<BM, NT>(sQ, p0, [](int r, int c) { return swz128<BM>(r, c); });
     auto load_kv = [&](int tileIndex, int stage) {
-        const u32 dK = sK + stage * BN * D * 2, dV = sV + stage * BN * D * 2;
-#pragma unroll
-        for (int i = tid; i < BN * CH; i += NT) {
-            int r = i / CH, c = i % CH, t = tileIndex * BN + r;
-            bool valid = t < kvLen;
-            i64 o = addr(valid ? t : kvLen - 1) + c * 8;
-            cp_async16(dK + swz128<BN>(r, c), kh + o, valid ? 16 : 0);
-            cp_async16(dV + swz128<BN>(r, c), vh + o, valid ? 16 : 0);
-        }
+        loads.template keysValues<BN, NT>(sK + stage * BN * D * 2, sV + stage * BN * D * 2, tileIndex,
+                                          [](int r, int c) { return swz128<BN>(r, c); });
     };
     load_kv(0, 0);
     cp_async_commit();
