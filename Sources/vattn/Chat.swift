@@ -25,14 +25,7 @@ struct Chat: ParsableCommand {
     var system: String?
     @Option(help: "Longest reply, tokens. This much of the context is kept free for the reply.")
     var maxTokens = 256
-    @Option(help: "Sampling temperature (0 = always the most likely token: the same question gets the same answer).")
-    var temperature: Float = 0.7
-    @Option(help: "Nucleus sampling: sample only among the most likely tokens whose probabilities add up to this.")
-    var topP: Float = 0.95
-    @Option(help: "Sample only among the k most likely tokens (0 = no limit).")
-    var topK = 40
-    @Option(help: "Random seed: the same seed and the same conversation give the same replies.")
-    var seed: UInt64?
+    @OptionGroup var sampling: SamplingOptions
     @Flag(help: "Print the whole prompt the model gets each turn (history included) to standard error.")
     var showPrompt = false
 
@@ -87,8 +80,7 @@ struct Chat: ParsableCommand {
             if showPrompt { printErr("[prompt, \(prompt.tokens.count) tokens]\n\(prompt.text)\n[end of prompt]") }
             turn += 1
             // A fixed seed still varies by turn, or every turn would draw the same random numbers.
-            let parameters = SamplingParameters(temperature: temperature, topK: topK, topP: topP,
-                                                seed: seed.map { $0 &+ UInt64(turn) }, maxTokens: maxTokens)
+            let parameters = sampling.parameters(maxTokens: maxTokens, seedOffset: UInt64(turn))
             if interactive { writeOut("\nbot> ") }
             let start = nowNanos()
             let id = try engine.add(prompt: prompt.tokens, parameters: parameters)

@@ -18,14 +18,7 @@ struct Generate: ParsableCommand {
     var raw = false
     @Option(help: "Most tokens to generate.")
     var maxTokens = 200
-    @Option(help: "Sampling temperature (0 = greedy).")
-    var temperature: Float = 0.7
-    @Option(help: "Nucleus sampling: smallest set of tokens whose probability reaches this.")
-    var topP: Float = 0.95
-    @Option(help: "Keep only the k most likely tokens (0 = all).")
-    var topK = 40
-    @Option(help: "Random seed (same seed, same text).")
-    var seed: UInt64?
+    @OptionGroup var sampling: SamplingOptions
     @Option(help: "Stop before this string (repeatable).")
     var stop: [String] = []
 
@@ -35,8 +28,7 @@ struct Generate: ParsableCommand {
         let (engine, _) = try options.makeEngine(loaded)
         let text = raw ? prompt : try loaded.chatTemplate().render([.user(prompt)], addGenerationPrompt: true)
         let tokens = tokenizer.encode(text, addSpecial: raw, parseSpecial: !raw)
-        let parameters = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
-                                            maxTokens: maxTokens, stop: stop)
+        let parameters = sampling.parameters(maxTokens: maxTokens, stop: stop)
         let start = nowNanos()
         var firstToken: UInt64?
         let id = try engine.add(prompt: tokens, parameters: parameters)

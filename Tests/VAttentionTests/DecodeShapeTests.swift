@@ -32,3 +32,19 @@ struct DecodeShapeTests {
         #expect(many.maxSplits == 1)
     }
 }
+
+/// The Hopper prefill kernel's launch geometry (no GPU needed).
+@Suite("PrefillConfig: the warpgroup-MMA kernel")
+struct PrefillConfigTests {
+    @Test("two wgmma blocks fit one SM's shared memory at head dim 128 (the kernel's registers are fitted for two)")
+    func wgmmaResidency() {
+        let config = PrefillConfig.wgmma
+        let bytes = config.sharedBytes(headDim: 128)
+        // Q (128 rows) + 2 stages × K and V (64 tokens), bf16, + 1 KB to align the tiles to 1024 bytes.
+        #expect(bytes == (128 + 2 * 2 * 64) * 128 * 2 + 1024)
+        #expect(2 * (bytes + 1024) <= 233_472)  // + the 1 KB the driver reserves per block
+        #expect(config.isWGMMA && config.rowsPerBlock == 128 && config.warps == 8)
+        #expect(config.description == "wg2n64")
+        #expect(!PrefillConfig(4, 2, 64, 2).isWGMMA)
+    }
+}
