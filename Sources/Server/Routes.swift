@@ -288,43 +288,25 @@ public struct OpenAIRoutes: Sendable {
         let plan = try plan(r, maxTokens: r.max_completion_tokens ?? r.max_tokens, promptTokens: prompt.count,
                             promptParam: "messages", defaultMax: Int.max)
         let generation = try submit(prompt, plan.parameters)
-        let id = "chatcmpl-\(generation.ticket)"
-        let created = unixTime()
-        let model = configuration.modelName
-
-        context.onDisconnect { [service] in service.cancel(generation.ticket) }
-        if !plan.stream {
-            let result = await collect(generation)
-            guard let finish = result.finish else { throw unfinished(context) }
-            return jsonResponse(ChatCompletion(
-                id: id, created: created, model: model,
-                choices: [ChatChoice(message: ChatMessageOut(role: "assistant", content: result.text),
-                                     finish_reason: finish.rawValue)],
-                usage: Usage(prompt_tokens: prompt.count, completion_tokens: result.tokens,
-                             total_tokens: prompt.count + result.tokens)))
+        let id = "chatcmpl-\(generation.ticket)", created = unixTime(), model = configuration.modelName
+        let chunk: @Sendable (ChatDelta, String?) -> ChatCompletionChunk = { delta, finish in
+            ChatCompletionChunk(id: id, created: created, model: model,
+                                choices: [ChatChunkChoice(delta: delta, finish_reason: finish)])
         }
-        let service = self.service
-        let includeUsage = plan.includeUsage
-        return sseResponse { writer in
-            defer { service.cancel(generation.ticket) }
-            func chunk(_ delta: ChatDelta, _ finish: String?) -> ChatCompletionChunk {
-                ChatCompletionChunk(id: id, created: created, model: model,
-                                    choices: [ChatChunkChoice(delta: delta, finish_reason: finish)])
-            }
-            try await writer.write(sse(chunk(ChatDelta(role: "assistant", content: ""), nil)))
-            var tokens = 0
-            for await e in generation.events {
-                tokens += e.tokens.count
-                if !e.text.isEmpty { try await writer.write(sse(chunk(ChatDelta(content: e.text), nil))) }
-                if let f = e.finished { try await writer.write(sse(chunk(ChatDelta(), f.rawValue))) }
-            }
-            if includeUsage {
-                try await writer.write(sse(ChatCompletionChunk(
-                    id: id, created: created, model: model, choices: [],
-                    usage: Usage(prompt_tokens: prompt.count, completion_tokens: tokens, total_tokens: prompt.count + tokens))))
-            }
-            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-        }
+        return try await respond(
+            generation, promptTokens: prompt.count, plan: plan, context: context,
+            body: { text, usage, finish in
+                ChatCompletion(id: id, created: created, model: model,
+                               choices: [ChatChoice(message: ChatMessageOut(role: "assistant", content: text),
+                                                    finish_reason: finish.rawValue)],
+                               usage: usage)
+            },
+            opening: [chunk(ChatDelta(role: "assistant", content: ""), nil)],
+            chunks: { e in
+                (e.text.isEmpty ? [] : [chunk(ChatDelta(content: e.text), nil)])
+                    + (e.finished.map { [chunk(ChatDelta(), $0.rawValue)] } ?? [])
+            },
+            usageChunk: { ChatCompletionChunk(id: id, created: created, model: model, choices: [], usage: $0) })
     }
 
     private func completions(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
@@ -354,43 +336,53 @@ public struct OpenAIRoutes: Sendable {
         let plan = try plan(r, maxTokens: r.max_tokens, promptTokens: prompt.count, promptParam: "prompt",
                             defaultMax: configuration.defaultCompletionTokens)
         let generation = try submit(prompt, plan.parameters)
-        let id = "cmpl-\(generation.ticket)"
-        let created = unixTime()
-        let model = configuration.modelName
+        let id = "cmpl-\(generation.ticket)", created = unixTime(), model = configuration.modelName
         let echo: String
         if r.echo == true, case .string(let s)? = r.prompt { echo = s } else { echo = "" }
+        let chunk: @Sendable (String, String?) -> Completion = { text, finish in
+            Completion(id: id, created: created, model: model,
+                       choices: [CompletionChoice(text: text, finish_reason: finish)])
+        }
+        return try await respond(
+            generation, promptTokens: prompt.count, plan: plan, context: context,
+            body: { text, usage, finish in
+                Completion(id: id, created: created, model: model,
+                           choices: [CompletionChoice(text: echo + text, finish_reason: finish.rawValue)], usage: usage)
+            },
+            opening: echo.isEmpty ? [] : [chunk(echo, nil)],
+            chunks: { e in e.text.isEmpty && e.finished == nil ? [] : [chunk(e.text, e.finished?.rawValue)] },
+            usageChunk: { Completion(id: id, created: created, model: model, choices: [], usage: $0) })
+    }
 
+    /// Answers one accepted generation, for both endpoints: without `stream`, one JSON body made by `body` from the
+    /// collected text; with it, server-sent events — the `opening` chunks, `chunks(event)` for every engine event,
+    /// a usage chunk when the client asked for one, then `[DONE]`. A client that leaves cancels the generation.
+    private func respond<Body: Encodable, Chunk: Encodable & Sendable>(
+        _ generation: Generation, promptTokens: Int, plan: Plan, context: ServerRequestContext,
+        body: (_ text: String, _ usage: Usage, _ finish: FinishReason) -> Body,
+        opening: [Chunk], chunks: @escaping @Sendable (EngineEvent) -> [Chunk],
+        usageChunk: @escaping @Sendable (Usage) -> Chunk
+    ) async throws -> Response {
+        let usage: @Sendable (Int) -> Usage = { tokens in
+            Usage(prompt_tokens: promptTokens, completion_tokens: tokens, total_tokens: promptTokens + tokens)
+        }
         context.onDisconnect { [service] in service.cancel(generation.ticket) }
         if !plan.stream {
             let result = await collect(generation)
             guard let finish = result.finish else { throw unfinished(context) }
-            return jsonResponse(Completion(
-                id: id, created: created, model: model,
-                choices: [CompletionChoice(text: echo + result.text, finish_reason: finish.rawValue)],
-                usage: Usage(prompt_tokens: prompt.count, completion_tokens: result.tokens,
-                             total_tokens: prompt.count + result.tokens)))
+            return jsonResponse(body(result.text, usage(result.tokens), finish))
         }
         let service = self.service
         let includeUsage = plan.includeUsage
         return sseResponse { writer in
             defer { service.cancel(generation.ticket) }
-            func chunk(_ text: String, _ finish: String?) -> Completion {
-                Completion(id: id, created: created, model: model,
-                           choices: [CompletionChoice(text: text, finish_reason: finish)])
-            }
-            if !echo.isEmpty { try await writer.write(sse(chunk(echo, nil))) }
+            for c in opening { try await writer.write(sse(c)) }
             var tokens = 0
             for await e in generation.events {
                 tokens += e.tokens.count
-                if !e.text.isEmpty || e.finished != nil {
-                    try await writer.write(sse(chunk(e.text, e.finished?.rawValue)))
-                }
+                for c in chunks(e) { try await writer.write(sse(c)) }
             }
-            if includeUsage {
-                try await writer.write(sse(Completion(
-                    id: id, created: created, model: model, choices: [],
-                    usage: Usage(prompt_tokens: prompt.count, completion_tokens: tokens, total_tokens: prompt.count + tokens))))
-            }
+            if includeUsage { try await writer.write(sse(usageChunk(usage(tokens)))) }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
         }
     }
