@@ -68,6 +68,7 @@ public struct DecodeShape: Sendable, Hashable {
     /// Merge the split partials inside the split kernel (the last warp of each (sequence, KV head) to finish merges,
     /// through a self-resetting counter in the workspace) instead of a separate merge launch. One launch per call.
     public var fusedMerge = false
+
     public var group: Int { qHeads / kvHeads }
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
     /// Dynamic shared memory of one split-kernel block (one warp).
@@ -76,7 +77,13 @@ public struct DecodeShape: Sendable, Hashable {
     /// `stages` K and V tiles of 32 tokens, rows padded by 16 bytes (conflict-free ldmatrix).
     public static func sharedBytes(stages: Int, headDim: Int) -> Int { stages * 2 * 32 * (2 * headDim + 16) }
 
-    var kernelPrefix: String { "decode_partial_\(fusedMerge && maxSplits > 1 ? "fused_" : "")" }
+    /// The split kernel merges (fused merge asked for and there is more than one split).
+    var mergesInKernel: Bool { fusedMerge && maxSplits > 1 }
+
+    /// The split kernel for `storage` ("strided" or "paged").
+    func kernelName(_ storage: String) -> String {
+        "decode_partial_\(mergesInKernel ? "fused_" : "")\(storage)_\(dtype.rawValue)_d\(headDim)_g\(group)"
+    }
 
     /// `chunk: nil` picks the split size from a wave model: one-warp blocks, `warpsPerSM` of them resident (shared
     /// memory bound); every split costs its tokens plus a fixed ~64-token start-up; the kernel takes
@@ -180,8 +187,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                        shape: DecodeShape, workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
-        let fused = shape.fusedMerge && shape.maxSplits > 1
-        let name = "\(shape.kernelPrefix)strided_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        let fused = shape.mergesInKernel
+        let name = shape.kernelName("strided")
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
@@ -205,8 +212,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
-        let fused = shape.fusedMerge && shape.maxSplits > 1
-        let name = "\(shape.kernelPrefix)paged_\(shape.dtype.rawValue)_d\(shape.headDim)_g\(shape.group)"
+        let fused = shape.mergesInKernel
+        let name = shape.kernelName("paged")
         precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
         try function(attention, name).launch(
             grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),

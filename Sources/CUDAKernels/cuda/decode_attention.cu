@@ -20,33 +20,29 @@ typedef unsigned int u32;
 typedef long long i64;
 #define NEG_INF (-__int_as_float(0x7f800000))
 
+// Element types: one value, or a pair packed `lo` in the low half (the lower column index), rounded to nearest.
 struct BF16 {
-    static __device__ __forceinline__ float2 unpack(u32 x) {
-        return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
-    }
-    static __device__ __forceinline__ float load1(u16 x) { return __uint_as_float(((u32)x) << 16); }
     static __device__ __forceinline__ u16 store1(float f) {
         u16 r;
         asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
         return r;
     }
+    static __device__ __forceinline__ u32 pack2(float lo, float hi) {
+        u32 r;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
+    }
 };
 
 struct FP16 {
-    static __device__ __forceinline__ float2 unpack(u32 x) {
-        float2 r;
-        asm("{.reg .b16 lo, hi;\n\tmov.b32 {lo, hi}, %2;\n\tcvt.f32.f16 %0, lo;\n\tcvt.f32.f16 %1, hi;}"
-            : "=f"(r.x), "=f"(r.y) : "r"(x));
-        return r;
-    }
-    static __device__ __forceinline__ float load1(u16 x) {
-        float r;
-        asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(x));
-        return r;
-    }
     static __device__ __forceinline__ u16 store1(float f) {
         u16 r;
         asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
+        return r;
+    }
+    static __device__ __forceinline__ u32 pack2(float lo, float hi) {
+        u32 r;
+        asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
         return r;
     }
 };
@@ -237,16 +233,6 @@ __device__ __forceinline__ void mma16816(FP16, float c[4], u32 a0, u32 a2, u32 b
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ u32 pack2(BF16, float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-__device__ __forceinline__ u32 pack2(FP16, float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
 __device__ __forceinline__ void ldsm_x4(u32 r[4], const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -277,10 +263,13 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     constexpr int STAGE_BYTES = 2 * TILE * Geo::ROW;
 
     const int lane = threadIdx.x;
+    // Grid (kvHeads, splits, batch): heads vary fastest, so warps running together read whole token rows
+    // (all heads of the same tokens: kvHeads·headDim·2 contiguous bytes) rather than one head's 256 B of many rows.
     const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
     const int start = split * chunk;
     const int kvHeads = gridDim.x, qHeads = kvHeads * G;
     if (start >= length) {
+        // Direct mode (one split, no merge): a zero-length sequence still gets its zero output rows.
         if (out != nullptr && split == 0)
             for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
         return;
@@ -288,11 +277,13 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     const int end = min(length, start + chunk);
     const int tiles = (end - start + TILE - 1) / TILE;
     const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
+    // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed one
+    // tile before it is issued, so a paged block-table read overlaps a tile's arithmetic instead of stalling issue.
     auto tokenOffset = [&](int tile) -> i64 {
         int t = min(start + tile * TILE + lane, end - 1);
         return addr.offset(t) + headOffset;
     };
-    auto issue = [&](i64 off, int stage) {
+    auto issue = [&](i64 off, int stage) {  // rows are fetched from their owner lane's offset
 #pragma unroll
         for (int p = 0; p < Geo::PASSES; p++) {
             int row = p * Geo::ROWS_PER_PASS + rowInPass;
@@ -302,6 +293,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             cp_async16(dst + TILE * Geo::ROW, vBase + o);
         }
     };
+    // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
     for (int i = 0; i < stages - 1; i++) {
         if (i < tiles) issue(tokenOffset(i), i);
         cp_async_commit();
@@ -325,13 +317,14 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
     int stage = 0;
     for (int tile = 0; tile < tiles; tile++) {
+        // Refill the stage computed in the previous iteration with tile + stages − 1.
         const int ahead = tile + stages - 1;
         if (ahead < tiles) {
             issue(nextOff, ahead % stages);
             nextOff = tokenOffset(min(ahead + 1, tiles - 1));
         }
         cp_async_commit();
-        cp_async_wait_dyn(stages - 1);
+        cp_async_wait_dyn(stages - 1);  // this tile's group is complete
         __syncwarp();
         const unsigned char *kTile = smem + stage * STAGE_BYTES, *vTile = kTile + TILE * Geo::ROW;
 
@@ -379,7 +372,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
 
 #pragma unroll
         for (int kk = 0; kk < TILE / 16; kk++) {
-            const u32 a0 = pack2(T(), s[2 * kk][0], s[2 * kk][1]), a2 = pack2(T(), s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            const u32 a0 = T::pack2(s[2 * kk][0], s[2 * kk][1]), a2 = T::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
 #pragma unroll
             for (int jd = 0; jd < D / 16; jd++) {
                 u32 b[4];
@@ -403,7 +396,7 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             const float inv = 1.f / l;
             u32 *o = reinterpret_cast<u32 *>(out + row * D) + quad;
 #pragma unroll
-            for (int i = 0; i < D / 8; i++) o[i * 4] = pack2(T(), acc[i][0] * inv, acc[i][1] * inv);
+            for (int i = 0; i < D / 8; i++) o[i * 4] = T::pack2(acc[i][0] * inv, acc[i][1] * inv);
         } else {
             const i64 idx = row * maxSplits + split;
             if (quad == 0) { pm[idx] = m; pl[idx] = l; }
@@ -448,6 +441,14 @@ __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k,
 // split: the split kernel then writes the output itself (direct mode).
 constexpr int MERGE_P = 4;
 
+// Folds partial (mi, li, ai) — its max in the log2 domain, sum and unnormalized accumulator — into the running (m, l, o).
+__device__ __forceinline__ void lse_fold(float &m, float &l, float &o, float mi, float li, float ai) {
+    const float mNew = fmaxf(m, mi), a = exp2f(m - mNew), b = exp2f(mi - mNew);
+    l = fmaf(l, a, li * b);
+    o = fmaf(o, a, ai * b);
+    m = mNew;
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const float *__restrict__ pl,
                                              const float *__restrict__ pacc, const int *__restrict__ lengths,
@@ -460,28 +461,16 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     const i64 base = row * maxSplits;
     float m = NEG_INF, l = 0.f, o = 0.f;
 #pragma unroll 8
-    for (int i = p; i < n; i += P) {
-        const float mi = pm[base + i], li = pl[base + i], ai = pacc[(base + i) * D + j];
-        const float mNew = fmaxf(m, mi);  // mi is finite: every counted split has tokens
-        const float a = exp2f(m - mNew), b = exp2f(mi - mNew);
-        l = fmaf(l, a, li * b);
-        o = fmaf(o, a, ai * b);
-        m = mNew;
-    }
+    for (int i = p; i < n; i += P)  // pm is finite: every counted split has tokens
+        lse_fold(m, l, o, pm[base + i], pl[base + i], pacc[(base + i) * D + j]);
     if (P > 1) {
         sm[p][j] = m;
         sl[p][j] = l;
         so[p][j] = o;
         __syncthreads();
         if (p == 0) {
-            for (int q = 1; q < P; q++) {
-                const float mq = sm[q][j];
-                if (mq == NEG_INF) continue;  // thread (j, q) had no split
-                const float mNew = fmaxf(m, mq), a = exp2f(m - mNew), b = exp2f(mq - mNew);
-                l = fmaf(l, a, sl[q][j] * b);
-                o = fmaf(o, a, so[q][j] * b);
-                m = mNew;
-            }
+            for (int q = 1; q < P; q++)
+                if (sm[q][j] != NEG_INF) lse_fold(m, l, o, sm[q][j], sl[q][j], so[q][j]);  // else (j, q) had no split
         }
     }
     if (p == 0) out[row * D + j] = T::store1(n > 0 ? o / l : 0.f);
