@@ -132,6 +132,88 @@ template <int D, bool PAGED> struct PrefillLoads {
     }
 };
 
+// Fragment math both bodies share. A warp's 16-row fragment f[i][e]: n8 block i; e = 0, 1 → row g = lane / 4, column
+// 8i + 2(lane % 4) + e; e = 2, 3 → row g + 8 (the mma.sync C layout, which wgmma's accumulator repeats per warp).
+
+// Causal mask of one key tile starting at t0: keys past a row's position (rowPos: row g's) become −inf.
+template <int NB> __device__ __forceinline__ void causal_mask(float (*s)[4], int t0, int rowPos, int lane) {
+#pragma unroll
+    for (int i = 0; i < NB; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
+            if (key > rowPos + (e >> 1) * 8) s[i][e] = NEG_INF;
+        }
+}
+
+// Online softmax in base 2 over one key tile (p = 2^(s·scaleLog2 − m·scaleLog2), one FFMA + EX2 per score); a row's
+// scores live in a quad of lanes. Raw scores become probabilities; the running max m and this thread's share of the
+// sum l advance; corr is the factor the rows' accumulators must be scaled by.
+template <int NB>
+__device__ __forceinline__ void online_softmax(float (*s)[4], float m[2], float l[2], float scaleLog2, float corr[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float mx = NEG_INF;
+#pragma unroll
+        for (int i = 0; i < NB; ++i) mx = fmaxf(mx, fmaxf(s[i][2 * h], s[i][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float mNew = fmaxf(m[h], mx);
+        float mScaled = mNew == NEG_INF ? 0.f : mNew * scaleLog2;
+        corr[h] = exp2f(m[h] * scaleLog2 - mScaled);
+        m[h] = mNew;
+        float sum = 0.f;
+#pragma unroll
+        for (int i = 0; i < NB; ++i) {
+            float a = exp2f(fmaf(s[i][2 * h], scaleLog2, -mScaled));
+            float b = exp2f(fmaf(s[i][2 * h + 1], scaleLog2, -mScaled));
+            s[i][2 * h] = a;
+            s[i][2 * h + 1] = b;
+            sum += a + b;
+        }
+        l[h] = l[h] * corr[h] + sum;  // per-thread partial; the quad is summed at the end
+    }
+}
+
+template <int NB> __device__ __forceinline__ void rescale(float (*acc)[4], const float corr[2]) {
+#pragma unroll
+    for (int i = 0; i < NB; ++i) {
+        acc[i][0] *= corr[0];
+        acc[i][1] *= corr[0];
+        acc[i][2] *= corr[1];
+        acc[i][3] *= corr[1];
+    }
+}
+
+// Probabilities of keys 16kk … 16kk + 15 as an m16n8k16 A fragment (the accumulator layout is the A layout).
+template <class T> __device__ __forceinline__ void p_fragment(const float (*s)[4], int kk, u32 a[4]) {
+    a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+// The finished rows: sum l over the quad, normalize, store query rows row0 (= row g) and row0 + 8 that lie in the
+// chunk (output [n, qHeads, D]).
+template <class T, int D>
+__device__ __forceinline__ void store_rows(const float (*acc)[4], float l[2], u16 *out, int row0, int n, int qHeads,
+                                           int qh, int lane) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    }
+    const float inv0 = 1.f / l[0], inv1 = 1.f / l[1];
+    const int row1 = row0 + 8;
+    u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
+    u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+        if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(acc[i][0] * inv0, acc[i][1] * inv0);
+        if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(acc[i][2] * inv1, acc[i][3] * inv1);
+    }
+}
+
 template <class T, int D, int NW, int MT, int BN, int STAGES, bool PAGED>
 __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__restrict__ out,
                                              const u16 *__restrict__ k, const u16 *__restrict__ v,
@@ -233,55 +315,15 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
             // Causal mask (only tiles reaching past the block's first position need it).
             if (t0 + BN - 1 > offset + p0) {
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                    for (int i = 0; i < BN / 8; ++i)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) {
-                            int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
-                            int pos = rowPos0 + mt * 16 + (e >> 1) * 8;
-                            if (key > pos) s[mt][i][e] = NEG_INF;
-                        }
+                for (int mt = 0; mt < MT; ++mt) causal_mask<BN / 8>(s[mt], t0, rowPos0 + mt * 16, lane);
             }
-
-            // Online softmax in base 2 (p = 2^(s·scaleLog2 − m·scaleLog2), one FFMA + EX2 per score); a row's 64
-            // scores live in a quad of lanes.
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
                 float corr[2];
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    float mx = NEG_INF;
-#pragma unroll
-                    for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(s[mt][i][2 * h], s[mt][i][2 * h + 1]));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    float mNew = fmaxf(mRow[mt][h], mx);
-                    float mScaled = mNew == NEG_INF ? 0.f : mNew * scaleLog2;
-                    corr[h] = exp2f(mRow[mt][h] * scaleLog2 - mScaled);
-                    mRow[mt][h] = mNew;
-                    float sum = 0.f;
-#pragma unroll
-                    for (int i = 0; i < BN / 8; ++i) {
-                        float a = exp2f(fmaf(s[mt][i][2 * h], scaleLog2, -mScaled));
-                        float b = exp2f(fmaf(s[mt][i][2 * h + 1], scaleLog2, -mScaled));
-                        s[mt][i][2 * h] = a;
-                        s[mt][i][2 * h + 1] = b;
-                        sum += a + b;
-                    }
-                    lRow[mt][h] = lRow[mt][h] * corr[h] + sum;  // per-thread partial; the quad is summed at the end
-                }
+                online_softmax<BN / 8>(s[mt], mRow[mt], lRow[mt], scaleLog2, corr);
                 // Rescale only when some row of the warp saw a new maximum (corr is exactly 1 otherwise): once the
                 // running maxima settle this skips D/2 multiplies per row tile and key tile.
-                if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {
-#pragma unroll
-                    for (int i = 0; i < D / 8; ++i) {
-                        acc[mt][i][0] *= corr[0];
-                        acc[mt][i][1] *= corr[0];
-                        acc[mt][i][2] *= corr[1];
-                        acc[mt][i][3] *= corr[1];
-                    }
-                }
+                if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) rescale<D / 8>(acc[mt], corr);
             }
 
             // O += P V.
@@ -289,12 +331,7 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
             for (int kk = 0; kk < BN / 16; ++kk) {
                 u32 a[MT][4];
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                    a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                    a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                    a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-                }
+                for (int mt = 0; mt < MT; ++mt) p_fragment<T>(s[mt], kk, a[mt]);
 #pragma unroll
                 for (int jd = 0; jd < D / 16; ++jd) {
                     u32 b[4];
@@ -311,22 +348,8 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
     }
 
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            lRow[mt][h] += __shfl_xor_sync(0xffffffffu, lRow[mt][h], 1);
-            lRow[mt][h] += __shfl_xor_sync(0xffffffffu, lRow[mt][h], 2);
-        }
-        const float inv0 = 1.f / lRow[mt][0], inv1 = 1.f / lRow[mt][1];
-        const int row0 = p0 + warpRow + mt * 16 + (lane >> 2), row1 = row0 + 8;
-        u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
-        u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(acc[mt][i][0] * inv0, acc[mt][i][1] * inv0);
-            if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(acc[mt][i][2] * inv1, acc[mt][i][3] * inv1);
-        }
-    }
+    for (int mt = 0; mt < MT; ++mt)
+        store_rows<T, D>(acc[mt], lRow[mt], out, p0 + warpRow + mt * 16 + (lane >> 2), n, qHeads, qh, lane);
 }
 
 #define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, S, PAGED)                                                               \
@@ -457,11 +480,11 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
     load_kv(0, 0);
     cp_async_commit();
 
-    float o[D / 2], s[BN / 2];
+    float o[D / 8][4], s[BN / 8][4];  // fragments (layout above); wgmma takes them as flat register lists
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
+    for (int i = 0; i < BN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
     float mRow[2] = {NEG_INF, NEG_INF}, lRow[2] = {0.f, 0.f};
     const int wgFirstPos = offset + p0 + wg * 64;
     const int rowPos0 = wgFirstPos + (warp & 3) * 16 + (lane >> 2);  // this thread's rows: rowPos0, rowPos0 + 8
@@ -476,92 +499,37 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
         if (t0 > wgFirstPos + 63) continue;  // all of this tile is in every row's future (uniform per warpgroup)
         const u32 kT = sK + (j & 1) * BN * D * 2, vT = sV + (j & 1) * BN * D * 2;
 
-        pin<BN / 2>(s);
+        pin<BN / 2>(&s[0][0]);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
             const u32 colBytes = (kk & 3) * 32;  // k step within the 128-byte row of its column half
             const u64 da = wgmma_desc(sQ + (kk >> 2) * BM * 128 + wg * 64 * 128 + colBytes, 16, 1024);
             const u64 db = wgmma_desc(kT + (kk >> 2) * BN * 128 + colBytes, 16, 1024);
-            wgmma_ss<T, BN>(s, da, db, kk > 0);
+            wgmma_ss<T, BN>(&s[0][0], da, db, kk > 0);
         }
         wgmma_commit();
         wgmma_wait0();
-        pin<BN / 2>(s);
+        pin<BN / 2>(&s[0][0]);
 
-        // s[4i + e]: e = 0, 1 → row rowPos0, keys t0 + 8i + 2(lane % 4) + e; e = 2, 3 → row rowPos0 + 8.
-        if (t0 + BN - 1 > wgFirstPos) {
-#pragma unroll
-            for (int i = 0; i < BN / 8; ++i)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    int key = t0 + i * 8 + (lane & 3) * 2 + (e & 1);
-                    if (key > rowPos0 + (e >> 1) * 8) s[4 * i + e] = NEG_INF;
-                }
-        }
+        if (t0 + BN - 1 > wgFirstPos) causal_mask<BN / 8>(s, t0, rowPos0, lane);
         float corr[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float mx = NEG_INF;
-#pragma unroll
-            for (int i = 0; i < BN / 8; ++i) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mNew = fmaxf(mRow[h], mx);
-            float mScaled = mNew == NEG_INF ? 0.f : mNew * scaleLog2;
-            corr[h] = exp2f(mRow[h] * scaleLog2 - mScaled);
-            mRow[h] = mNew;
-            float sum = 0.f;
-#pragma unroll
-            for (int i = 0; i < BN / 8; ++i) {
-                float a = exp2f(fmaf(s[4 * i + 2 * h], scaleLog2, -mScaled));
-                float b = exp2f(fmaf(s[4 * i + 2 * h + 1], scaleLog2, -mScaled));
-                s[4 * i + 2 * h] = a;
-                s[4 * i + 2 * h + 1] = b;
-                sum += a + b;
-            }
-            lRow[h] = lRow[h] * corr[h] + sum;
-        }
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            o[4 * i] *= corr[0];
-            o[4 * i + 1] *= corr[0];
-            o[4 * i + 2] *= corr[1];
-            o[4 * i + 3] *= corr[1];
-        }
+        online_softmax<BN / 8>(s, mRow, lRow, scaleLog2, corr);
+        rescale<D / 8>(o, corr);
         u32 pa[BN / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
-            pa[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
-            pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
-            pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
-        }
-        pin<D / 2>(o);
+        for (int kk = 0; kk < BN / 16; ++kk) p_fragment<T>(s, kk, pa[kk]);
+        pin<D / 2>(&o[0][0]);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk)  // tokens 16kk…16kk+15: two 8-row groups of 1024 bytes
-            wgmma_rs_mn<T, D>(o, pa[kk], wgmma_desc(vT + kk * 2048, BN * 128, 1024));
+            wgmma_rs_mn<T, D>(&o[0][0], pa[kk], wgmma_desc(vT + kk * 2048, BN * 128, 1024));
         wgmma_commit();
         wgmma_wait0();
-        pin<D / 2>(o);
+        pin<D / 2>(&o[0][0]);
     }
     cp_async_wait<0>();
-
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        lRow[h] += __shfl_xor_sync(0xffffffffu, lRow[h], 1);
-        lRow[h] += __shfl_xor_sync(0xffffffffu, lRow[h], 2);
-    }
-    const float inv0 = 1.f / lRow[0], inv1 = 1.f / lRow[1];
-    const int row0 = p0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), row1 = row0 + 8;
-    u16 *o0 = out + ((i64)row0 * qHeads + qh) * D + (lane & 3) * 2;
-    u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-        if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(o[4 * i] * inv0, o[4 * i + 1] * inv0);
-        if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
-    }
+    store_rows<T, D>(o, lRow, out, p0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), n, qHeads, qh, lane);
 }
 
 // Registers fitted for two resident blocks per SM (≤ 128 per thread; 128 used, no spills): one block per SM measured
