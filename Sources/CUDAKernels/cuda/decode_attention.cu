@@ -476,15 +476,17 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     if (p == 0) out[row * D + j] = T::store1(n > 0 ? o / l : 0.f);
 }
 
+// One block of one warp per SM slot; (32, 1) lets ptxas use the registers it needs (without the 1, it capped itself at
+// 168 and spilled 52–72 bytes in every d = 128 kernel; shared memory, not registers, bounds residency).
 #define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G)                                                                 \
-    extern "C" __global__ void __launch_bounds__(32) decode_partial_##NAME##strided_##TN##_d##D##_g##G(            \
+    extern "C" __global__ void __launch_bounds__(32, 1) decode_partial_##NAME##strided_##TN##_d##D##_g##G(            \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
         float *pl, float *pacc, u16 *out, int *counters) {                                                         \
         decode_partial_strided<T, D, G, FUSED>(q, k, v, slotStride, tokenStride, headStride, slots, lengths,       \
                                                chunk, maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);  \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(32) decode_partial_##NAME##paged_##TN##_d##D##_g##G(              \
+    extern "C" __global__ void __launch_bounds__(32, 1) decode_partial_##NAME##paged_##TN##_d##D##_g##G(              \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
         int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out, int *counters) {                 \
