@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Compile-check .cu files with NVRTC (no GPU needed): python3 scripts/nvrtc_check.py FILE.cu [--ptx-out DIR]
-Uses the options loadKernelModule passes (-default-device --use_fast_math), sm_90. Prints the log; exit 1 on error."""
+"""Compile-check .cu files with NVRTC (no GPU needed): python3 scripts/nvrtc_check.py FILE.cu [--ptx-out DIR] [--sm90a]
+Uses the options loadKernelModule passes (-default-device --use_fast_math), sm_90 (sm_90a with --sm90a: the Hopper-only
+wgmma prefill, as PrefillAttentionKernels compiles it). Prints the log incl. registers/spills; exit 1 on error."""
 import ctypes, glob, os, sys, site
 cands = glob.glob(os.path.join(site.getsitepackages()[0], 'nvidia/cuda_nvrtc/lib/libnvrtc.so.*')) + ['libnvrtc.so']
 lib = None
@@ -14,7 +15,8 @@ for path in args:
     src = open(path, 'rb').read()
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), src, os.path.basename(path).encode(), 0, None, None) == 0
-    opts = [b'--gpu-architecture=sm_90', b'--std=c++17', b'-default-device', b'--use_fast_math', b'-Xptxas=-v']
+    arch = b'sm_90a' if '--sm90a' in sys.argv else b'sm_90'
+    opts = [b'--gpu-architecture=' + arch, b'--std=c++17', b'-default-device', b'--use_fast_math', b'-Xptxas=-v']
     arr = (ctypes.c_char_p * len(opts))(*opts)
     r = lib.nvrtcCompileProgram(prog, len(opts), arr)
     n = ctypes.c_size_t(); lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))
