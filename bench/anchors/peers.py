@@ -176,6 +176,24 @@ def run_decode(args, copy_gbps):
             except Exception as e:  # noqa: BLE001
                 fail("decode", kernel, shape, e, caught)
             torch.cuda.synchronize()
+        # cuDNN reading the layout our virtual tensor has ([B, L, HKV, D] per layer, NHD), through a strided
+        # [B, HKV, L, D] view: does the peer's speed depend on its head-major layout?
+        kernel = "SDPA CUDNN, enable_gqa (NHD strided view, our cache layout)"
+        caught = []
+        try:
+            kn = [k.transpose(1, 2) for k in ks]
+            vn = [v.transpose(1, 2) for v in vs]
+            with warnings.catch_warnings(record=True) as caught, sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                warnings.simplefilter("always")
+                def fn(i):
+                    return F.scaled_dot_product_attention(qh, kn[i % 2], vn[i % 2], enable_gqa=True)
+                fn(0)
+                torch.cuda.synchronize()
+                us, spread, out = graph_time(fn, args.graph_calls, args.replays)
+            record(kernel, us, spread, out)
+        except Exception as e:  # noqa: BLE001
+            fail("decode", kernel, shape, e, caught)
+        torch.cuda.synchronize()
         del kh, vh
         torch.cuda.empty_cache()
 
