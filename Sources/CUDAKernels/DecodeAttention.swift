@@ -74,8 +74,8 @@ public struct DecodeShape: Sendable, Hashable {
     /// Dynamic shared memory of one split-kernel block (one warp).
     public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, headDim: headDim) }
 
-    /// `stages` K and V tiles of 32 tokens, rows padded by 16 bytes (conflict-free ldmatrix).
-    public static func sharedBytes(stages: Int, headDim: Int) -> Int { stages * 2 * 32 * (2 * headDim + 16) }
+    /// `stages` K and V tiles of 32 tokens, unpadded rows (the kernel swizzles 16-byte chunks instead).
+    public static func sharedBytes(stages: Int, headDim: Int) -> Int { stages * 2 * 32 * 2 * headDim }
 
     /// The split kernel merges (fused merge asked for and there is more than one split).
     var mergesInKernel: Bool { fusedMerge && maxSplits > 1 }
