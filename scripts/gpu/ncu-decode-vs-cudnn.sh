@@ -11,6 +11,8 @@ export VATTN_KERNEL_CACHE=/tmp/vattn-kernels
 SHAPE=${SHAPE:-64x4096}; B=${SHAPE%x*}; L=${SHAPE#*x}
 M=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,\
 lts__t_sectors_op_read.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed,\
+lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_ltcfabric_op_read.sum,lts__t_requests_srcunit_tex_op_read.sum,\
+l1tex__m_xbar2l1tex_read_sectors.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ldgsts.sum,\
 sm__cycles_active.avg,sm__cycles_active.min,sm__cycles_active.max,sm__warps_active.avg.per_cycle_active,\
 launch__grid_size,launch__block_size,launch__registers_per_thread,launch__shared_mem_per_block_dynamic,\
 launch__shared_mem_per_block_static,launch__occupancy_limit_shared_mem
