@@ -2,9 +2,10 @@
 //
 // Work item: one warp = one (sequence, KV head, split of `chunk` tokens). The warp serves all G query heads of its
 // KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async (rows
-// unpadded, chunks swizzled: Geometry::at), `stages` deep (a launch parameter: stages − 1 tiles in flight while one is used; dynamic shared memory: stages × K and V
-// tiles, see DecodeShape.sharedBytes). q·Kᵀ and P·V run on tensor cores (decode_partial_body). Partials (max in log2
-// domain, sum, unnormalized acc) go to fp32 scratch; `decode_merge_*` combines them per query head.
+// unpadded, chunks swizzled: Geometry::at), `stages` deep (a launch parameter: stages − 1 tiles in flight while one
+// is used; dynamic shared memory: stages × K and V tiles, see DecodeShape.sharedBytes). q·Kᵀ and P·V run on tensor
+// cores (decode_partial_body). Partials (max in log2 domain, sum, unnormalized acc) go to fp32 scratch;
+// `decode_merge_*` combines them per query head.
 //
 // Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
 // sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
