@@ -156,19 +156,25 @@ def run_decode(args, copy_gbps):
                                       "rel_err": err, "note": note})
             log(f"  {kernel:44s} {us:8.1f} µs (p10-p90 {spread:.1f})  {frac:.3f} of copy  rel.err {err:.2e}")
 
-        # SDPA on contiguous [B, H, L, D].
+        # SDPA on contiguous [B, H, L, D]; and cuDNN on the layout our virtual tensor has ([B, L, HKV, D] per layer,
+        # NHD) through a strided [B, HKV, L, D] view: does the peer's speed depend on its head-major layout?
         qh = q.view(B, HQ, 1, D)
         kh = [k.permute(0, 2, 1, 3).contiguous() for k in ks]
         vh = [v.permute(0, 2, 1, 3).contiguous() for v in vs]
-        for name, backend in (("SDPA FLASH", SDPBackend.FLASH_ATTENTION), ("SDPA CUDNN", SDPBackend.CUDNN_ATTENTION),
-                              ("SDPA EFFICIENT", SDPBackend.EFFICIENT_ATTENTION)):
-            kernel = f"{name}, enable_gqa (contiguous)"
+        kn = [k.transpose(1, 2) for k in ks]
+        vn = [v.transpose(1, 2) for v in vs]
+        cases = [(f"{name}, enable_gqa (contiguous)", backend, kh, vh)
+                 for name, backend in (("SDPA FLASH", SDPBackend.FLASH_ATTENTION),
+                                       ("SDPA CUDNN", SDPBackend.CUDNN_ATTENTION),
+                                       ("SDPA EFFICIENT", SDPBackend.EFFICIENT_ATTENTION))]
+        cases.append(("SDPA CUDNN, enable_gqa (NHD strided view, our cache layout)", SDPBackend.CUDNN_ATTENTION, kn, vn))
+        for kernel, backend, keys, values in cases:
             caught = []
             try:
                 with warnings.catch_warnings(record=True) as caught, sdpa_kernel(backend):
                     warnings.simplefilter("always")
                     def fn(i):
-                        return F.scaled_dot_product_attention(qh, kh[i % 2], vh[i % 2], enable_gqa=True)
+                        return F.scaled_dot_product_attention(qh, keys[i % 2], values[i % 2], enable_gqa=True)
                     fn(0)  # raises here if the backend refuses the shape
                     torch.cuda.synchronize()
                     us, spread, out = graph_time(fn, args.graph_calls, args.replays)
@@ -176,25 +182,7 @@ def run_decode(args, copy_gbps):
             except Exception as e:  # noqa: BLE001
                 fail("decode", kernel, shape, e, caught)
             torch.cuda.synchronize()
-        # cuDNN reading the layout our virtual tensor has ([B, L, HKV, D] per layer, NHD), through a strided
-        # [B, HKV, L, D] view: does the peer's speed depend on its head-major layout?
-        kernel = "SDPA CUDNN, enable_gqa (NHD strided view, our cache layout)"
-        caught = []
-        try:
-            kn = [k.transpose(1, 2) for k in ks]
-            vn = [v.transpose(1, 2) for v in vs]
-            with warnings.catch_warnings(record=True) as caught, sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                warnings.simplefilter("always")
-                def fn(i):
-                    return F.scaled_dot_product_attention(qh, kn[i % 2], vn[i % 2], enable_gqa=True)
-                fn(0)
-                torch.cuda.synchronize()
-                us, spread, out = graph_time(fn, args.graph_calls, args.replays)
-            record(kernel, us, spread, out)
-        except Exception as e:  # noqa: BLE001
-            fail("decode", kernel, shape, e, caught)
-        torch.cuda.synchronize()
-        del kh, vh
+        del kh, vh, kn, vn
         torch.cuda.empty_cache()
 
         # FlashInfer paged decode, page 16, shuffled pages, separate K and V pools [pages, 16, HKV, D] (NHD).
