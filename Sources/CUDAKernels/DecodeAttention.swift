@@ -51,6 +51,18 @@ public struct DevicePagedKV: Sendable, Hashable {
     var blockStride: Int { blockSize * kvHeads * headDim }
 }
 
+/// How the split kernel's partials of one (sequence, KV head) are combined when a sequence has several splits.
+public enum DecodeMerge: String, Sendable, CaseIterable {
+    /// All splits of a pair are warps of one block and combine in shared memory: no partials in global memory, no
+    /// second launch. Needs 2…`DecodeShape.maxBlockWarps` splits whose blocks fit as many warps per SM as one-warp
+    /// blocks do.
+    case block
+    /// Each split writes fp32 partials; a second launch (`decode_merge_*`) combines them.
+    case separate
+    /// Each split writes partials; the last warp of a pair to finish combines them (a self-resetting counter).
+    case fused
+}
+
 /// A decode launch's fixed shape (what a CUDA graph would be captured for): batch, heads, the longest context the
 /// grid covers, and the split size. Lengths and slots are read from device memory at run time.
 public struct DecodeShape: Sendable, Hashable {
@@ -65,20 +77,54 @@ public struct DecodeShape: Sendable, Hashable {
     public var chunk: Int
     /// cp.async pipeline depth of the split kernel (2…8): stages − 1 tiles of 32 tokens in flight per warp.
     public var stages: Int
-    /// Merge the split partials inside the split kernel (the last warp of each (sequence, KV head) to finish merges,
-    /// through a self-resetting counter in the workspace) instead of a separate merge launch. One launch per call.
-    public var fusedMerge = false
+    /// How splits are combined (with one split the kernel writes the output itself, whatever this says). `init`
+    /// picks `.block` where `canMergeInBlock`, else `.separate`.
+    public var merge: DecodeMerge
+
+    /// Most warps in one split-kernel block (the kernel's MAX_BLOCK_WARPS).
+    public static let maxBlockWarps = 4
 
     public var group: Int { qHeads / kvHeads }
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
-    /// Dynamic shared memory of one split-kernel block (one warp).
-    public var sharedBytes: Int { DecodeShape.sharedBytes(stages: stages, headDim: headDim) }
+    /// Dynamic shared memory of one warp of the split kernel.
+    public var sharedBytesPerWarp: Int { DecodeShape.sharedBytes(stages: stages, headDim: headDim) }
+    /// Warps per split-kernel block: all splits of a pair in block mode, else one.
+    public var warpsPerBlock: Int { merge == .block ? maxSplits : 1 }
+    /// Dynamic shared memory of one split-kernel block.
+    public var sharedBytes: Int { warpsPerBlock * sharedBytesPerWarp }
 
     /// `stages` K and V tiles of 32 tokens, unpadded rows (the kernel swizzles 16-byte chunks instead).
     public static func sharedBytes(stages: Int, headDim: Int) -> Int { stages * 2 * 32 * 2 * headDim }
 
-    /// The split kernel merges (fused merge asked for and there is more than one split).
-    var mergesInKernel: Bool { fusedMerge && maxSplits > 1 }
+    /// One block per (sequence, KV head) holding all its splits fits (2…maxBlockWarps splits within one block's
+    /// shared memory) and takes no more waves than one-warp blocks. (Multi-warp blocks can strand shared memory: with
+    /// 48 KB per warp an SM holds four one-warp blocks but only one three-warp block.)
+    public func canMergeInBlock(multiprocessors: Int = 132, sharedPerSM: Int = 233_472) -> Bool {
+        guard splitsFitOneBlock else { return false }
+        let w = maxSplits, perWarp = sharedBytesPerWarp, pairs = batch * kvHeads
+        let blocks = multiprocessors * (sharedPerSM / (w * perWarp + 1024))
+        let warps = multiprocessors * min(32, sharedPerSM / (perWarp + 1024))
+        return (pairs + blocks - 1) / blocks <= (pairs * w + warps - 1) / warps
+    }
+
+    /// 2…maxBlockWarps splits whose warps fit one block's shared memory (what `.block` needs to launch at all).
+    public var splitsFitOneBlock: Bool {
+        (2...DecodeShape.maxBlockWarps).contains(maxSplits)
+            && maxSplits * sharedBytesPerWarp <= DecodeShape.maxBlockSharedBytes
+    }
+
+    /// The most dynamic shared memory one block may use on Hopper (227 KB).
+    static let maxBlockSharedBytes = 232_448
+
+    /// Grid of the split kernel: (KV heads, blocks per sequence, batch).
+    var splitGrid: (UInt32, UInt32, UInt32) {
+        (UInt32(kvHeads), UInt32(maxSplits / warpsPerBlock), UInt32(batch))
+    }
+
+    /// The split kernel merges through global memory (fused merge asked for and there is more than one split).
+    var mergesInKernel: Bool { merge == .fused && maxSplits > 1 }
+    /// A second launch combines the partials.
+    var needsMergeLaunch: Bool { merge == .separate && maxSplits > 1 }
 
     /// The split kernel for `storage` ("strided" or "paged").
     func kernelName(_ storage: String) -> String {
@@ -123,6 +169,8 @@ public struct DecodeShape: Sendable, Hashable {
             }
             self.chunk = best.chunk
         }
+        merge = .separate
+        if canMergeInBlock(multiprocessors: multiprocessors, sharedPerSM: sharedPerSM) { merge = .block }
     }
 }
 
@@ -171,7 +219,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         if let f = functions[name] { return f }
         let f = try module.function(name)
         if name.hasPrefix("decode_partial") {
-            try f.setMaxDynamicSharedMemory(232_448)  // 227 KB: the most one block may use on Hopper
+            try f.setMaxDynamicSharedMemory(DecodeShape.maxBlockSharedBytes)
             try? f.setAttribute(9, 100)  // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: all shared memory
         }
         functions[name] = f
@@ -187,20 +235,19 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                        shape: DecodeShape, workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
+        checkMerge(shape, workspace)
         let fused = shape.mergesInKernel
-        let name = shape.kernelName("strided")
-        precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
-        try function(attention, name).launch(
-            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
+        try function(attention, shape.kernelName("strided")).launch(
+            grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
                 .pointer(query), .pointer(kv.keys), .pointer(kv.values), .int64(Int64(kv.slotStride)),
                 .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)), .pointer(slots), .pointer(lengths),
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.maxSplits == 1 || fused ? output : 0), .pointer(fused ? workspace.counters.address : 0),
+                .pointer(shape.needsMergeLaunch ? 0 : output), .pointer(fused ? workspace.counters.address : 0),
             ])
-        if shape.maxSplits > 1 && !fused {
+        if shape.needsMergeLaunch {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
     }
@@ -212,11 +259,10 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
+        checkMerge(shape, workspace)
         let fused = shape.mergesInKernel
-        let name = shape.kernelName("paged")
-        precondition(!fused || workspace.shape.kvHeads == shape.kvHeads, "fused merge: workspace for other KV heads")
-        try function(attention, name).launch(
-            grid: (UInt32(shape.kvHeads), UInt32(shape.maxSplits), UInt32(shape.batch)), block: (32, 1, 1),
+        try function(attention, shape.kernelName("paged")).launch(
+            grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
                 .pointer(query), .pointer(kv.keyPool), .pointer(kv.valuePool), .pointer(kv.blockTables),
                 .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)), .int64(Int64(kv.blockStride)),
@@ -224,11 +270,18 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.maxSplits == 1 || fused ? output : 0), .pointer(fused ? workspace.counters.address : 0),
+                .pointer(shape.needsMergeLaunch ? 0 : output), .pointer(fused ? workspace.counters.address : 0),
             ])
-        if shape.maxSplits > 1 && !fused {
+        if shape.needsMergeLaunch {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
+    }
+
+    private func checkMerge(_ shape: DecodeShape, _ workspace: DecodeWorkspace) {
+        precondition(!shape.mergesInKernel || workspace.shape.kvHeads == shape.kvHeads,
+                     "fused merge: workspace for other KV heads")
+        precondition(shape.merge != .block || shape.maxSplits == 1 || shape.splitsFitOneBlock,
+                     "block merge: \(shape.maxSplits) splits of \(shape.sharedBytesPerWarp) bytes do not fit one block")
     }
 
     private func merge(lengths: UInt64, output: UInt64, shape: DecodeShape, workspace: DecodeWorkspace,

@@ -487,7 +487,8 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             (bucketShape, workspace) = (s, w)
         }
         let shape = DecodeShape(batch: batch, qHeads: hp.headCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
-                                dtype: .bf16, maxLength: key.length, chunk: bucketShape.chunk)
+                                dtype: .bf16, maxLength: key.length, chunk: bucketShape.chunk,
+                                multiprocessors: decodeKernels.multiprocessors)
         return (shape, workspace)
     }
 }

@@ -10,7 +10,8 @@ struct BenchAttention: ParsableCommand {
         abstract: "GPU decode attention, bf16, 32 query / 8 KV heads, d=128: µs per call, GB/s, fraction of copy "
             + "bandwidth; contiguous (KVCacheManager, both layouts) vs paged (16, 256).",
         discussion: """
-            Per call: the split kernel plus the merge kernel. Timing: CUDA events around groups of back-to-back calls \
+            Per call: the split kernel, plus the merge kernel where the splits merge in a separate launch (--merge). \
+            Timing: CUDA events around groups of back-to-back calls \
             (no synchronisation inside a group); the median group mean is reported. Calls alternate between two \
             layers so consecutive calls read different K/V (each layer's K+V is larger than L2 at every shape). \
             Bytes = K+V read once. The copy ceiling is a 16-byte device-to-device copy kernel, bytes read + written.
@@ -27,8 +28,12 @@ struct BenchAttention: ParsableCommand {
     var groups = 30
     @Option(help: "Calls captured per CUDA graph for the graph timing (0: no graph timing).")
     var graphCalls = 20
-    @Option(help: "Split-KV merge: separate (a second launch), fused (the last split of each group merges), or both.")
-    var merge = "separate"
+    @Option(help: """
+        Split-KV merges to measure, comma separated: auto (the shape's own choice), block (a pair's splits are one \
+        block's warps, merged in shared memory), separate (a second launch), fused (the last split of a pair merges). \
+        A mode that does not apply to a shape, or launches the same kernels as auto there, is skipped.
+        """)
+    var merge = "auto"
     @Option(help: "Override the split size (tokens, multiple of 32).")
     var chunk: Int?
     @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
@@ -68,7 +73,8 @@ struct BenchAttention: ParsableCommand {
         try sourceK.upload(randomHalfs(sourceTokens * rowElements, dtype: dtype, amplitude: 1, rng: &rng).bits)
         try sourceV.upload(randomHalfs(sourceTokens * rowElements, dtype: dtype, amplitude: 1, rng: &rng).bits)
 
-        struct Row { var batch: Int; var context: Int; var storage: String; var chunk: Int; var micros: Double
+        struct Row { var batch: Int; var context: Int; var storage: String; var merge: String
+                     var chunk: Int; var micros: Double
                      var spread: Double; var gbps: Double; var fraction: Double; var stages: Int
                      var graphMicros: Double?; var graphSpread: Double? }
         var rows: [Row] = []
@@ -77,30 +83,39 @@ struct BenchAttention: ParsableCommand {
             guard parts.count == 2 else { throw ValidationErrorText("bad shape \(spec)") }
             let (batch, context) = (parts[0], parts[1])
             let stageList = stages.split(separator: ",").compactMap { Int($0) }
-            guard ["separate", "fused", "both"].contains(merge) else {
-                throw ValidationErrorText("--merge is separate, fused or both")
+            let mergeModes = try merge.split(separator: ",").map { m -> DecodeMerge? in
+                if m == "auto" { return nil }
+                guard let mode = DecodeMerge(rawValue: String(m)) else {
+                    throw ValidationErrorText("--merge takes auto, block, separate, fused (comma separated)")
+                }
+                return mode
             }
-            let mergeModes = merge == "both" ? [false, true] : [merge == "fused"]
-            let shapes = stageList.flatMap { st in
-                mergeModes.map { fused in
-                    var s = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
-                                        maxLength: context, chunk: chunk, stages: st,
-                                        multiprocessors: kernels.multiprocessors)
-                    s.fusedMerge = fused
-                    return s
+            // (shape, label suffix) per stage count and merge mode.
+            let shapes = stageList.flatMap { st -> [(DecodeShape, String)] in
+                let auto = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
+                                       maxLength: context, chunk: chunk, stages: st,
+                                       multiprocessors: kernels.multiprocessors)
+                return mergeModes.compactMap { mode in
+                    guard let mode else { return (auto, "") }
+                    var s = auto
+                    s.merge = mode
+                    if auto.maxSplits == 1 || (mode == .block && !s.canMergeInBlock(
+                        multiprocessors: kernels.multiprocessors)) { return nil }
+                    if mode == auto.merge && mergeModes.contains(nil) { return nil }
+                    return (s, " \(mode)")
                 }
             }
             let q = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
             try q.upload(randomHalfs(batch * qHeads * d, dtype: dtype, amplitude: 2, rng: &rng).bits)
             let out = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
-            let workspaces = try shapes.map { try DecodeWorkspace(cuda, shape: $0) }
+            let workspaces = try shapes.map { try DecodeWorkspace(cuda, shape: $0.0) }
             let bytes = Double(2 * batch * context * rowElements * 2)
             for storage in chosen {
                 let kv = try DecodeKV(storage: storage, layers: 2, kvHeads: kvHeads, headDim: d, dtype: dtype,
                                       lengths: [Int](repeating: context, count: batch), maxLength: context,
                                       handle: handle, kernels: kernels, sourceK: sourceK, sourceV: sourceV,
                                       sourceTokens: sourceTokens, rng: &rng)
-                for (shape, workspace) in zip(shapes, workspaces) {
+                for ((shape, mergeLabel), workspace) in zip(shapes, workspaces) {
                 var layer = 0
                 let scale = 1 / Float(d).squareRoot()
                 let call: () throws -> Void = {
@@ -120,8 +135,7 @@ struct BenchAttention: ParsableCommand {
                 if o.contains(where: { halfToFloat($0, dtype).isNaN }) {
                     throw ValidationErrorText("NaN in the output of \(storage) \(batch)x\(context)")
                 }
-                let label = (stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description)
-                    + (shape.fusedMerge ? " fused" : "")
+                let label = (stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description) + mergeLabel
                 // The same calls inside a replayed CUDA graph (no launch gaps), output checked bit for bit.
                 var graphMicros: Double?, graphSpread: Double?
                 if graphCalls > 0 {
@@ -146,14 +160,16 @@ struct BenchAttention: ParsableCommand {
                     graphSpread = (gsorted[gsorted.count * 9 / 10] - gsorted[gsorted.count / 10]) * 1000
                         / Double(graphCalls)
                 }
-                rows.append(Row(batch: batch, context: context, storage: label, chunk: shape.chunk,
+                rows.append(Row(batch: batch, context: context, storage: label,
+                                merge: shape.maxSplits == 1 ? "none" : shape.merge.rawValue, chunk: shape.chunk,
                                 micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps,
                                 stages: shape.stages, graphMicros: graphMicros, graphSpread: graphSpread))
                 let graphText = graphMicros.map {
                     "; graph \(fmt($0, 1)) µs (spread \(fmt(graphSpread ?? 0, 1))), \(fmt(bytes / ($0 * 1e-6) / 1e9, 0)) GB/s, "
                         + "\(fmt(bytes / ($0 * 1e-6) / 1e9 / copyGBps, 3)) of copy"
                 } ?? ""
-                print("  \(batch)×\(context) \(pad(label, 24)) chunk \(shape.chunk): "
+                print("  \(batch)×\(context) \(pad(label, 30)) chunk \(shape.chunk) merge "
+                      + "\(shape.maxSplits == 1 ? "none" : shape.merge.rawValue): "
                       + "\(fmt(micros, 1)) µs (p10–p90 spread \(fmt(spread, 1))), \(fmt(gbps, 0)) GB/s, "
                       + "\(fmt(gbps / copyGBps, 3)) of copy" + graphText)
                 }
@@ -205,7 +221,7 @@ struct BenchAttention: ParsableCommand {
             text += "  \"callsPerGroup\": \(callsPerGroup), \"groups\": \(groups),\n  \"results\": [\n"
             text += rows.map { r in
                 "    {\"batch\": \(r.batch), \"context\": \(r.context), \"storage\": \"\(r.storage)\", "
-                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"fusedMerge\": \(r.storage.hasSuffix(" fused")), \"microsMedian\": \(fmt(r.micros, 2)), "
+                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"merge\": \"\(r.merge)\", \"microsMedian\": \(fmt(r.micros, 2)), "
                     + "\"microsP10P90Spread\": \(fmt(r.spread, 2)), \"GBps\": \(fmt(r.gbps, 1)), "
                     + "\"fractionOfCopy\": \(fmt(r.fraction, 4)), \"graphCalls\": \(graphCalls), "
                     + "\"graphMicrosMedian\": \(r.graphMicros.map { fmt($0, 2) } ?? "null"), "

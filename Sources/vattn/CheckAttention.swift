@@ -35,15 +35,15 @@ struct CheckAttention: ParsableCommand {
                         let maxLength = 1100
                         var lengths = [0, 1, 31, 33, 300, 1037, Int.random(in: 1...maxLength, using: &rng)]
                         lengths.shuffle(using: &rng)
-                        // Split size: the default (many splits), 64 (many merges) or ≥ maxLength (one split: no merge,
-                        // the split kernel writes the output).
-                        let chunk: Int? = [nil, 64, 1120][(ci + group + headDim / 64) % 3]
+                        // Split size: the default (many splits), 64 (many merges), ≥ maxLength (one split: no merge,
+                        // the split kernel writes the output), or 2…4 splits (also merged within one block).
+                        let chunk: Int? = [nil, 64, 1120, 288, 576][(ci + group + headDim / 64) % 5]
                         let stages = [2, 3, 4, 6][(ci + group) % 4]  // every pipeline depth, every storage
                         let shape = DecodeShape(batch: lengths.count, qHeads: kvHeads * group, kvHeads: kvHeads,
                                                 headDim: headDim, dtype: dtype, maxLength: maxLength, chunk: chunk,
                                                 stages: stages, multiprocessors: kernels.multiprocessors)
-                        let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk) s\(stages)"
-                            + (shape.maxSplits > 1 ? " +fused" : "")
+                        let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk) s\(stages) "
+                            + Self.merges(shape).map(\.rawValue).joined(separator: "+")
                         let err = try runCase(shape: shape, lengths: lengths, storage: storage, handle: handle,
                                               kernels: kernels, cuda: cuda, stream: stream, rng: &rng)
                         let ok = err.nanCount == 0 && err.maxRel <= tolerance
@@ -60,6 +60,14 @@ struct CheckAttention: ParsableCommand {
     }
 
     struct CaseError { var maxRel: Double; var nanCount: Int }
+
+    /// The merges a case runs, each checked: with several splits the separate launch, the fused merge twice in a row
+    /// (the second launch proves that the merging warps reset their counters) and, where a pair's splits fit one
+    /// block, the in-block merge. One split: the kernel writes the output itself.
+    static func merges(_ shape: DecodeShape) -> [DecodeMerge] {
+        guard shape.maxSplits > 1 else { return [.separate] }
+        return [.separate, .fused, .fused] + (shape.splitsFitOneBlock ? [.block] : [])
+    }
 
     func runCase(shape: DecodeShape, lengths: [Int], storage: KVStorage, handle: BackendHandle,
                  kernels: DecodeAttentionKernels, cuda: CUDA, stream: CUDAStream,
@@ -85,17 +93,15 @@ struct CheckAttention: ParsableCommand {
         let output = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
         let workspace = try DecodeWorkspace(cuda, shape: shape)
         let scale = 1 / Float(d).squareRoot()
-        // Separate merge launch; with several splits also the fused merge, twice in a row (the second launch
-        // proves that the merging warps reset their counters).
         var gots: [[Float]] = []
-        for fused in shape.maxSplits > 1 ? [false, true, true] : [false] {
+        for mode in Self.merges(shape) {
             // Poison: 0xFFFF is NaN in bf16 and fp16; the scratch too, so a read of an unwritten partial shows.
             for b in [output, workspace.maxes, workspace.sums, workspace.accs] {
                 try cuda.check(cuda.api.memsetD8(b.address, 0xFF, b.byteCount), "cuMemsetD8")
             }
             try device.synchronize()  // the poison went through the legacy stream
             var s = shape
-            s.fusedMerge = fused
+            s.merge = mode
             try kv.decode(kernels, layer: layer, query: query.address, output: output.address, shape: s,
                           workspace: workspace, scale: scale, stream: stream)
             try stream.synchronize()

@@ -17,11 +17,39 @@ struct DecodeShapeTests {
         }
     }
 
-    @Test("shared memory per one-warp block fits Hopper's 227 KB and matches the kernel's layout")
+    @Test("shared memory per warp fits Hopper's 227 KB and matches the kernel's layout")
     func sharedMemory() {
         // stages × (K + V) × 32 rows × 2·d bytes (no padding: the kernel swizzles)
         #expect(DecodeShape.sharedBytes(stages: 3, headDim: 128) == 3 * 2 * 32 * 256)
         #expect(DecodeShape.sharedBytes(stages: 8, headDim: 128) <= 232_448)
+    }
+
+    @Test("a pair's 2…4 splits merge in one block when that costs no extra wave; else one-warp blocks")
+    func blockMerge() {
+        // 16×8K (the shape cuDNN runs as one block per pair): 4 splits of 2048 → 128 blocks of 4 warps, 192 KB each,
+        // one per SM: one wave, as the 512 one-warp blocks.
+        let s = DecodeShape(batch: 16, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 8192)
+        #expect(s.maxSplits == 4 && s.merge == .block && s.warpsPerBlock == 4)
+        #expect(s.sharedBytes == 4 * DecodeShape.sharedBytes(stages: 3, headDim: 128))
+        // Too many splits for one block: partials and a merge launch.
+        let one = DecodeShape(batch: 1, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 32768)
+        #expect(one.merge == .separate && one.warpsPerBlock == 1)
+        // Three 48 KB warps leave no room for a second block on an SM (3 warps resident instead of 4): 136 pairs ×
+        // 3 splits take 1 wave as one-warp blocks (408 of 528) but 2 as three-warp blocks (132 per wave), so they stay
+        // one-warp blocks.
+        var three = DecodeShape(batch: 34, qHeads: 32, kvHeads: 4, headDim: 128, dtype: .bf16, maxLength: 3000,
+                                chunk: 1024)
+        #expect(three.maxSplits == 3 && three.splitsFitOneBlock && !three.canMergeInBlock())
+        #expect(three.merge == .separate)
+        three.batch = 8  // 32 blocks: one wave either way
+        #expect(three.canMergeInBlock())
+        // Eight stages of d = 128 are 128 KB per warp: two warps do not fit one block.
+        let deep = DecodeShape(batch: 16, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 8192,
+                               chunk: 4096, stages: 8)
+        #expect(deep.maxSplits == 2 && !deep.splitsFitOneBlock && deep.merge == .separate)
+        // One split: the kernel writes the output itself from one one-warp block, whatever the merge says.
+        let many = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024)
+        #expect(many.maxSplits == 1 && many.warpsPerBlock == 1)
     }
 
     @Test("a long single sequence is split across the GPU; a large batch keeps one split per sequence")

@@ -4,8 +4,10 @@
 // KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async (rows
 // unpadded, chunks swizzled: Geometry::at), `stages` deep (a launch parameter: stages − 1 tiles in flight while one
 // is used; dynamic shared memory: stages × K and V tiles, see DecodeShape.sharedBytes). q·Kᵀ and P·V run on tensor
-// cores (decode_partial_body). Partials (max in log2 domain, sum, unnormalized acc) go to fp32 scratch;
-// `decode_merge_*` combines them per query head.
+// cores (decode_partial_body). The splits of one (sequence, KV head) are combined in one of three ways (DecodeMerge):
+// as warps of one block, through shared memory (block_merge_tail; one split: the warp writes its rows); or each split
+// writes partials (max in log2 domain, sum, unnormalized acc) to fp32 scratch, combined per query head by a second
+// launch (`decode_merge_*`) or by the last split to finish (fused_merge_tail).
 //
 // Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
 // sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
@@ -261,6 +263,54 @@ __device__ __forceinline__ void ldsm_x4_t(u32 r[4], const void *p) {
                  : "r"((u32)__cvta_generic_to_shared(p)));
 }
 
+// Block mode: the block's W = blockDim.y warps hold all splits of one (sequence, KV head) (a warp without tokens has
+// m = −∞, l = 0, acc = 0) and combine them through shared memory — no partials in global memory, no merge launch
+// (at 16×8K cuDNN runs the same way, one block per pair). With W = 1 the warp normalizes its own rows. `out`: row 0
+// of the group's G output rows.
+template <typename T, int D, int G>
+__device__ __forceinline__ void block_merge_tail(const float (&acc)[D / 8][4], float m, float l,
+                                                 unsigned char *smemBlock, u16 *__restrict__ out) {
+    const int lane = threadIdx.x, h = lane >> 2, quad = lane & 3, W = blockDim.y;
+    if (W == 1) {
+        if (h < G) {
+            const float inv = l > 0.f ? 1.f / l : 0.f;  // l = 0: a zero-length sequence gets zero rows
+            u32 *o = reinterpret_cast<u32 *>(out + h * D) + quad;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++) o[i * 4] = T::pack2(acc[i][0] * inv, acc[i][1] * inv);
+        }
+        return;
+    }
+    // [W][G] maxes and sums, then [W][G][D] accumulators, over the tiles (every warp is past its loop).
+    float *sm = reinterpret_cast<float *>(smemBlock), *sl = sm + W * G, *sacc = sl + W * G;
+    const int warp = threadIdx.y;
+    __syncthreads();
+    if (h < G) {
+        if (quad == 0) { sm[warp * G + h] = m; sl[warp * G + h] = l; }
+        float2 *dst = reinterpret_cast<float2 *>(sacc + (warp * G + h) * D) + quad;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) dst[i * 4] = make_float2(acc[i][0], acc[i][1]);
+    }
+    __syncthreads();
+    // Thread t combines output elements 2t, 2t + 1 (+ 64W, …) over the W warps.
+    for (int e = 2 * (warp * 32 + lane); e < G * D; e += 64 * W) {
+        const int row = e / D;
+        float M = NEG_INF;
+        for (int w = 0; w < W; w++) M = fmaxf(M, sm[w * G + row]);
+        float sum = 0.f, o0 = 0.f, o1 = 0.f;
+        if (M != NEG_INF) {  // else the sequence is empty: zeros
+            for (int w = 0; w < W; w++) {
+                const float f = exp2f(sm[w * G + row] - M);  // 0 for a warp without tokens
+                const float2 a = *reinterpret_cast<const float2 *>(sacc + (w * G + row) * D + e % D);
+                sum = fmaf(f, sl[w * G + row], sum);
+                o0 = fmaf(f, a.x, o0);
+                o1 = fmaf(f, a.y, o1);
+            }
+        }
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;
+        *reinterpret_cast<u32 *>(out + e) = T::pack2(o0 * inv, o1 * inv);
+    }
+}
+
 // The split kernel. The arithmetic runs on tensor cores (mma.sync m16n8k16, fp32 accumulate), so a 32-token tile costs
 // ~100 instructions and the warp is left waiting on memory only (CUDA-core arithmetic, lane = token for q·K, measured
 // 1–2 % slower at every benchmark shape, 2026-11-22). The G query heads are rows 0…G−1 of the 16-row A operand (rows
@@ -276,22 +326,34 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
                                                        u16 *__restrict__ out, int *__restrict__ counters) {
     static_assert(G <= 8, "the group's heads are rows 0…7 of the mma A operand");
     using Geo = Geometry<D>;
-    extern __shared__ __align__(128) unsigned char smem[];  // [stages][K/V][TILE rows of Geo::ROW bytes, swizzled]
+    // [warp][stages][K/V][TILE rows of Geo::ROW bytes, swizzled]
+    extern __shared__ __align__(128) unsigned char smemBlock[];
     constexpr int STAGE_BYTES = 2 * TILE * Geo::ROW;
 
-    const int lane = threadIdx.x;
-    // Grid (kvHeads, splits, batch): heads vary fastest, so warps running together read whole token rows
-    // (all heads of the same tokens: kvHeads·headDim·2 contiguous bytes) rather than one head's 256 B of many rows.
-    const int kvHead = blockIdx.x, split = blockIdx.y, seq = blockIdx.z;
+    const int lane = threadIdx.x, warp = threadIdx.y;
+    // Grid (kvHeads, splits / warps, batch), block (32, warps): warp w of block y takes split y·warps + w. Heads vary
+    // fastest, so warps running together read whole token rows (all heads of the same tokens: kvHeads·headDim·2
+    // contiguous bytes) rather than one head's 256 B of many rows.
+    const int kvHead = blockIdx.x, split = blockIdx.y * blockDim.y + warp, seq = blockIdx.z;
     const int start = split * chunk;
     const int kvHeads = gridDim.x, qHeads = kvHeads * G;
-    if (start >= length) {
-        // Direct mode (one split, no merge): a zero-length sequence still gets its zero output rows.
-        if (out != nullptr && split == 0)
+    unsigned char *smem = smemBlock + warp * stages * STAGE_BYTES;
+    // Block mode (out given, not fused): the block's warps are all of the pair's splits and it writes the output
+    // (block_merge_tail). Else each split writes its partials.
+    const bool inBlock = !FUSED && out != nullptr;
+    if (start >= length && !inBlock) {  // the merge counts only splits with tokens
+        if (FUSED && split == 0)  // nothing to merge: a zero-length sequence gets zero rows
             for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
         return;
     }
     const int end = min(length, start + chunk);
+    const int h = lane >> 2, quad = lane & 3;  // the mma fragment row (query head of the group) and column pair
+    const bool liveRow = h < G;
+    float acc[D / 8][4];  // rows 8…15 (elements 2, 3) stay zero
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    float m = NEG_INF, l = 0.f;  // of row h; l is this lane's share until the loop ends, then the quad's sum
+    if (start < length) {  // (only block mode gets here without tokens: its warp then adds nothing to the merge)
     const int tiles = (end - start + TILE - 1) / TILE;
     const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
     // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed one
@@ -318,8 +380,6 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     }
 
     // A fragments of q (row h = lane/4 < G, columns 2·(lane%4) and +8 of each 16-wide k step), raw storage type.
-    const int h = lane >> 2, quad = lane & 3;
-    const bool liveRow = h < G;
     const u32 *qRow = reinterpret_cast<const u32 *>(q + ((i64)seq * qHeads + kvHead * G + (liveRow ? h : 0)) * D);
     u32 qa[D / 16][2];
 #pragma unroll
@@ -327,11 +387,6 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
         qa[kk][0] = liveRow ? __ldg(qRow + kk * 8 + quad) : 0u;
         qa[kk][1] = liveRow ? __ldg(qRow + kk * 8 + 4 + quad) : 0u;
     }
-    float acc[D / 8][4];  // rows 8…15 (elements 2, 3) stay zero
-#pragma unroll
-    for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-    float m = NEG_INF, l = 0.f;  // of row h; l is this lane's share (the quad is summed at the end)
-
     i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
     int stage = 0;
     for (int tile = 0; tile < tiles; tile++) {
@@ -404,24 +459,20 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
         stage = stage + 1 == stages ? 0 : stage + 1;
     }
     cp_async_wait<0>();
-
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const bool direct = !FUSED && out != nullptr;
+    }
+
+    if (inBlock) {
+        block_merge_tail<T, D, G>(acc, m, l, smemBlock, out + ((i64)seq * qHeads + kvHead * G) * D);
+        return;
+    }
     if (liveRow) {
-        const i64 row = (i64)seq * qHeads + kvHead * G + h;
-        if (direct) {  // the only split: normalize and store the output row
-            const float inv = 1.f / l;
-            u32 *o = reinterpret_cast<u32 *>(out + row * D) + quad;
+        const i64 idx = ((i64)seq * qHeads + kvHead * G + h) * maxSplits + split;
+        if (quad == 0) { pm[idx] = m; pl[idx] = l; }
+        float2 *dst = reinterpret_cast<float2 *>(pacc + idx * D) + quad;
 #pragma unroll
-            for (int i = 0; i < D / 8; i++) o[i * 4] = T::pack2(acc[i][0] * inv, acc[i][1] * inv);
-        } else {
-            const i64 idx = row * maxSplits + split;
-            if (quad == 0) { pm[idx] = m; pl[idx] = l; }
-            float2 *dst = reinterpret_cast<float2 *>(pacc + idx * D) + quad;
-#pragma unroll
-            for (int i = 0; i < D / 8; i++) dst[i * 4] = make_float2(acc[i][0], acc[i][1]);
-        }
+        for (int i = 0; i < D / 8; i++) dst[i * 4] = make_float2(acc[i][0], acc[i][1]);
     }
     if constexpr (FUSED)
         fused_merge_tail<T, D, G>(pm, pl, pacc, out, counters + (i64)seq * kvHeads + kvHead,
@@ -494,17 +545,21 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     if (p == 0) out[row * D + j] = T::store1(n > 0 ? o / l : 0.f);
 }
 
-// One block of one warp per SM slot; (32, 1) lets ptxas use the registers it needs (without the 1, it capped itself at
-// 168 and spilled 52–72 bytes in every d = 128 kernel; shared memory, not registers, bounds residency).
+// Blocks of 1…MAX_BLOCK_WARPS warps (block mode: one pair's splits); min 1 block per SM lets ptxas use the registers
+// it needs (without it, it capped itself at 168 and spilled 52–72 bytes in every d = 128 kernel; shared memory, not
+// registers, bounds residency).
+#define MAX_BLOCK_WARPS 4
 #define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G)                                                                 \
-    extern "C" __global__ void __launch_bounds__(32, 1) decode_partial_##NAME##strided_##TN##_d##D##_g##G(            \
+    extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
+        decode_partial_##NAME##strided_##TN##_d##D##_g##G(                                                         \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
         float *pl, float *pacc, u16 *out, int *counters) {                                                         \
         decode_partial_strided<T, D, G, FUSED>(q, k, v, slotStride, tokenStride, headStride, slots, lengths,       \
                                                chunk, maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);  \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(32, 1) decode_partial_##NAME##paged_##TN##_d##D##_g##G(              \
+    extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
+        decode_partial_##NAME##paged_##TN##_d##D##_g##G(                                                           \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
         int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out, int *counters) {                 \
