@@ -48,16 +48,24 @@ struct DecodeShapeTests {
                                chunk: 4096, stages: 8)
         #expect(deep.maxSplits == 2 && !deep.splitsFitOneBlock && deep.merge == .separate)
         // One split: the kernel writes the output itself from one one-warp block, whatever the merge says.
-        let many = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024)
+        let many = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024,
+                               chunk: 1024)
         #expect(many.maxSplits == 1 && many.warpsPerBlock == 1)
     }
 
-    @Test("a long single sequence is split across the GPU; a large batch keeps one split per sequence")
+    @Test("a long single sequence is split across the GPU; a large batch runs each pair as one block of 4 warps")
     func splitChoice() {
         let one = DecodeShape(batch: 1, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 32768)
-        #expect(one.maxSplits >= 32)
-        let many = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024)
-        #expect(many.maxSplits == 1)
+        #expect(one.maxSplits >= 32 && one.merge == .separate)
+        for (batch, length) in [(256, 1024), (64, 4096), (17, 100)] {  // ≥ 132 pairs
+            let s = DecodeShape(batch: batch, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: length)
+            #expect(s.merge == .block && s.warpsPerBlock == s.maxSplits)
+            #expect(s.maxSplits == min(4, (length + 31) / 32))
+        }
+        // Four warps of 8 stages (128 KB each) do not fit one block: one warp per pair then.
+        let deep = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024,
+                               stages: 8)
+        #expect(deep.warpsPerBlock == 1 && deep.maxSplits == 1)
     }
 }
 
