@@ -31,7 +31,7 @@ struct BenchAttention: ParsableCommand {
     @Option(help: """
         Split-KV merges to measure, comma separated: auto (the shape's own choice), block (a pair's splits are one \
         block's warps, merged in shared memory), separate (a second launch), fused (the last split of a pair merges). \
-        A mode that does not apply to a shape, or launches the same kernels as auto there, is skipped.
+        A mode that does not apply to a shape, or launches the same kernels as an earlier one there, is skipped.
         """)
     var merge = "auto"
     @Option(help: "Override the split size (tokens, multiple of 32).")
@@ -95,14 +95,13 @@ struct BenchAttention: ParsableCommand {
                 let auto = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
                                        maxLength: context, chunk: chunk, stages: st,
                                        multiprocessors: kernels.multiprocessors)
+                var launches: Set<String> = []  // one run per distinct launch
                 return mergeModes.compactMap { mode in
-                    guard let mode else { return (auto, "") }
                     var s = auto
-                    s.merge = mode
-                    if auto.maxSplits == 1 || (mode == .block && !s.canMergeInBlock(
-                        multiprocessors: kernels.multiprocessors)) { return nil }
-                    if mode == auto.merge && mergeModes.contains(nil) { return nil }
-                    return (s, " \(mode)")
+                    if let mode { s.merge = mode }
+                    if s.merge == .block && s.maxSplits > 1 && !s.splitsFitOneBlock { return nil }
+                    guard launches.insert(s.maxSplits == 1 ? "one split" : s.merge.rawValue).inserted else { return nil }
+                    return (s, mode != nil && s.maxSplits > 1 ? " \(s.merge)" : "")
                 }
             }
             let q = try DeviceBuffer(cuda, byteCount: batch * qHeads * d * 2)
