@@ -95,7 +95,6 @@ __device__ __forceinline__ float warp_sum(float v) {
 struct StridedAddr {
     i64 slotOffset, tokenStride;
     __device__ __forceinline__ i64 offset(int t) const { return slotOffset + (i64)t * tokenStride; }
-    __device__ __forceinline__ int contiguousTokens() const { return 1 << 30; }  // tokens per run of memory
 };
 struct PagedAddr {
     const int *table;  // this sequence's row of the block table
@@ -105,7 +104,6 @@ struct PagedAddr {
         int b = t / blockSize;
         return (i64)__ldg(table + b) * blockStride + (i64)(t - b * blockSize) * tokenStride;
     }
-    __device__ __forceinline__ int contiguousTokens() const { return blockSize; }
 };
 
 constexpr int TILE = 32;  // tokens per tile = lanes per warp
@@ -339,22 +337,21 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     const int kvHead = blockIdx.x, split = blockIdx.y * blockDim.y + warp, seq = blockIdx.z;
     const int kvHeads = gridDim.x, qHeads = kvHeads * G;
     unsigned char *smem = smemBlock + warp * stages * STAGE_BYTES;
-    // Block mode (out given, not fused): the block's W warps are all of the pair's splits and it writes the output
-    // (block_merge_tail). Else each split (`chunk` tokens from `start`) writes its partials. In block mode, where
-    // memory runs W tiles or longer (strided K/V, pages of ≥ W·32 tokens), the warps interleave instead: warp w takes
-    // tiles w, w + W, … of the sequence, so the block — and the kvHeads blocks beside it, reading the same token rows
-    // — streams one region at a time (same-run A/B on the H100, 16×8K: −1.8 % contiguous, −0.4 % with 256-token
-    // pages; +2 % with 16-token pages, so those keep one run of tiles per warp).
+    // Block mode (out given, not fused): the block's W warps are all of the pair's splits, interleaved — warp w takes
+    // tiles w, w + W, … of the sequence, so the block and the kvHeads blocks beside it (reading the same token rows)
+    // stream one region at a time — and the block writes the output (block_merge_tail). Same-run A/B on the H100,
+    // 16×8K against one run of tiles per warp: −1.8 % contiguous, −0.4 % with 256-token pages, +2 % with 16-token
+    // pages (no region to stream); paged K/V interleave too, so the paged twin sums in the same order and the engine's
+    // output does not depend on the KV store. Else each split (`chunk` tokens from `start`) writes its partials.
     const bool inBlock = !FUSED && out != nullptr;
-    const bool interleaved = inBlock && addr.contiguousTokens() >= (int)blockDim.y * TILE;
-    const int start = interleaved ? warp * TILE : split * chunk;
-    const int step = interleaved ? blockDim.y * TILE : TILE;  // tokens from one of the warp's tiles to the next
+    const int start = inBlock ? warp * TILE : split * chunk;
+    const int step = inBlock ? blockDim.y * TILE : TILE;  // tokens from one of the warp's tiles to the next
     if (start >= length && !inBlock) {  // the merge counts only splits with tokens
         if (FUSED && split == 0)  // nothing to merge: a zero-length sequence gets zero rows
             for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
         return;
     }
-    const int end = interleaved ? length : min(length, start + chunk);
+    const int end = inBlock ? length : min(length, start + chunk);
     const int h = lane >> 2, quad = lane & 3;  // the mma fragment row (query head of the group) and column pair
     const bool liveRow = h < G;
     float acc[D / 8][4];  // rows 8…15 (elements 2, 3) stay zero
