@@ -16,7 +16,9 @@ for path in args:
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), src, os.path.basename(path).encode(), 0, None, None) == 0
     arch = b'sm_90a' if '--sm90a' in sys.argv else b'sm_90'
-    opts = [b'--gpu-architecture=' + arch, b'--std=c++17', b'-default-device', b'--use_fast_math', b'-Xptxas=-v']
+    # The .cuh headers beside the file (the binary hands NVRTC every embedded header by name instead).
+    opts = [b'--gpu-architecture=' + arch, b'--std=c++17', b'-default-device', b'--use_fast_math', b'-Xptxas=-v',
+            b'--include-path=' + os.path.dirname(os.path.abspath(path)).encode()]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     r = lib.nvrtcCompileProgram(prog, len(opts), arr)
     n = ctypes.c_size_t(); lib.nvrtcGetProgramLogSize(prog, ctypes.byref(n))

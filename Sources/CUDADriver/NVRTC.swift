@@ -17,7 +17,7 @@ private struct NVRTCFns: @unchecked Sendable {
 }
 
 /// Run-time CUDA C++ compiler (NVRTC, dlopen'd) with an in-memory and on-disk cache of CUBINs.
-/// Cache key: FNV-1a of source + architecture + options + NVRTC version.
+/// Cache key: FNV-1a of source + headers + architecture + options + NVRTC version.
 public final class NVRTC: Sendable {
     private let fns: NVRTCFns
     public let version: (major: Int32, minor: Int32)
@@ -63,12 +63,15 @@ public final class NVRTC: Sendable {
         return String(cString: home) + "/.cache/vattn/kernels"
     }
 
-    /// Compiles `source` to a CUBIN for `architecture` (e.g. `sm_90`). Compile errors throw with NVRTC's log.
-    public func compile(source: String, name: String, architecture: String, options: [String] = [])
-        throws(CUDAError) -> [UInt8]
+    /// Compiles `source` to a CUBIN for `architecture` (e.g. `sm_90`). `headers` (include name → text) are what its
+    /// `#include "…"` lines may name; they are part of the cache key. Compile errors throw with NVRTC's log.
+    public func compile(source: String, name: String, architecture: String, options: [String] = [],
+                        headers: [String: String] = [:]) throws(CUDAError) -> [UInt8]
     {
         let allOptions = ["--gpu-architecture=\(architecture)", "--std=c++17"] + options
-        let key = fnv1a(source + "\u{0}" + allOptions.joined(separator: "\u{0}") + "\u{0}\(version)")
+        let includes = headers.sorted { $0.key < $1.key }
+        let key = fnv1a(([source] + includes.flatMap { [$0.key, $0.value] } + allOptions + ["\(version)"])
+            .joined(separator: "\u{0}"))
         if let hit = memoryCache.withLock({ $0[key] }) { return hit }
         let path = cacheDirectory.map { "\($0)/\(name)-\(String(key, radix: 16)).cubin" }
         if let path, let bytes = readFile(path) {
@@ -76,7 +79,13 @@ public final class NVRTC: Sendable {
             return bytes
         }
         var program: nvrtcProgram?
-        var r = fns.create(&program, source, name, 0, nil, nil)
+        let headerTexts = includes.map { strdup($0.value) }, headerNames = includes.map { strdup($0.key) }
+        defer { (headerTexts + headerNames).forEach { free($0) } }
+        var r = headerTexts.map { UnsafePointer($0) }.withUnsafeBufferPointer { texts in
+            headerNames.map { UnsafePointer($0) }.withUnsafeBufferPointer { names in
+                fns.create(&program, source, name, Int32(includes.count), texts.baseAddress, names.baseAddress)
+            }
+        }
         guard r == 0 else { throw error(r, "nvrtcCreateProgram", log: "") }
         defer { _ = fns.destroy(&program) }
         let cStrings = allOptions.map { strdup($0) }

@@ -7,7 +7,9 @@ public func loadKernelModule(_ file: String, device: CUDADevice, compiler: NVRTC
     guard let source = CUDASources.files[file] else {
         preconditionFailure("no embedded CUDA source named \(file); known: \(CUDASources.files.keys.sorted())")
     }
+    // Every embedded header (`*.cuh`) is offered to `#include "…"`.
+    let headers = CUDASources.files.filter { $0.key.hasSuffix(".cuh") }
     let cubin = try compiler.compile(source: source, name: file, architecture: try architecture ?? device.architecture(),
-                                     options: ["-default-device", "--use_fast_math"])
+                                     options: ["-default-device", "--use_fast_math"], headers: headers)
     return try CUDAModule(device.cuda, image: cubin)
 }

@@ -234,8 +234,9 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     }
 
     /// Decode attention over strided K/V: sequence b attends to the first `lengths[b]` tokens of slot `slots[b]`.
-    /// Two launches (split kernel + log-sum-exp merge), or one when `shape.maxSplits == 1` (the split kernel then
-    /// normalizes and writes the output itself) or `shape.fusedMerge` (the last split of each group merges).
+    /// One launch, plus a log-sum-exp merge launch when `shape.merge == .separate` and there are several splits (with
+    /// `.block` a pair's splits merge in shared memory, with `.fused` the last split of each pair merges; one split
+    /// normalizes and writes the output itself).
     /// - query, output: `[batch, qHeads, headDim]` of `shape.dtype`; slots, lengths: int32 `[batch]` (device).
     /// Output rows of zero-length sequences are zeros.
     public func decode(query: UInt64, kv: DeviceStridedKV, slots: UInt64, lengths: UInt64, output: UInt64,

@@ -15,40 +15,8 @@
 // Addressing is the only difference between the strided (vAttention virtual tensor, either layout) and paged
 // (vLLM pool [numBlocks, blockSize, kvHeads, headDim] + int32 block table) variants: each lane computes the element
 // offset of one token of the tile, the copy loop fetches it by shuffle. Same inner loop, so their ratio is paging.
-//
-// No CUDA headers: bf16/fp16 are raw 16-bit patterns converted with bit operations or PTX cvt.
 
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-#define NEG_INF (-__int_as_float(0x7f800000))
-
-// Element types: one value, or a pair packed `lo` in the low half (the lower column index), rounded to nearest.
-struct BF16 {
-    static __device__ __forceinline__ u16 store1(float f) {
-        u16 r;
-        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
-        return r;
-    }
-    static __device__ __forceinline__ u32 pack2(float lo, float hi) {
-        u32 r;
-        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-        return r;
-    }
-};
-
-struct FP16 {
-    static __device__ __forceinline__ u16 store1(float f) {
-        u16 r;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
-        return r;
-    }
-    static __device__ __forceinline__ u32 pack2(float lo, float hi) {
-        u32 r;
-        asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-        return r;
-    }
-};
+#include "tensor_core.cuh"
 
 // K/V are read once per call and are larger than L2, so their lines are marked evict-first: what stays in L2 is what
 // is read again soon — the split partials the merge reads, the query, the next call's small tensors (same-run A/B on
@@ -60,12 +28,9 @@ __device__ __forceinline__ unsigned long long l2_evict_first() {
     return policy;
 }
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, unsigned long long policy) {
-    u32 s = (u32)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "l"(policy));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
+                 "l"(gmem), "l"(policy));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 // Waits until at most `pending` groups are outstanding (run-time count: one of the immediates).
 __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
     switch (pending) {
@@ -239,30 +204,6 @@ __device__ __forceinline__ void fused_merge_tail(const float *pm, const float *p
     }
 }
 
-// mma.sync m16n8k16 (fp32 accumulate; rows 8–15 of A are zero) and ldmatrix.
-__device__ __forceinline__ void mma16816(BF16, float c[4], u32 a0, u32 a2, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma16816(FP16, float c[4], u32 a0, u32 a2, u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void ldsm_x4(u32 r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"((u32)__cvta_generic_to_shared(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(u32 r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"((u32)__cvta_generic_to_shared(p)));
-}
-
 // Block mode: the block's W = blockDim.y warps hold all splits of one (sequence, KV head) (a warp without tokens has
 // m = −∞, l = 0, acc = 0) and combine them through shared memory — no partials in global memory, no merge launch
 // (at 16×8K cuDNN runs the same way, one block per pair). With W = 1 the warp normalizes its own rows. `out`: row 0
@@ -415,9 +356,9 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             for (int jj = 0; jj < TILE / 16; jj++) {
                 u32 b[4];
                 const int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
-                ldsm_x4(b, kTile + Geo::at(r, c));
-                mma16816(T(), s[2 * jj], qa[kk][0], qa[kk][1], b[0], b[1]);
-                mma16816(T(), s[2 * jj + 1], qa[kk][0], qa[kk][1], b[2], b[3]);
+                ldsm_x4(b, smem_u32(kTile + Geo::at(r, c)));
+                mma16816<T>(s[2 * jj], qa[kk][0], 0u, qa[kk][1], 0u, b[0], b[1]);
+                mma16816<T>(s[2 * jj + 1], qa[kk][0], 0u, qa[kk][1], 0u, b[2], b[3]);
             }
         }
         // Online softmax of row h over this tile's tokens t = 8·i + 2·quad + e (masked past the split's end).
@@ -455,9 +396,9 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
             for (int jd = 0; jd < D / 16; jd++) {
                 u32 b[4];
                 const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
-                ldsm_x4_t(b, vTile + Geo::at(r, c));
-                mma16816(T(), acc[2 * jd], a0, a2, b[0], b[1]);
-                mma16816(T(), acc[2 * jd + 1], a0, a2, b[2], b[3]);
+                ldsm_x4_t(b, smem_u32(vTile + Geo::at(r, c)));
+                mma16816<T>(acc[2 * jd], a0, 0u, a2, 0u, b[0], b[1]);
+                mma16816<T>(acc[2 * jd + 1], a0, 0u, a2, 0u, b[2], b[3]);
             }
         }
         __syncwarp();  // the next iteration's issue() overwrites this stage

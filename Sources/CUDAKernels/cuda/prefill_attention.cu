@@ -11,59 +11,11 @@
 // Addressing is the only difference between the two variants, and it is only used by the tile loader:
 //   contiguous (vAttention): token t of the slot at  k + t·tokenStride + kvHead·headStride   (k already at the slot)
 //   paged (vLLM layout [numBlocks, blockSize, kvHeads, D]): k + (table[t/bs]·bs + t%bs)·tokenStride + kvHead·headStride
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-#define NEG_INF __int_as_float(0xff800000)
-
-struct BF16 {};
-struct F16 {};
-
-template <class T> __device__ __forceinline__ void mma16816(float c[4], const u32 a[4], u32 b0, u32 b1);
-template <> __device__ __forceinline__ void mma16816<BF16>(float c[4], const u32 a[4], u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <> __device__ __forceinline__ void mma16816<F16>(float c[4], const u32 a[4], u32 b0, u32 b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats → packed pair, `lo` in the low half (the lower column index).
-template <class T> __device__ __forceinline__ u32 pack2(float lo, float hi);
-template <> __device__ __forceinline__ u32 pack2<BF16>(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-template <> __device__ __forceinline__ u32 pack2<F16>(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ u32 smem_u32(const void *p) { return (u32)__cvta_generic_to_shared(p); }
+#include "tensor_core.cuh"
 
 // 16 bytes global → shared; bytes past srcBytes (0 or 16) are zero-filled.
 __device__ __forceinline__ void cp_async16(u32 dst, const void *src, int srcBytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(srcBytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
-__device__ __forceinline__ void ldsm_x4(u32 r[4], u32 addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(u32 r[4], u32 addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
 }
 
 // Element offset of 16-byte chunk `c` of row `r` in a [rows][D] tile: chunks XOR-swizzled by row so that the 8 rows an
@@ -187,10 +139,10 @@ template <int NB> __device__ __forceinline__ void rescale(float (*acc)[4], const
 
 // Probabilities of keys 16kk … 16kk + 15 as an m16n8k16 A fragment (the accumulator layout is the A layout).
 template <class T> __device__ __forceinline__ void p_fragment(const float (*s)[4], int kk, u32 a[4]) {
-    a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-    a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-    a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    a[0] = T::pack2(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = T::pack2(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = T::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = T::pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
 // The finished rows: sum l over the quad, normalize, store query rows row0 (= row g) and row0 + 8 that lie in the
@@ -209,8 +161,8 @@ __device__ __forceinline__ void store_rows(const float (*acc)[4], float l[2], u1
     u16 *o1 = out + ((i64)row1 * qHeads + qh) * D + (lane & 3) * 2;
 #pragma unroll
     for (int i = 0; i < D / 8; ++i) {
-        if (row0 < n) *(u32 *)(o0 + i * 8) = pack2<T>(acc[i][0] * inv0, acc[i][1] * inv0);
-        if (row1 < n) *(u32 *)(o1 + i * 8) = pack2<T>(acc[i][2] * inv1, acc[i][3] * inv1);
+        if (row0 < n) *(u32 *)(o0 + i * 8) = T::pack2(acc[i][0] * inv0, acc[i][1] * inv0);
+        if (row1 < n) *(u32 *)(o1 + i * 8) = T::pack2(acc[i][2] * inv1, acc[i][3] * inv1);
     }
 }
 
@@ -373,10 +325,10 @@ PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 2)
 PREFILL_PAIR(bf16, BF16, 128, 4, 2, 32, 3)
 PREFILL_PAIR(bf16, BF16, 128, 8, 2, 32, 3)
 PREFILL_PAIR(bf16, BF16, 128, 4, 1, 64, 2)
-PREFILL_PAIR(fp16, F16, 64, 4, 2, 64, 2)
-PREFILL_PAIR(fp16, F16, 64, 4, 1, 64, 2)
-PREFILL_PAIR(fp16, F16, 128, 4, 2, 32, 3)
-PREFILL_PAIR(fp16, F16, 128, 4, 1, 64, 2)
+PREFILL_PAIR(fp16, FP16, 64, 4, 2, 64, 2)
+PREFILL_PAIR(fp16, FP16, 64, 4, 1, 64, 2)
+PREFILL_PAIR(fp16, FP16, 128, 4, 2, 32, 3)
+PREFILL_PAIR(fp16, FP16, 128, 4, 1, 64, 2)
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Hopper (sm_90a) variant: the same algorithm with warpgroup MMA (wgmma) instead of mma.sync. One block = two
@@ -444,7 +396,7 @@ template <class T, int N> __device__ __forceinline__ void wgmma_rs_mn(float *d, 
     }
 // The shapes used, per element type (PTX spelling DT): Q·Kᵀ n64; P·V n64 (d 64) and n128 (d 128).
 WGMMA_WRAPPERS(BF16, "bf16")
-WGMMA_WRAPPERS(F16, "f16")
+WGMMA_WRAPPERS(FP16, "f16")
 
 // Byte offset of 16-byte chunk c of row r in an R-row tile (layout above).
 template <int R> __device__ __forceinline__ u32 swz128(int r, int c) {
@@ -549,6 +501,6 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
 // alignment.
 PREFILL_WGMMA_PAIR(bf16, BF16, 128)
 PREFILL_WGMMA_PAIR(bf16, BF16, 64)
-PREFILL_WGMMA_PAIR(fp16, F16, 128)
-PREFILL_WGMMA_PAIR(fp16, F16, 64)
+PREFILL_WGMMA_PAIR(fp16, FP16, 128)
+PREFILL_WGMMA_PAIR(fp16, FP16, 64)
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
