@@ -53,9 +53,9 @@ public struct DevicePagedKV: Sendable, Hashable {
 
 /// How the split kernel's partials of one (sequence, KV head) are combined when a sequence has several splits.
 public enum DecodeMerge: String, Sendable, CaseIterable {
-    /// All splits of a pair are warps of one block and combine in shared memory: no partials in global memory, no
-    /// second launch. Needs 2…`DecodeShape.maxBlockWarps` splits whose blocks fit as many warps per SM as one-warp
-    /// blocks do.
+    /// All splits of a pair are warps of one block, interleaved over the sequence (warp w takes tiles w, w + W, …),
+    /// and combine in shared memory: no partials in global memory, no second launch. Needs 2…`maxBlockWarps` splits
+    /// that fit one block's shared memory (`splitsFitOneBlock`).
     case block
     /// Each split writes fp32 partials; a second launch (`decode_merge_*`) combines them.
     case separate
