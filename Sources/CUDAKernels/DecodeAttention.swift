@@ -59,8 +59,6 @@ public enum DecodeMerge: String, Sendable, CaseIterable {
     case block
     /// Each split writes fp32 partials; a second launch (`decode_merge_*`) combines them.
     case separate
-    /// Each split writes partials; the last warp of a pair to finish combines them (a self-resetting counter).
-    case fused
 }
 
 /// A decode launch's fixed shape (what a CUDA graph would be captured for): batch, heads, the longest context the
@@ -121,14 +119,12 @@ public struct DecodeShape: Sendable, Hashable {
         (UInt32(kvHeads), UInt32(maxSplits / warpsPerBlock), UInt32(batch))
     }
 
-    /// The split kernel merges through global memory (fused merge asked for and there is more than one split).
-    var mergesInKernel: Bool { merge == .fused && maxSplits > 1 }
     /// A second launch combines the partials.
     var needsMergeLaunch: Bool { merge == .separate && maxSplits > 1 }
 
     /// The split kernel for `storage` ("strided" or "paged").
     func kernelName(_ storage: String) -> String {
-        "decode_partial_\(mergesInKernel ? "fused_" : "")\(storage)_\(dtype.rawValue)_d\(headDim)_g\(group)"
+        "decode_partial_\(storage)_\(dtype.rawValue)_d\(headDim)_g\(group)"
     }
 
     /// `chunk: nil` picks the split size. With at least one (sequence, KV head) pair per SM, each pair runs as one
@@ -186,8 +182,6 @@ public final class DecodeWorkspace: @unchecked Sendable {
     public let maxes: DeviceBuffer
     public let sums: DeviceBuffer
     public let accs: DeviceBuffer
-    /// int32 [batch, kvHeads] tickets of the fused merge; zero between launches (the merging warp resets its own).
-    public let counters: DeviceBuffer
     public let shape: DecodeShape
 
     public init(_ cuda: CUDA, shape: DecodeShape) throws {
@@ -195,17 +189,7 @@ public final class DecodeWorkspace: @unchecked Sendable {
         maxes = try DeviceBuffer(cuda, byteCount: partials * 4)
         sums = try DeviceBuffer(cuda, byteCount: partials * 4)
         accs = try DeviceBuffer(cuda, byteCount: partials * shape.headDim * 4)
-        counters = try DeviceBuffer(cuda, byteCount: shape.batch * shape.kvHeads * 4)
-        try cuda.check(cuda.api.memsetD8(counters.address, 0, counters.byteCount), "cuMemsetD8")
-        try cuda.check(cuda.api.contextSynchronize(), "cuCtxSynchronize")  // the memset ran on the legacy stream
         self.shape = shape
-    }
-
-    /// Zeroes the fused-merge counters again (only needed after a launch that was aborted mid-way).
-    public func resetCounters() throws {
-        let cuda = counters.cuda
-        try cuda.check(cuda.api.memsetD8(counters.address, 0, counters.byteCount), "cuMemsetD8")
-        try cuda.check(cuda.api.contextSynchronize(), "cuCtxSynchronize")
     }
 }
 
@@ -235,16 +219,14 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
 
     /// Decode attention over strided K/V: sequence b attends to the first `lengths[b]` tokens of slot `slots[b]`.
     /// One launch, plus a log-sum-exp merge launch when `shape.merge == .separate` and there are several splits (with
-    /// `.block` a pair's splits merge in shared memory, with `.fused` the last split of each pair merges; one split
-    /// normalizes and writes the output itself).
+    /// `.block` a pair's splits merge in shared memory; one split normalizes and writes the output itself).
     /// - query, output: `[batch, qHeads, headDim]` of `shape.dtype`; slots, lengths: int32 `[batch]` (device).
     /// Output rows of zero-length sequences are zeros.
     public func decode(query: UInt64, kv: DeviceStridedKV, slots: UInt64, lengths: UInt64, output: UInt64,
                        shape: DecodeShape, workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
-        checkMerge(shape, workspace)
-        let fused = shape.mergesInKernel
+        checkMerge(shape)
         try function(attention, shape.kernelName("strided")).launch(
             grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
@@ -253,7 +235,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.needsMergeLaunch ? 0 : output), .pointer(fused ? workspace.counters.address : 0),
+                .pointer(shape.needsMergeLaunch ? 0 : output),
             ])
         if shape.needsMergeLaunch {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
@@ -267,8 +249,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
-        checkMerge(shape, workspace)
-        let fused = shape.mergesInKernel
+        checkMerge(shape)
         try function(attention, shape.kernelName("paged")).launch(
             grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
@@ -278,16 +259,14 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                 .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
                 .float(scale * log2e),
                 .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.needsMergeLaunch ? 0 : output), .pointer(fused ? workspace.counters.address : 0),
+                .pointer(shape.needsMergeLaunch ? 0 : output),
             ])
         if shape.needsMergeLaunch {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
     }
 
-    private func checkMerge(_ shape: DecodeShape, _ workspace: DecodeWorkspace) {
-        precondition(!shape.mergesInKernel || workspace.shape.kvHeads == shape.kvHeads,
-                     "fused merge: workspace for other KV heads")
+    private func checkMerge(_ shape: DecodeShape) {
         precondition(shape.merge != .block || shape.maxSplits == 1 || shape.splitsFitOneBlock,
                      "block merge: \(shape.maxSplits) splits of \(shape.sharedBytesPerWarp) bytes do not fit one block")
     }

@@ -30,7 +30,7 @@ struct BenchAttention: ParsableCommand {
     var graphCalls = 20
     @Option(help: """
         Split-KV merges to measure, comma separated: auto (the shape's own choice), block (a pair's splits are one \
-        block's warps, merged in shared memory), separate (a second launch), fused (the last split of a pair merges). \
+        block's warps, merged in shared memory), separate (a second launch). \
         A mode that does not apply to a shape, or launches the same kernels as an earlier one there, is skipped.
         """)
     var merge = "auto"
@@ -86,7 +86,7 @@ struct BenchAttention: ParsableCommand {
             let mergeModes = try merge.split(separator: ",").map { m -> DecodeMerge? in
                 if m == "auto" { return nil }
                 guard let mode = DecodeMerge(rawValue: String(m)) else {
-                    throw ValidationErrorText("--merge takes auto, block, separate, fused (comma separated)")
+                    throw ValidationErrorText("--merge takes auto, block, separate (comma separated)")
                 }
                 return mode
             }

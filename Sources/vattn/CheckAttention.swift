@@ -61,12 +61,11 @@ struct CheckAttention: ParsableCommand {
 
     struct CaseError { var maxRel: Double; var nanCount: Int }
 
-    /// The merges a case runs, each checked: with several splits the separate launch, the fused merge twice in a row
-    /// (the second launch proves that the merging warps reset their counters) and, where a pair's splits fit one
-    /// block, the in-block merge. One split: the kernel writes the output itself.
+    /// The merges a case runs, each checked: with several splits the separate launch and, where a pair's splits fit
+    /// one block, the in-block merge. One split: the kernel writes the output itself.
     static func merges(_ shape: DecodeShape) -> [DecodeMerge] {
         guard shape.maxSplits > 1 else { return [.separate] }
-        return [.separate, .fused, .fused] + (shape.splitsFitOneBlock ? [.block] : [])
+        return [.separate] + (shape.splitsFitOneBlock ? [.block] : [])
     }
 
     func runCase(shape: DecodeShape, lengths: [Int], storage: KVStorage, handle: BackendHandle,

@@ -40,9 +40,9 @@ stamp "FlashInfer JIT build in the background"
 python3 bench/anchors/peers.py --jit-only > "$W/flashinfer-jit.log" 2>&1 &
 jit=$!
 
-# Decode merges benchmarked: the shapes' own choice plus the separate and fused merges where they differ from it; only
-# the separate one if `vattn check attention` (which runs them all) failed.
-MERGE=${MERGE:-auto,separate,fused}
+# Decode merges benchmarked: the shapes' own choice plus the separate merge where it differs from it; only the
+# separate one if `vattn check attention` (which runs both) failed.
+MERGE=${MERGE:-auto,separate}
 if [ -z "${SKIP_CHECKS:-}" ]; then
   stamp "vattn check cuda"
   timeout 90 $BIN check cuda --operations 200 > "$W/check-cuda.log" 2>&1 || status=1

@@ -2,7 +2,7 @@
 # Attention kernels in one call on the GPU machine: correctness checks, then the benches, a short table last.
 # PARTS (default "decode prefill"): decode = vattn check attention + bench attention; prefill = vattn check prefill +
 # bench prefill; ncu = Nsight Compute on one launch of each. Extra bench flags: DECODE_ARGS, PREFILL_ARGS (e.g.
-# DECODE_ARGS="--stages 2,3,4 --merge auto,separate,fused"). Expects .gpu/vattn(.gz). Logs in $OUT/kernels.tgz.
+# DECODE_ARGS="--stages 2,3,4 --merge auto,separate"). Expects .gpu/vattn(.gz). Logs in $OUT/kernels.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}

@@ -7,7 +7,8 @@
 // cores (decode_partial_body). The splits of one (sequence, KV head) are combined in one of three ways (DecodeMerge):
 // as warps of one block, through shared memory (block_merge_tail; one split: the warp writes its rows); or each split
 // writes partials (max in log2 domain, sum, unnormalized acc) to fp32 scratch, combined per query head by a second
-// launch (`decode_merge_*`) or by the last split to finish (fused_merge_tail).
+// launch (`decode_merge_*`). (A third way — the last split to finish merges through global memory — was measured and
+// removed: slower than the block merge wherever that applies and than the second launch elsewhere, 2026-11-22.)
 //
 // Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
 // sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
@@ -87,123 +88,6 @@ template <int D> struct Geometry {
     static __device__ __forceinline__ int at(int r, int c) { return r * ROW + ((c & ~7) | ((c ^ r) & 7)) * 16; }
 };
 
-// Loads that skip L1 (data another SM wrote) and that the compiler may not move across the fences around them.
-__device__ __forceinline__ float ld_cg(const float *p) {
-    float r;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(r) : "l"(p) : "memory");
-    return r;
-}
-__device__ __forceinline__ float4 ld_cg4(const float *p) {
-    float4 r;
-    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w) : "l"(p)
-                 : "memory");
-    return r;
-}
-__device__ __forceinline__ float2 ld_cg2(const float *p) {
-    float2 r;
-    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];" : "=f"(r.x), "=f"(r.y) : "l"(p) : "memory");
-    return r;
-}
-
-// Fused merge (counters != nullptr): after writing its partials, each warp takes a ticket from the (sequence, KV head)
-// counter; the warp that takes the last one (all n splits' partials are then in memory) merges them for the G query
-// heads of the group and resets the counter to 0 for the next launch (so a CUDA graph can replay it). Replaces the
-// separate decode_merge launch. Partials written by other SMs are read past L1 (ld.global.cg).
-template <typename T, int D, int G>
-__device__ __forceinline__ void fused_merge_tail(const float *pm, const float *pl, const float *pacc,
-                                                 u16 *__restrict__ out, int *counter, int n, i64 rowBase,
-                                                 int maxSplits) {
-    using Geo = Geometry<D>;
-    const int lane = threadIdx.x;
-    __threadfence();  // release: this warp's partials (every lane's) before its ticket
-    __syncwarp();
-    int ticket = 0;
-    if (lane == 0) ticket = atomicAdd(counter, 1);
-    ticket = __shfl_sync(0xffffffffu, ticket, 0);
-    if (ticket != n - 1) return;
-    __threadfence();  // acquire: the other warps' partials after their tickets
-    if (lane == 0) *counter = 0;
-    // The merge is latency-bound (one warp, partials in L2), so every step keeps many independent loads in flight.
-    // Pass 1: per lane an online (max, sum) over splits lane, lane + 32, … of all G heads at once; then a warp
-    // reduction gives M (log2 domain) and L per head.
-    float M[G], inv[G], o[G][Geo::EPL];
-    {
-        float mx[G], sm[G];
-#pragma unroll
-        for (int h = 0; h < G; h++) { mx[h] = NEG_INF; sm[h] = 0.f; }
-        for (int i = lane; i < n; i += 32) {
-            float x[G], y[G];
-#pragma unroll
-            for (int h = 0; h < G; h++) {
-                x[h] = ld_cg(pm + (rowBase + h) * maxSplits + i);
-                y[h] = ld_cg(pl + (rowBase + h) * maxSplits + i);
-            }
-#pragma unroll
-            for (int h = 0; h < G; h++) {  // x is finite: every counted split has valid tokens
-                const float m2 = fmaxf(mx[h], x[h]);
-                sm[h] = sm[h] * exp2f(mx[h] - m2) + y[h] * exp2f(x[h] - m2);
-                mx[h] = m2;
-            }
-        }
-#pragma unroll
-        for (int h = 0; h < G; h++) {
-            M[h] = warp_max(mx[h]);
-            inv[h] = 1.f / warp_sum(mx[h] == NEG_INF ? 0.f : sm[h] * exp2f(mx[h] - M[h]));
-#pragma unroll
-            for (int e = 0; e < Geo::EPL; e++) o[h][e] = 0.f;
-        }
-    }
-    // Pass 2: weighted sum of the accumulators, U splits × G heads of loads issued before any is used.
-    constexpr int U = G >= 8 ? 4 : 8;
-    for (int b = 0; b < n; b += 32) {
-        // Lane j holds the weights of split b + j; broadcast by shuffle below.
-        float w[G];
-#pragma unroll
-        for (int h = 0; h < G; h++)
-            w[h] = b + lane < n ? exp2f(ld_cg(pm + (rowBase + h) * maxSplits + b + lane) - M[h]) : 0.f;
-        const int m = min(32, n - b);
-        for (int j0 = 0; j0 < m; j0 += U) {
-            float a[U][G][Geo::EPL];
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-#pragma unroll
-                for (int h = 0; h < G; h++) {
-                    const float *src = pacc + ((rowBase + h) * maxSplits + b + j0 + u) * D + lane * Geo::EPL;
-                    if (j0 + u < m) {
-                        if constexpr (Geo::EPL == 4) {
-                            float4 v = ld_cg4(src);
-                            a[u][h][0] = v.x; a[u][h][1] = v.y; a[u][h][2] = v.z; a[u][h][3] = v.w;
-                        } else {
-                            float2 v = ld_cg2(src);
-                            a[u][h][0] = v.x; a[u][h][1] = v.y;
-                        }
-                    } else {
-#pragma unroll
-                        for (int e = 0; e < Geo::EPL; e++) a[u][h][e] = 0.f;
-                    }
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-#pragma unroll
-                for (int h = 0; h < G; h++) {
-                    const float wj = __shfl_sync(0xffffffffu, w[h], (j0 + u) & 31);
-                    if (j0 + u < m) {
-#pragma unroll
-                        for (int e = 0; e < Geo::EPL; e++) o[h][e] = fmaf(wj, a[u][h][e], o[h][e]);
-                    }
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int h = 0; h < G; h++) {
-        u16 *dst = out + (rowBase + h) * D + lane * Geo::EPL;
-#pragma unroll
-        for (int e = 0; e < Geo::EPL; e++) dst[e] = T::store1(o[h][e] * inv[h]);
-    }
-}
-
 // Block mode: the block's W = blockDim.y warps hold all splits of one (sequence, KV head) (a warp without tokens has
 // m = −∞, l = 0, acc = 0) and combine them through shared memory — no partials in global memory, no merge launch
 // (at 16×8K cuDNN runs the same way, one block per pair). With W = 1 the warp normalizes its own rows. `out`: row 0
@@ -258,13 +142,13 @@ __device__ __forceinline__ void block_merge_tail(const float (&acc)[D / 8][4], f
 // G…15 are zero): S = Q·Kᵀ (A = q in registers, B = K rows by ldmatrix), online softmax on the accumulator fragments
 // (row h = lane/4; a quad of lanes holds one head's 32 scores), O += P·V (A = P repacked from S's fragments, B = V by
 // ldmatrix.trans). P is rounded to the storage type for the second mma, as FlashAttention does.
-template <typename T, int D, int G, bool FUSED, typename Addr>
+template <typename T, int D, int G, typename Addr>
 __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, const u16 *__restrict__ kBase,
                                                        const u16 *__restrict__ vBase, i64 headOffset, Addr addr,
                                                        int length, int chunk, int maxSplits, int stages,
                                                        float scaleLog2, float *__restrict__ pm,
                                                        float *__restrict__ pl, float *__restrict__ pacc,
-                                                       u16 *__restrict__ out, int *__restrict__ counters) {
+                                                       u16 *__restrict__ out) {
     static_assert(G <= 8, "the group's heads are rows 0…7 of the mma A operand");
     using Geo = Geometry<D>;
     // [warp][stages][K/V][TILE rows of Geo::ROW bytes, swizzled]
@@ -278,20 +162,16 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     const int kvHead = blockIdx.x, split = blockIdx.y * blockDim.y + warp, seq = blockIdx.z;
     const int kvHeads = gridDim.x, qHeads = kvHeads * G;
     unsigned char *smem = smemBlock + warp * stages * STAGE_BYTES;
-    // Block mode (out given, not fused): the block's W warps are all of the pair's splits, interleaved — warp w takes
+    // Block mode (out given): the block's W warps are all of the pair's splits, interleaved — warp w takes
     // tiles w, w + W, … of the sequence, so the block and the kvHeads blocks beside it (reading the same token rows)
     // stream one region at a time — and the block writes the output (block_merge_tail). Same-run A/B on the H100,
     // 16×8K against one run of tiles per warp: −1.8 % contiguous, −0.4 % with 256-token pages, +2 % with 16-token
     // pages (no region to stream); paged K/V interleave too, so the paged twin sums in the same order and the engine's
     // output does not depend on the KV store. Else each split (`chunk` tokens from `start`) writes its partials.
-    const bool inBlock = !FUSED && out != nullptr;
+    const bool inBlock = out != nullptr;
     const int start = inBlock ? warp * TILE : split * chunk;
     const int step = inBlock ? blockDim.y * TILE : TILE;  // tokens from one of the warp's tiles to the next
-    if (start >= length && !inBlock) {  // the merge counts only splits with tokens
-        if (FUSED && split == 0)  // nothing to merge: a zero-length sequence gets zero rows
-            for (int i = lane; i < G * D; i += 32) out[((i64)seq * qHeads + kvHead * G) * D + i] = 0;
-        return;
-    }
+    if (start >= length && !inBlock) return;  // the merge counts only splits with tokens
     const int end = inBlock ? length : min(length, start + chunk);
     const int h = lane >> 2, quad = lane & 3;  // the mma fragment row (query head of the group) and column pair
     const bool liveRow = h < G;
@@ -420,33 +300,30 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
 #pragma unroll
         for (int i = 0; i < D / 8; i++) dst[i * 4] = make_float2(acc[i][0], acc[i][1]);
     }
-    if constexpr (FUSED)
-        fused_merge_tail<T, D, G>(pm, pl, pacc, out, counters + (i64)seq * kvHeads + kvHead,
-                                  (length + chunk - 1) / chunk, ((i64)seq * qHeads + kvHead * G), maxSplits);
 }
 
-template <typename T, int D, int G, bool FUSED>
+template <typename T, int D, int G>
 __device__ __forceinline__ void decode_partial_strided(const u16 *q, const u16 *k, const u16 *v, i64 slotStride,
                                                        i64 tokenStride, i64 headStride, const int *slots,
                                                        const int *lengths, int chunk, int maxSplits, int stages,
                                                        float scaleLog2, float *pm, float *pl, float *pacc,
-                                                       u16 *out, int *counters) {
+                                                       u16 *out) {
     const int seq = blockIdx.z;
     StridedAddr a{(i64)__ldg(slots + seq) * slotStride, tokenStride};
-    decode_partial_body<T, D, G, FUSED>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);
+    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);
 }
 
-template <typename T, int D, int G, bool FUSED>
+template <typename T, int D, int G>
 __device__ __forceinline__ void decode_partial_paged(const u16 *q, const u16 *k, const u16 *v, const int *blockTables,
                                                      int tableStride, int blockSize, i64 blockStride, i64 tokenStride,
                                                      i64 headStride, const int *lengths, int chunk, int maxSplits,
                                                      int stages, float scaleLog2, float *pm, float *pl, float *pacc,
-                                                     u16 *out, int *counters) {
+                                                     u16 *out) {
     const int seq = blockIdx.z;
     PagedAddr a{blockTables + (i64)seq * tableStride, blockSize, blockStride, tokenStride};
-    decode_partial_body<T, D, G, FUSED>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);
+    decode_partial_body<T, D, G>(q, k, v, (i64)blockIdx.x * headStride, a, __ldg(lengths + seq), chunk,
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);
 }
 
 // Combines the ceil(length/chunk) partials of each (sequence, query head). Grid (qHeads, batch), block (D, P) with
@@ -495,28 +372,26 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
 // it needs (without it, it capped itself at 168 and spilled 52–72 bytes in every d = 128 kernel; shared memory, not
 // registers, bounds residency).
 #define MAX_BLOCK_WARPS 4
-#define DECODE_PARTIAL_V(NAME, FUSED, TN, T, D, G)                                                                 \
+// decode_partial_{strided,paged}_*: block mode (`out` given; one warp: it writes its rows), or partials for the
+// decode_merge launch.
+#define DECODE_PARTIAL(TN, T, D, G)                                                                                \
     extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
-        decode_partial_##NAME##strided_##TN##_d##D##_g##G(                                                         \
+        decode_partial_strided_##TN##_d##D##_g##G(                                                                 \
         const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
         const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
-        float *pl, float *pacc, u16 *out, int *counters) {                                                         \
-        decode_partial_strided<T, D, G, FUSED>(q, k, v, slotStride, tokenStride, headStride, slots, lengths,       \
-                                               chunk, maxSplits, stages, scaleLog2, pm, pl, pacc, out, counters);  \
+        float *pl, float *pacc, u16 *out) {                                                                        \
+        decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
+                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);                          \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
-        decode_partial_##NAME##paged_##TN##_d##D##_g##G(                                                           \
+        decode_partial_paged_##TN##_d##D##_g##G(                                                                   \
         const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
         i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
-        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out, int *counters) {                 \
-        decode_partial_paged<T, D, G, FUSED>(q, k, v, blockTables, tableStride, blockSize, blockStride,            \
-                                             tokenStride, headStride, lengths, chunk, maxSplits, stages,           \
-                                             scaleLog2, pm, pl, pacc, out, counters);                              \
+        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out) {                                \
+        decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
+                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
+                                      out);                                                                        \
     }
-// decode_partial_{strided,paged}_*: partials + separate merge launch (or direct mode with one split);
-// decode_partial_fused_{strided,paged}_*: the last split of each (sequence, KV head) merges (fused_merge_tail).
-#define DECODE_PARTIAL(TN, T, D, G) DECODE_PARTIAL_V(, false, TN, T, D, G) DECODE_PARTIAL_V(fused_, true, TN, T, D, G)
-
 #define DECODE_MERGE(TN, T, D)                                                                                     \
     extern "C" __global__ void decode_merge_##TN##_d##D(const float *pm, const float *pl, const float *pacc,       \
                                                         const int *lengths, int chunk, int maxSplits, u16 *out) {  \
