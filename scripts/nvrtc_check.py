@@ -10,7 +10,8 @@ for c in cands:
     except OSError: pass
 assert lib, 'libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)'
 ok = True
-args = [a for a in sys.argv[1:] if not a.startswith('--')]
+ptx_dir = sys.argv[sys.argv.index('--ptx-out') + 1] if '--ptx-out' in sys.argv else None
+args = [a for a in sys.argv[1:] if not a.startswith('--') and a != ptx_dir]
 for path in args:
     src = open(path, 'rb').read()
     prog = ctypes.c_void_p()
@@ -26,7 +27,7 @@ for path in args:
     print(f'== {path}: {"OK" if r == 0 else "ERROR %d" % r}')
     print(log.value.decode())
     if r != 0: ok = False; continue
-    if '--ptx-out' in sys.argv:
+    if ptx_dir:
         lib.nvrtcGetPTXSize(prog, ctypes.byref(n)); ptx = ctypes.create_string_buffer(n.value); lib.nvrtcGetPTX(prog, ptx)
-        open('/tmp/' + os.path.basename(path) + '.ptx', 'wb').write(ptx.value)
+        open(os.path.join(ptx_dir, os.path.basename(path) + '.ptx'), 'wb').write(ptx.value)
 sys.exit(0 if ok else 1)

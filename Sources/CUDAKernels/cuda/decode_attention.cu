@@ -4,11 +4,11 @@
 // KV group from one read of K/V: tiles of 32 tokens are copied to shared memory with 16-byte cp.async (rows
 // unpadded, chunks swizzled: Geometry::at), `stages` deep (a launch parameter: stages − 1 tiles in flight while one
 // is used; dynamic shared memory: stages × K and V tiles, see DecodeShape.sharedBytes). q·Kᵀ and P·V run on tensor
-// cores (decode_partial_body). The splits of one (sequence, KV head) are combined in one of three ways (DecodeMerge):
+// cores (decode_partial_body). The splits of one (sequence, KV head) are combined in one of two ways (DecodeMerge):
 // as warps of one block, through shared memory (block_merge_tail; one split: the warp writes its rows); or each split
 // writes partials (max in log2 domain, sum, unnormalized acc) to fp32 scratch, combined per query head by a second
-// launch (`decode_merge_*`). (A third way — the last split to finish merges through global memory — was measured and
-// removed: slower than the block merge wherever that applies and than the second launch elsewhere, 2026-11-22.)
+// launch (`decode_merge_*`). (A third way — the last split to finish merges through global memory — was measured
+// and removed: slower than the block merge wherever that applies and than the second launch elsewhere, 2026-11-22.)
 //
 // Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
 // sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
@@ -46,17 +46,6 @@ __device__ __forceinline__ void cp_async_wait_dyn(int pending) {
     }
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 // Element offset (head 0) of token t of the warp's sequence.
 struct StridedAddr {
     i64 slotOffset, tokenStride;
@@ -79,7 +68,6 @@ template <int D> struct Geometry {
     static constexpr int CHUNKS = D / 8;        // 16-byte chunks per row
     static constexpr int ROWS_PER_PASS = 32 / CHUNKS;
     static constexpr int PASSES = TILE / ROWS_PER_PASS;
-    static constexpr int EPL = D / 32;          // head-dim elements per lane in P·V
     // Byte offset of 16-byte chunk c of row r in a tile. Chunks are XOR-swizzled by the row within each 128-byte
     // half (8 rows at one logical chunk land in 8 different bank groups: conflict-free ldmatrix) instead of padding
     // rows by 16 bytes: a padded row starts off the 128-byte grid, and cp.async then splits every global 128-byte line
@@ -180,113 +168,114 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     float m = NEG_INF, l = 0.f;  // of row h; l is this lane's share until the loop ends, then the quad's sum
     if (start < length) {  // (only block mode gets here without tokens: its warp then adds nothing to the merge)
-    const int tiles = (end - start + step - 1) / step;
-    const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
-    // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed one
-    // tile before it is issued, so a paged block-table read overlaps a tile's arithmetic instead of stalling issue.
-    auto tokenOffset = [&](int tile) -> i64 {
-        int t = min(start + tile * step + lane, end - 1);
-        return addr.offset(t) + headOffset;
-    };
-    const unsigned long long policy = l2_evict_first();
-    auto issue = [&](i64 off, int stage) {  // rows are fetched from their owner lane's offset
+        const int tiles = (end - start + step - 1) / step;
+        const int chunkCol = lane % Geo::CHUNKS, rowInPass = lane / Geo::CHUNKS;
+        // Element offset of this lane's token of `tile` (clamped: rows past the end are loaded but masked). Computed
+        // one tile before it is issued, so a paged block-table read overlaps a tile's arithmetic instead of stalling
+        // issue.
+        auto tokenOffset = [&](int tile) -> i64 {
+            int t = min(start + tile * step + lane, end - 1);
+            return addr.offset(t) + headOffset;
+        };
+        const unsigned long long policy = l2_evict_first();
+        auto issue = [&](i64 off, int stage) {  // rows are fetched from their owner lane's offset
 #pragma unroll
-        for (int p = 0; p < Geo::PASSES; p++) {
-            int row = p * Geo::ROWS_PER_PASS + rowInPass;
-            i64 o = (i64)__shfl_sync(0xffffffffu, (long long)off, row) + chunkCol * 8;
-            unsigned char *dst = smem + stage * STAGE_BYTES + Geo::at(row, chunkCol);
-            cp_async16(dst, kBase + o, policy);
-            cp_async16(dst + TILE * Geo::ROW, vBase + o, policy);
+            for (int p = 0; p < Geo::PASSES; p++) {
+                int row = p * Geo::ROWS_PER_PASS + rowInPass;
+                i64 o = (i64)__shfl_sync(0xffffffffu, (long long)off, row) + chunkCol * 8;
+                unsigned char *dst = smem + stage * STAGE_BYTES + Geo::at(row, chunkCol);
+                cp_async16(dst, kBase + o, policy);
+                cp_async16(dst + TILE * Geo::ROW, vBase + o, policy);
+            }
+        };
+        // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
+        for (int i = 0; i < stages - 1; i++) {
+            if (i < tiles) issue(tokenOffset(i), i);
+            cp_async_commit();
         }
-    };
-    // Prologue: tiles 0 … stages−2 in flight (one commit group each, empty past the end).
-    for (int i = 0; i < stages - 1; i++) {
-        if (i < tiles) issue(tokenOffset(i), i);
-        cp_async_commit();
-    }
 
-    // A fragments of q (row h = lane/4 < G, columns 2·(lane%4) and +8 of each 16-wide k step), raw storage type.
-    const u32 *qRow = reinterpret_cast<const u32 *>(q + ((i64)seq * qHeads + kvHead * G + (liveRow ? h : 0)) * D);
-    u32 qa[D / 16][2];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        qa[kk][0] = liveRow ? __ldg(qRow + kk * 8 + quad) : 0u;
-        qa[kk][1] = liveRow ? __ldg(qRow + kk * 8 + 4 + quad) : 0u;
-    }
-    i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
-    int stage = 0;
-    for (int tile = 0; tile < tiles; tile++) {
-        // Refill the stage computed in the previous iteration with tile + stages − 1.
-        const int ahead = tile + stages - 1;
-        if (ahead < tiles) {
-            issue(nextOff, ahead % stages);
-            nextOff = tokenOffset(min(ahead + 1, tiles - 1));
-        }
-        cp_async_commit();
-        cp_async_wait_dyn(stages - 1);  // this tile's group is complete
-        __syncwarp();
-        const unsigned char *kTile = smem + stage * STAGE_BYTES, *vTile = kTile + TILE * Geo::ROW;
-
-        float s[TILE / 8][4];
-#pragma unroll
-        for (int i = 0; i < TILE / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+        // A fragments of q (row h = lane/4 < G, columns 2·(lane%4) and +8 of each 16-wide k step), raw storage type.
+        const u32 *qRow = reinterpret_cast<const u32 *>(q + ((i64)seq * qHeads + kvHead * G + (liveRow ? h : 0)) * D);
+        u32 qa[D / 16][2];
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
-#pragma unroll
-            for (int jj = 0; jj < TILE / 16; jj++) {
-                u32 b[4];
-                const int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
-                ldsm_x4(b, smem_u32(kTile + Geo::at(r, c)));
-                mma16816<T>(s[2 * jj], qa[kk][0], 0u, qa[kk][1], 0u, b[0], b[1]);
-                mma16816<T>(s[2 * jj + 1], qa[kk][0], 0u, qa[kk][1], 0u, b[2], b[3]);
-            }
+            qa[kk][0] = liveRow ? __ldg(qRow + kk * 8 + quad) : 0u;
+            qa[kk][1] = liveRow ? __ldg(qRow + kk * 8 + 4 + quad) : 0u;
         }
-        // Online softmax of row h over this tile's tokens t = 8·i + 2·quad + e (masked past the split's end).
-        const int valid = end - (start + tile * step);
-        float mx = NEG_INF;
-#pragma unroll
-        for (int i = 0; i < TILE / 8; i++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const float x = 8 * i + 2 * quad + e < valid ? s[i][e] * scaleLog2 : NEG_INF;
-                s[i][e] = x;
-                mx = fmaxf(mx, x);
+        i64 nextOff = tokenOffset(min(stages - 1, tiles - 1));
+        int stage = 0;
+        for (int tile = 0; tile < tiles; tile++) {
+            // Refill the stage computed in the previous iteration with tile + stages − 1.
+            const int ahead = tile + stages - 1;
+            if (ahead < tiles) {
+                issue(nextOff, ahead % stages);
+                nextOff = tokenOffset(min(ahead + 1, tiles - 1));
             }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mNew = fmaxf(m, mx);  // finite: every tile has a valid token
-        const float corr = exp2f(m - mNew);
-        m = mNew;
-        float sum = 0.f;
+            cp_async_commit();
+            cp_async_wait_dyn(stages - 1);  // this tile's group is complete
+            __syncwarp();
+            const unsigned char *kTile = smem + stage * STAGE_BYTES, *vTile = kTile + TILE * Geo::ROW;
+
+            float s[TILE / 8][4];
 #pragma unroll
-        for (int i = 0; i < TILE / 8; i++)
+            for (int i = 0; i < TILE / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                s[i][e] = exp2f(s[i][e] - mNew);
-                sum += s[i][e];
+            for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+                for (int jj = 0; jj < TILE / 16; jj++) {
+                    u32 b[4];
+                    const int r = jj * 16 + (lane & 7) + ((lane >> 4) << 3), c = 2 * kk + ((lane >> 3) & 1);
+                    ldsm_x4(b, smem_u32(kTile + Geo::at(r, c)));
+                    mma16816<T>(s[2 * jj], qa[kk][0], 0u, qa[kk][1], 0u, b[0], b[1]);
+                    mma16816<T>(s[2 * jj + 1], qa[kk][0], 0u, qa[kk][1], 0u, b[2], b[3]);
+                }
             }
-        l = l * corr + sum;
+            // Online softmax of row h over this tile's tokens t = 8·i + 2·quad + e (masked past the split's end).
+            const int valid = end - (start + tile * step);
+            float mx = NEG_INF;
 #pragma unroll
-        for (int i = 0; i < D / 8; i++) acc[i][0] *= corr, acc[i][1] *= corr;
+            for (int i = 0; i < TILE / 8; i++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float x = 8 * i + 2 * quad + e < valid ? s[i][e] * scaleLog2 : NEG_INF;
+                    s[i][e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mNew = fmaxf(m, mx);  // finite: every tile has a valid token
+            const float corr = exp2f(m - mNew);
+            m = mNew;
+            float sum = 0.f;
+#pragma unroll
+            for (int i = 0; i < TILE / 8; i++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    s[i][e] = exp2f(s[i][e] - mNew);
+                    sum += s[i][e];
+                }
+            l = l * corr + sum;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++) acc[i][0] *= corr, acc[i][1] *= corr;
 
 #pragma unroll
-        for (int kk = 0; kk < TILE / 16; kk++) {
-            const u32 a0 = T::pack2(s[2 * kk][0], s[2 * kk][1]), a2 = T::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            for (int kk = 0; kk < TILE / 16; kk++) {
+                const u32 a0 = T::pack2(s[2 * kk][0], s[2 * kk][1]), a2 = T::pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
 #pragma unroll
-            for (int jd = 0; jd < D / 16; jd++) {
-                u32 b[4];
-                const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
-                ldsm_x4_t(b, smem_u32(vTile + Geo::at(r, c)));
-                mma16816<T>(acc[2 * jd], a0, 0u, a2, 0u, b[0], b[1]);
-                mma16816<T>(acc[2 * jd + 1], a0, 0u, a2, 0u, b[2], b[3]);
+                for (int jd = 0; jd < D / 16; jd++) {
+                    u32 b[4];
+                    const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * jd + (lane >> 4);
+                    ldsm_x4_t(b, smem_u32(vTile + Geo::at(r, c)));
+                    mma16816<T>(acc[2 * jd], a0, 0u, a2, 0u, b[0], b[1]);
+                    mma16816<T>(acc[2 * jd + 1], a0, 0u, a2, 0u, b[2], b[3]);
+                }
             }
+            __syncwarp();  // the next iteration's issue() overwrites this stage
+            stage = stage + 1 == stages ? 0 : stage + 1;
         }
-        __syncwarp();  // the next iteration's issue() overwrites this stage
-        stage = stage + 1 == stages ? 0 : stage + 1;
-    }
-    cp_async_wait<0>();
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+        cp_async_wait<0>();
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
     }
 
     if (inBlock) {
