@@ -86,6 +86,8 @@ public struct DecodeShape: Sendable, Hashable {
     public var maxSplits: Int { max(1, (maxLength + chunk - 1) / chunk) }
     /// Dynamic shared memory of one warp of the split kernel.
     public var sharedBytesPerWarp: Int { DecodeShape.sharedBytes(stages: stages, headDim: headDim) }
+    /// The merge this shape launches: "none" with one split (the kernel writes the output), else `merge`.
+    public var mergeName: String { maxSplits == 1 ? "none" : merge.rawValue }
     /// Warps per split-kernel block: all splits of a pair in block mode, else one.
     public var warpsPerBlock: Int { merge == .block ? maxSplits : 1 }
     /// Dynamic shared memory of one split-kernel block.

@@ -100,7 +100,7 @@ struct BenchAttention: ParsableCommand {
                     var s = auto
                     if let mode { s.merge = mode }
                     if s.merge == .block && s.maxSplits > 1 && !s.splitsFitOneBlock { return nil }
-                    guard launches.insert(s.maxSplits == 1 ? "one split" : s.merge.rawValue).inserted else { return nil }
+                    guard launches.insert(s.mergeName).inserted else { return nil }
                     return (s, mode != nil && s.maxSplits > 1 ? " \(s.merge)" : "")
                 }
             }
@@ -160,7 +160,7 @@ struct BenchAttention: ParsableCommand {
                         / Double(graphCalls)
                 }
                 rows.append(Row(batch: batch, context: context, storage: label,
-                                merge: shape.maxSplits == 1 ? "none" : shape.merge.rawValue, chunk: shape.chunk,
+                                merge: shape.mergeName, chunk: shape.chunk,
                                 micros: micros, spread: spread, gbps: gbps, fraction: gbps / copyGBps,
                                 stages: shape.stages, graphMicros: graphMicros, graphSpread: graphSpread))
                 let graphText = graphMicros.map {
@@ -168,7 +168,7 @@ struct BenchAttention: ParsableCommand {
                         + "\(fmt(bytes / ($0 * 1e-6) / 1e9 / copyGBps, 3)) of copy"
                 } ?? ""
                 print("  \(batch)×\(context) \(pad(label, 30)) chunk \(shape.chunk) merge "
-                      + "\(shape.maxSplits == 1 ? "none" : shape.merge.rawValue): "
+                      + "\(shape.mergeName): "
                       + "\(fmt(micros, 1)) µs (p10–p90 spread \(fmt(spread, 1))), \(fmt(gbps, 0)) GB/s, "
                       + "\(fmt(gbps / copyGBps, 3)) of copy" + graphText)
                 }

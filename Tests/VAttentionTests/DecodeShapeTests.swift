@@ -50,7 +50,8 @@ struct DecodeShapeTests {
         // One split: the kernel writes the output itself from one one-warp block, whatever the merge says.
         let many = DecodeShape(batch: 256, qHeads: 32, kvHeads: 8, headDim: 128, dtype: .bf16, maxLength: 1024,
                                chunk: 1024)
-        #expect(many.maxSplits == 1 && many.warpsPerBlock == 1)
+        #expect(many.maxSplits == 1 && many.warpsPerBlock == 1 && many.mergeName == "none")
+        #expect(s.mergeName == "block" && one.mergeName == "separate")
     }
 
     @Test("a long single sequence is split across the GPU; a large batch runs each pair as one block of 4 warps")
