@@ -36,6 +36,8 @@ let package = Package(
         // A seeded generator shared by randomized tests and the synthetic workloads of `vattn bench`.
         .target(name: "Randomness"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
+        // For tests: a driver table that records calls and keeps the driver's threading rule (no context → 201).
+        .target(name: "CUDADriverTesting", dependencies: ["CUDADriver", "CCUDA"]),
         // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
         .executableTarget(name: "embed-cuda-sources"),
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
@@ -45,7 +47,7 @@ let package = Package(
         .target(name: "Kernels", swiftSettings: optimized),
         .target(name: "CVAttentionABI"),
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
-        .target(name: "Model", dependencies: ["CSystemShims"], swiftSettings: optimized),
+        .target(name: "Model", dependencies: ["CSystemShims", "Randomness"], swiftSettings: optimized),
         // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
         .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness", "CUDADriver", "CUDAKernels"],
                 swiftSettings: optimized),
@@ -67,16 +69,18 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
-        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDAKernels", "Randomness"]),
+        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels",
+                                                      "Randomness"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "ServerTests", dependencies: [
-            "Server", "Engine", "Model", "VAttention",
+            "Server", "Engine", "Model", "VAttention", "CUDADriver", "CUDADriverTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,4 +1,7 @@
 import CCUDA
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The loaded driver: the call table plus the checked-call helper every wrapper uses.
 public final class CUDA: Sendable {
@@ -46,15 +49,32 @@ public final class CUDADevice: @unchecked Sendable {
         let (rc, ctx) = cuda.api.primaryContextRetain(d)
         try cuda.check(rc, "cuDevicePrimaryCtxRetain")
         context = ctx
-        try makeCurrent()
+        try bindCallingThread()
     }
 
-    deinit { _ = cuda.api.primaryContextRelease(handle) }
+    deinit {
+        pthread_key_delete(boundKey)
+        _ = cuda.api.primaryContextRelease(handle)
+    }
 
     /// Binds the primary context to the calling thread.
     public func makeCurrent() throws(CUDAError) {
         try cuda.check(cuda.api.contextSetCurrent(context), "cuCtxSetCurrent")
     }
+
+    /// Binds the primary context to the calling thread once: the entry of objects that a thread other than their
+    /// creator drives (an engine stepped by a server's own thread). Remembered in thread-local storage, so a thread
+    /// that exits takes its mark with it (a new thread is bound even where it reuses an old one's id).
+    public func bindCallingThread() throws(CUDAError) {
+        if pthread_getspecific(boundKey) != nil { return }
+        try makeCurrent()
+        pthread_setspecific(boundKey, UnsafeRawPointer(bitPattern: 1))
+    }
+    private let boundKey: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
 
     public func synchronize() throws(CUDAError) { try cuda.check(cuda.api.contextSynchronize(), "cuCtxSynchronize") }
 

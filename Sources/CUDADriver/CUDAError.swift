@@ -47,4 +47,18 @@ public struct CUDAError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let notInitialized: Int32 = 3
     public static let noDevice: Int32 = 100
     public static let notReady: Int32 = 600
+    public static let invalidContext: Int32 = 201
+    public static let illegalAddress: Int32 = 700
+
+    /// The error leaves the context unusable, so every later call fails too: the context is not bound or gone
+    /// (CUDA_ERROR_INVALID_CONTEXT 201, CONTEXT_IS_DESTROYED 709, NOT_INITIALIZED 3, DEINITIALIZED 4), the device is
+    /// gone (NO_DEVICE 100, INVALID_DEVICE 101, DEVICE_UNAVAILABLE 46), or a kernel faulted — the driver's "sticky"
+    /// errors, after which the process must restart (ILLEGAL_ADDRESS 700, LAUNCH_TIMEOUT 702, ECC_UNCORRECTABLE 214,
+    /// HARDWARE_STACK_ERROR 714 … LAUNCH_FAILED 719, UNKNOWN 999). A server that sees one stops taking requests.
+    public var leavesContextUnusable: Bool {
+        switch code {
+        case 3, 4, 46, 100, 101, 201, 214, 700, 702, 709, 710, 714, 715, 716, 717, 718, 719, 999: return true
+        default: return false
+        }
+    }
 }

@@ -57,7 +57,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         hyperparameters = hp
         self.device = device
         cuda = device.cuda
-        try device.makeCurrent()
+        try device.bindCallingThread()
         stream = try CUDAStream(cuda)
         deviceDescription = "cuda: " + ((try? device.name()) ?? "GPU")
         self.maxTokens = maxTokens
@@ -222,7 +222,10 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
     /// Graph replays and captures so far.
     public private(set) var graphReplays = 0, graphCaptures = 0
 
+    public func bindCallingThread() throws { try device.bindCallingThread() }
+
     public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
+        try bindCallingThread()
         let plan = try prepare(chunks, kv: kv, draws: sampling)
         guard plan.tokens > 0 else { return [] }
         try execute(plan, kv: kv)
@@ -234,6 +237,7 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
 
     /// The logits of the last token of every chunk that wants them (for checks against a reference).
     public func logits(_ chunks: [SequenceChunk], kv: any KVStore) throws -> [[Float]] {
+        try bindCallingThread()
         let want = chunks.filter(\.wantsLogits).count
         let plan = try prepare(chunks, kv: kv,
                                draws: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: want))

@@ -1,3 +1,4 @@
+import CUDADriver
 import Model
 
 /// Why a request stopped.
@@ -114,6 +115,7 @@ public final class LLMEngine {
     /// Stops a request at once and frees its slot (e.g. its client went away).
     public func cancel(_ id: Int) throws {
         guard let r = requests[id] else { return }
+        try model.bindCallingThread()  // freeing a slot may reach the device (a fence)
         try complete(r, .cancelled)
     }
 
@@ -129,6 +131,8 @@ public final class LLMEngine {
 
     /// One iteration. Returns the events of every request that produced text or finished.
     public func step() throws -> [EngineEvent] {
+        // Whichever thread steps the engine drives the device: the KV store maps pages below, the model runs.
+        try model.bindCallingThread()
         var chunks: [(Request, SequenceChunk)] = []
         var admit = true
         while true {
@@ -314,6 +318,14 @@ func holdBack(_ text: String, _ stop: String) -> Int {
         n -= 1
     }
     return 0
+}
+
+extension LLMEngine {
+    /// Whether `error`, thrown by `step`, leaves the engine unable to step again (the device's context is unusable:
+    /// every later step would fail the same way). Other failures end the requests in flight and the engine goes on.
+    public static func leavesEngineUnusable(_ error: any Error) -> Bool {
+        (error as? CUDAError)?.leavesContextUnusable ?? false
+    }
 }
 
 public enum EngineError: Error, Equatable, CustomStringConvertible {

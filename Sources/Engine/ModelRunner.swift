@@ -9,6 +9,13 @@ public protocol ModelRunner: AnyObject {
     /// Runs `chunks` (K/V written into `kv`, which must already back every slot to `start + tokens.count`) and
     /// returns one token per chunk with `wantsLogits`, in order, drawn with the matching entry of `sampling`.
     func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID]
+    /// Makes the calling thread able to drive the model and its KV store (a GPU model binds its CUDA context, once
+    /// per thread). The engine calls it before its own work on whatever thread steps it; the CPU model needs nothing.
+    func bindCallingThread() throws
+}
+
+extension ModelRunner {
+    public func bindCallingThread() throws {}
 }
 
 /// How to pick one token: the request's parameters and its uniform draw for this token (the random stream belongs to

@@ -68,6 +68,55 @@ public enum JSONValue: Sendable, Equatable {
     public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
         try bytes.withUnsafeBytes { try parse($0) }
     }
+
+    /// Reads a document that is one top-level array, handing each element to `body` as it is parsed (the whole
+    /// array is never held). A document cut off inside the array — in the middle of an element, or before its `]` —
+    /// is not an error: the complete elements before the cut are read and the result says where it was. Any other
+    /// malformation throws.
+    public static func forEachElement(ofArray bytes: UnsafeRawBufferPointer,
+                                      _ body: (JSONValue) throws -> Void) throws -> ArrayPrefix {
+        var p = JSONParser(bytes: bytes)
+        p.skipWhitespace()
+        guard p.current == UInt8(ascii: "[") else { throw p.fail("expected a top-level array") }
+        p.offset += 1
+        var count = 0
+        while true {
+            p.skipWhitespace()
+            if count == 0, p.current == UInt8(ascii: "]") { p.offset += 1; break }
+            let start = p.offset
+            let element: JSONValue
+            do {
+                element = try p.value(depth: 1)
+            } catch let e as JSONError where e.reachedEnd(of: bytes) {
+                return ArrayPrefix(elements: count, cutAt: start)
+            }
+            p.skipWhitespace()
+            // An element is complete only when what follows it is there too (a number cut short looks whole).
+            guard let next = p.current else { return ArrayPrefix(elements: count, cutAt: start) }
+            guard next == UInt8(ascii: ",") || next == UInt8(ascii: "]") else {
+                throw p.fail("expected ',' or ']' in array")
+            }
+            try body(element)
+            count += 1
+            p.offset += 1
+            if next == UInt8(ascii: "]") { return ArrayPrefix(elements: count, cutAt: nil) }
+        }
+        return ArrayPrefix(elements: count, cutAt: nil)
+    }
+
+    /// What `forEachElement(ofArray:_:)` read.
+    public struct ArrayPrefix: Sendable, Equatable {
+        /// Complete elements read.
+        public var elements: Int
+        /// The byte where the document was cut off (the start of the incomplete element), or nil if it was whole.
+        public var cutAt: Int?
+    }
+}
+
+extension JSONError {
+    /// The parser ran out of input (a truncated document) rather than meeting a wrong byte: the failure is within
+    /// the last few bytes, where an escape or literal cut short is reported.
+    func reachedEnd(of bytes: UnsafeRawBufferPointer) -> Bool { offset >= bytes.count - 6 }
 }
 
 /// Malformed JSON: what was wrong and at which byte of the document.

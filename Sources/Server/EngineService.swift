@@ -17,6 +17,28 @@ public struct QueueFull: Error, Sendable {
 /// The engine is shutting down and takes no new requests.
 public struct ShuttingDown: Error, Sendable {}
 
+/// The engine hit a fault it cannot recover from (the device is lost, the context unusable, or steps keep failing):
+/// it takes no more requests, and the server exits non-zero once it has drained, so an orchestrator restarts it.
+public struct EngineDead: Error, Sendable, CustomStringConvertible {
+    public let reason: String
+    public var description: String { "the engine stopped after a fault it cannot recover from: \(reason)" }
+}
+
+/// Why an accepted request ended without finishing; its event stream ends by throwing this.
+public struct GenerationFailure: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// An engine step failed while the request was in flight (HTTP 500).
+        case engineFault
+        /// The server shut down (drain limit reached, or the engine died) before the request finished (HTTP 503).
+        case shuttingDown
+        /// The engine refused the request when it reached it (HTTP 400).
+        case refused
+    }
+    public let kind: Kind
+    public let message: String
+    public var description: String { message }
+}
+
 /// What the HTTP side sees of the engine at one moment.
 public struct EngineSnapshot: Sendable {
     /// Requests accepted but not yet running (in the inbox or the engine's waiting queue).
@@ -36,11 +58,11 @@ public struct EngineSnapshot: Sendable {
     public var openStreams = 0
 }
 
-/// One accepted request: its events, in order, end with one whose `finished` is set (or the stream just ends if the
-/// engine failed or shut down).
+/// One accepted request: its events, in order, end with one whose `finished` is set; or the stream throws a
+/// `GenerationFailure` (the engine failed, refused it, or shut down first); or it just ends (cancelled).
 public struct Generation: Sendable {
     public let ticket: UInt64
-    public let events: AsyncStream<EngineEvent>
+    public let events: AsyncThrowingStream<EngineEvent, any Error>
 }
 
 /// Owns the `LLMEngine` (which is not thread-safe) on a dedicated thread: it steps while there is work, otherwise
@@ -51,15 +73,19 @@ public struct Generation: Sendable {
 public final class EngineService: Service, @unchecked Sendable {
     // Everything below is immutable or guarded by `state`; `engine` is touched only by the engine thread.
     private let engine: LLMEngine
-    public let tokenizer: Tokenizer
+    /// nil for a model without one (dummy weights): the server then takes token-id prompts only.
+    public let tokenizer: Tokenizer?
+    /// The largest token id a prompt may hold, plus one.
+    public var vocabularySize: Int { tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize }
     public let maxContext: Int
     public let maxWaiting: Int
     private let metrics: ServerMetrics
     private let logger: Logger
 
+    private typealias Continuation = AsyncThrowingStream<EngineEvent, any Error>.Continuation
+
     private enum Command {
-        case add(ticket: UInt64, prompt: [TokenID], parameters: SamplingParameters,
-                 continuation: AsyncStream<EngineEvent>.Continuation)
+        case add(ticket: UInt64, prompt: [TokenID], parameters: SamplingParameters, continuation: Continuation)
         case cancel(ticket: UInt64)
     }
 
@@ -70,6 +96,10 @@ public final class EngineService: Service, @unchecked Sendable {
         var closing = false
         /// Cancelled (not a graceful shutdown): end every request now.
         var aborting = false
+        /// When a graceful shutdown ends whatever is still in flight (`beginShutdown(drainLimit:)`).
+        var drainDeadline: ContinuousClock.Instant?
+        /// Set once when a fault makes the engine unusable; every later request is refused with it.
+        var dead: String?
         var started = false
         var stopped = false
         var onStop: [CheckedContinuation<Void, Never>] = []
@@ -79,11 +109,13 @@ public final class EngineService: Service, @unchecked Sendable {
     private let wake = DispatchSemaphore(value: 0)
 
     /// `maxWaiting`: requests that may wait for a slot; one more is refused with `QueueFull` (HTTP 429).
+    /// Steps in a row that may fail (each ending the requests in flight) before the engine is declared dead.
+    public static let failuresBeforeDead = 3
+
     public init(engine: LLMEngine, maxWaiting: Int = 64, metrics: ServerMetrics,
                 logger: Logger = Logger(label: "vattn.engine")) {
         self.engine = engine
-        guard let tokenizer = engine.tokenizer else { preconditionFailure("the server needs a model with a tokenizer") }
-        self.tokenizer = tokenizer
+        self.tokenizer = engine.tokenizer
         self.maxContext = engine.kv.maxContext
         self.maxWaiting = maxWaiting
         self.metrics = metrics
@@ -98,12 +130,15 @@ public final class EngineService: Service, @unchecked Sendable {
     }
 
     public var snapshot: EngineSnapshot { state.withLock { $0.snapshot } }
+    /// Why the engine died, or nil while it serves.
+    public var deathReason: String? { state.withLock { $0.dead } }
 
     /// Queues a request. Throws `QueueFull` when `maxWaiting` requests already wait, `ShuttingDown` after shutdown
     /// began. Dropping or cancelling the consumer of `events` cancels the request.
     public func submit(prompt: [TokenID], parameters: SamplingParameters) throws -> Generation {
-        let (stream, continuation) = AsyncStream<EngineEvent>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<EngineEvent, any Error>.makeStream()
         let ticket: UInt64 = try state.withLock { s in
+            if let reason = s.dead { throw EngineDead(reason: reason) }
             if s.closing || s.stopped { throw ShuttingDown() }
             if s.snapshot.waiting >= maxWaiting { throw QueueFull(waiting: s.snapshot.waiting) }
             let t = s.nextTicket
@@ -145,12 +180,26 @@ public final class EngineService: Service, @unchecked Sendable {
             state.withLock { $0.closing = true; $0.aborting = true }
             wake.signal()
         }
+        // A dead engine ends the service with an error: the group drains the HTTP side, then the process exits
+        // non-zero (the server is configured to shut the group down gracefully when this service fails).
+        if let reason = deathReason { throw EngineDead(reason: reason) }
     }
 
-    /// No new requests; the thread exits when every accepted one has finished.
-    public func beginShutdown() {
-        state.withLock { $0.closing = true }
+    /// No new requests; the thread exits when every accepted one has finished — or, with a `drainLimit`, once that
+    /// much time has passed: then the requests still in flight end with a `GenerationFailure(.shuttingDown)`.
+    /// Returns the requests in flight at the call. A later call never extends an earlier limit.
+    @discardableResult
+    public func beginShutdown(drainLimit: Duration? = nil) -> Int {
+        let inFlight = state.withLock { s in
+            s.closing = true
+            if let drainLimit {
+                let deadline = ContinuousClock.now + drainLimit
+                s.drainDeadline = min(s.drainDeadline ?? deadline, deadline)
+            }
+            return s.snapshot.waiting + s.snapshot.running
+        }
         wake.signal()
+        return inFlight
     }
 
     private func waitUntilStopped() async {
@@ -167,20 +216,37 @@ public final class EngineService: Service, @unchecked Sendable {
     // MARK: The engine thread
 
     private func loop() {
-        var streams: [UInt64: AsyncStream<EngineEvent>.Continuation] = [:]
+        var streams: [UInt64: Continuation] = [:]
         var ticketOf: [Int: UInt64] = [:]
         var engineID: [UInt64: Int] = [:]
         var lastPreemptions = 0
+        var failuresInARow = 0
 
-        func finishAll() {
-            for (_, c) in streams { c.finish() }
+        /// Ends every request in flight (and any still in the inbox) with `failure`.
+        func failAll(_ failure: GenerationFailure) -> Int {
+            for (_, id) in engineID {
+                try? engine.cancel(id)
+                engine.remove(id)
+            }
+            var ended = streams.count
+            for (_, c) in streams { c.finish(throwing: failure) }
             streams = [:]
+            engineID = [:]
+            ticketOf = [:]
+            let queued = state.withLock { s in
+                defer { s.inbox.removeAll { if case .add = $0 { return true } else { return false } } }
+                return s.inbox.compactMap { c -> Continuation? in if case .add(_, _, _, let k) = c { k } else { nil } }
+            }
+            for c in queued { c.finish(throwing: failure) }
+            ended += queued.count
+            if ended > 0 { metrics.failed.increment(by: ended) }
+            return ended
         }
 
         while true {
-            let (commands, closing, aborting) = state.withLock { s in
+            let (commands, closing, aborting, deadline) = state.withLock { s in
                 defer { s.inbox = [] }
-                return (s.inbox, s.closing, s.aborting)
+                return (s.inbox, s.closing, s.aborting, s.drainDeadline)
             }
             for command in commands {
                 switch command {
@@ -192,7 +258,7 @@ public final class EngineService: Service, @unchecked Sendable {
                         engineID[ticket] = id
                     } catch {
                         logger.warning("request refused by the engine: \(error)")
-                        continuation.finish()
+                        continuation.finish(throwing: GenerationFailure(kind: .refused, message: "\(error)"))
                     }
                 case let .cancel(ticket):
                     guard let id = engineID.removeValue(forKey: ticket) else { continue }
@@ -213,21 +279,32 @@ public final class EngineService: Service, @unchecked Sendable {
                 engineID = [:]
                 ticketOf = [:]
             }
+            if closing, let deadline, ContinuousClock.now >= deadline, !streams.isEmpty {
+                let n = failAll(GenerationFailure(kind: .shuttingDown,
+                                                  message: "the server shut down before this request finished"))
+                logger.warning("drain limit reached: ended \(n) requests still in flight")
+            }
             if engine.hasWork {
                 let start = ContinuousClock.now
                 let events: [EngineEvent]
                 do {
                     events = try engine.step()
+                    failuresInARow = 0
                 } catch {
-                    // Unrecoverable for the requests in flight (e.g. one request larger than all KV memory).
-                    logger.error("engine step failed: \(error); ending all requests")
-                    for (ticket, id) in engineID {
-                        try? engine.cancel(id)
-                        engine.remove(id)
-                        streams.removeValue(forKey: ticket)?.finish()
+                    failuresInARow += 1
+                    metrics.engineFailures.increment()
+                    let fatal = LLMEngine.leavesEngineUnusable(error) || failuresInARow >= Self.failuresBeforeDead
+                    let message = "engine step failed: \(error)"
+                    // Dead before the requests are failed: a request submitted meanwhile is refused, never stranded.
+                    if fatal { state.withLock { $0.dead = message; $0.closing = true } }
+                    let n = failAll(GenerationFailure(kind: .engineFault, message: message))
+                    if fatal {
+                        // Said once: every later request is refused at once with this reason.
+                        logger.critical(
+                            "\(message); ended \(n) requests; the engine is dead: refusing new requests, exiting once the server has drained")
+                        break
                     }
-                    engineID = [:]
-                    ticketOf = [:]
+                    logger.error("\(message); ended the \(n) requests in flight")
                     continue
                 }
                 metrics.stepLatency.recordNanoseconds(ContinuousClock.now - start)
@@ -255,10 +332,17 @@ public final class EngineService: Service, @unchecked Sendable {
                 if closing && idle && streams.isEmpty {
                     break
                 }
-                if idle { wake.wait() }
+                if idle {
+                    if closing { _ = wake.wait(timeout: .now() + .milliseconds(100)) } else { wake.wait() }
+                }
             }
         }
-        finishAll()
+        let reason = state.withLock { $0.dead }
+        for (_, c) in streams {
+            if let reason { c.finish(throwing: GenerationFailure(kind: .shuttingDown, message: reason)) } else { c.finish() }
+        }
+        streams = [:]
+        publish(openStreams: 0)
         let waiters = state.withLock { s in
             s.stopped = true
             defer { s.onStop = [] }

@@ -62,6 +62,8 @@ protocol GenerationRequest: Sendable {
     var stop: StringOrList? { get }
     var stream: Bool? { get }
     var stream_options: StreamOptions? { get }
+    /// Not in OpenAI's API: vLLM's extension (keep generating past end-of-sequence until `max_tokens`).
+    var ignore_eos: Bool? { get }
 }
 
 struct ChatMessageIn: Decodable, Sendable {
@@ -98,6 +100,7 @@ struct ChatCompletionRequest: Decodable, GenerationRequest {
     var stop: StringOrList?
     var stream: Bool?
     var stream_options: StreamOptions?
+    var ignore_eos: Bool?
 }
 
 struct CompletionRequest: Decodable, GenerationRequest {
@@ -112,6 +115,7 @@ struct CompletionRequest: Decodable, GenerationRequest {
     var stop: StringOrList?
     var stream: Bool?
     var stream_options: StreamOptions?
+    var ignore_eos: Bool?
     var echo: Bool?
 }
 
@@ -217,6 +221,14 @@ struct Completion: Encodable, Sendable {
     var model: String
     var choices: [CompletionChoice]
     var usage: Usage?
+}
+
+/// `GET /health`: 200 while the engine serves, 503 once it is dead.
+struct Health: Encodable, Sendable {
+    var status: String
+    var waiting: Int
+    var running: Int
+    var error: String?
 }
 
 struct ModelCard: Encodable, Sendable {

@@ -37,10 +37,8 @@ public struct APIError: Error, Sendable {
         APIError(status: .badRequest, message: message, type: "invalid_request_error", param: param, code: code)
     }
 
-    var response: Response {
-        let body = ErrorBody(error: .init(message: message, type: type, param: param, code: code))
-        return jsonResponse(body, status: status)
-    }
+    var body: ErrorBody { ErrorBody(error: .init(message: message, type: type, param: param, code: code)) }
+    var response: Response { jsonResponse(body, status: status) }
 }
 
 func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
@@ -73,7 +71,11 @@ public struct OpenAIRoutes: Sendable {
     public func register(on router: Router<ServerRequestContext>) {
         router.get("/health") { _, _ -> Response in
             let s = service.snapshot
-            return jsonResponse(["status": "ok", "waiting": String(s.waiting), "running": String(s.running)])
+            if let reason = service.deathReason {
+                return jsonResponse(Health(status: "dead", waiting: s.waiting, running: s.running, error: reason),
+                                    status: .serviceUnavailable)
+            }
+            return jsonResponse(Health(status: "ok", waiting: s.waiting, running: s.running))
         }
         router.get("/v1/models") { _, _ -> Response in
             jsonResponse(ModelList(data: [ModelCard(id: configuration.modelName, created: unixTime(),
@@ -216,6 +218,7 @@ public struct OpenAIRoutes: Sendable {
             p.topK = max(k, 0)
         }
         if let s = r.seed { p.seed = UInt64(bitPattern: Int64(s)) }
+        p.ignoreEOS = r.ignore_eos ?? false
         switch r.stop {
         case nil: break
         case .string(let s)?: p.stop = s.isEmpty ? [] : [s]
@@ -245,7 +248,18 @@ public struct OpenAIRoutes: Sendable {
                            type: "rate_limit_error", param: nil, code: "queue_full")
         } catch is ShuttingDown {
             throw APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error")
+        } catch let e as EngineDead {
+            throw APIError(status: .serviceUnavailable, message: e.description, type: "server_error", code: "engine_dead")
         }
+    }
+
+    /// The tokenizer, or a 400 naming `param` for a model that has none (dummy weights take token ids only).
+    private func tokenizer(for param: String) throws -> Tokenizer {
+        guard let t = service.tokenizer else {
+            throw APIError.invalid("this model has no tokenizer (dummy weights): send the prompt as a list of token ids "
+                                   + "to /v1/completions", param: param, code: "no_tokenizer")
+        }
+        return t
     }
 
     // MARK: Endpoints
@@ -284,7 +298,7 @@ public struct OpenAIRoutes: Sendable {
             chat.append(ChatMessage(role: m.role == "developer" ? "system" : m.role, content: text))
         }
         let rendered = template.render(chat, addGenerationPrompt: true)
-        let prompt = service.tokenizer.encode(rendered, addSpecial: false, parseSpecial: true)
+        let prompt = try tokenizer(for: "messages").encode(rendered, addSpecial: false, parseSpecial: true)
         let plan = try plan(r, maxTokens: r.max_completion_tokens ?? r.max_tokens, promptTokens: prompt.count,
                             promptParam: "messages", defaultMax: Int.max)
         let generation = try submit(prompt, plan.parameters)
@@ -317,14 +331,15 @@ public struct OpenAIRoutes: Sendable {
         case nil:
             throw APIError.invalid("missing required parameter 'prompt'", param: "prompt", code: "missing_required_parameter")
         case .string(let s)?:
-            prompt = s.isEmpty ? [] : service.tokenizer.encode(s, addSpecial: true, parseSpecial: false)
+            prompt = s.isEmpty ? [] : try tokenizer(for: "prompt").encode(s, addSpecial: true, parseSpecial: false)
         case .list(let l)?:
             guard l.count <= 1 else {
                 throw APIError.invalid("only one prompt per request is supported", param: "prompt", code: "invalid_value")
             }
-            prompt = (l.first ?? "").isEmpty ? [] : service.tokenizer.encode(l[0], addSpecial: true, parseSpecial: false)
+            prompt = (l.first ?? "").isEmpty
+                ? [] : try tokenizer(for: "prompt").encode(l[0], addSpecial: true, parseSpecial: false)
         case .tokens(let t)?:
-            let vocab = service.tokenizer.vocabularySize
+            let vocab = service.vocabularySize
             guard t.allSatisfy({ $0 >= 0 && $0 < vocab }) else {
                 throw APIError.invalid("prompt token ids must be in 0..<\(vocab)", param: "prompt", code: "invalid_value")
             }
@@ -350,7 +365,10 @@ public struct OpenAIRoutes: Sendable {
                            choices: [CompletionChoice(text: echo + text, finish_reason: finish.rawValue)], usage: usage)
             },
             opening: echo.isEmpty ? [] : [chunk(echo, nil)],
-            chunks: { e in e.text.isEmpty && e.finished == nil ? [] : [chunk(e.text, e.finished?.rawValue)] },
+            // Without a tokenizer every token is a chunk of empty text, so clients still see each one arrive.
+            chunks: { [hasText = service.tokenizer != nil] e in
+                e.text.isEmpty && e.finished == nil && hasText ? [] : [chunk(e.text, e.finished?.rawValue)]
+            },
             usageChunk: { Completion(id: id, created: created, model: model, choices: [], usage: $0) })
     }
 
@@ -368,7 +386,7 @@ public struct OpenAIRoutes: Sendable {
         }
         context.onDisconnect { [service] in service.cancel(generation.ticket) }
         if !plan.stream {
-            let result = await collect(generation)
+            let result = try await collect(generation)
             guard let finish = result.finish else { throw unfinished(context) }
             return jsonResponse(body(result.text, usage(result.tokens), finish))
         }
@@ -378,12 +396,33 @@ public struct OpenAIRoutes: Sendable {
             defer { service.cancel(generation.ticket) }
             for c in opening { try await writer.write(sse(c)) }
             var tokens = 0
-            for await e in generation.events {
-                tokens += e.tokens.count
-                for c in chunks(e) { try await writer.write(sse(c)) }
+            do {
+                for try await e in generation.events {
+                    tokens += e.tokens.count
+                    for c in chunks(e) { try await writer.write(sse(c)) }
+                }
+            } catch let failure as GenerationFailure {
+                // The status line went out long ago: the error is an event of its own, and the stream ends without
+                // `[DONE]`, so no client mistakes it for a complete answer (vLLM sends the same shape).
+                try await writer.write(sse(Self.apiError(failure).body))
+                return
             }
             if includeUsage { try await writer.write(sse(usageChunk(usage(tokens)))) }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+        }
+    }
+
+    /// How a request that failed after it was accepted is answered.
+    static func apiError(_ failure: GenerationFailure) -> APIError {
+        switch failure.kind {
+        case .engineFault:
+            return APIError(status: .internalServerError, message: failure.message, type: "server_error",
+                            code: "engine_error")
+        case .shuttingDown:
+            return APIError(status: .serviceUnavailable, message: failure.message, type: "server_error",
+                            code: "shutting_down")
+        case .refused:
+            return APIError.invalid(failure.message, code: "invalid_value")
         }
     }
 
@@ -398,14 +437,18 @@ public struct OpenAIRoutes: Sendable {
                         type: "server_error")
     }
 
-    private func collect(_ g: Generation) async -> (text: String, tokens: Int, finish: FinishReason?) {
+    private func collect(_ g: Generation) async throws -> (text: String, tokens: Int, finish: FinishReason?) {
         var text = "", tokens = 0
         var finish: FinishReason?
         // Leaving the loop early (the handler's task cancelled) ends the stream, which cancels the request.
-        for await e in g.events {
-            text += e.text
-            tokens += e.tokens.count
-            if let f = e.finished { finish = f }
+        do {
+            for try await e in g.events {
+                text += e.text
+                tokens += e.tokens.count
+                if let f = e.finished { finish = f }
+            }
+        } catch let failure as GenerationFailure {
+            throw Self.apiError(failure)
         }
         if finish == nil { service.cancel(g.ticket) }
         return (text, tokens, finish)

@@ -8,6 +8,8 @@ public final class ServerMetrics: Sendable {
     let requests: Metrics.Counter
     let rejected: Metrics.Counter
     let cancelled: Metrics.Counter
+    let failed: Metrics.Counter
+    let engineFailures: Metrics.Counter
     let generatedTokens: Metrics.Counter
     let promptTokens: Metrics.Counter
     let preemptions: Metrics.Counter
@@ -34,6 +36,9 @@ public final class ServerMetrics: Sendable {
         requests = Metrics.Counter(label: "vattn_requests_total", factory: f)
         rejected = Metrics.Counter(label: "vattn_requests_rejected_total", factory: f)
         cancelled = Metrics.Counter(label: "vattn_requests_cancelled_total", factory: f)
+        // Accepted requests that ended with an error (an engine fault, or the drain limit at shutdown).
+        failed = Metrics.Counter(label: "vattn_requests_failed_total", factory: f)
+        engineFailures = Metrics.Counter(label: "vattn_engine_step_failures_total", factory: f)
         generatedTokens = Metrics.Counter(label: "vattn_generated_tokens_total", factory: f)
         promptTokens = Metrics.Counter(label: "vattn_prompt_tokens_total", factory: f)
         preemptions = Metrics.Counter(label: "vattn_preemptions_total", factory: f)

@@ -9,40 +9,49 @@ struct BenchServe: ParsableCommand {
         commandName: "serve",
         abstract: "Offline serving throughput: N requests at once through the engine; req/s, tok/s, TTFT, TPOT, KV memory.",
         discussion: """
-            Workloads (lengths in tokens, uniform, scaled to what a 2-core CPU finishes in minutes; prompts are \
-            random ordinary tokens and every request generates exactly its output length, as vLLM's benchmark does \
-            with ignore_eos):
-              sharegpt  prompt 16–384, output 16–256  (chat: short prompts, long answers)
-              arxiv     prompt 512–1536, output 32–128 (summarisation: long prompts, short answers)
+            Requests come from --dataset sharegpt (the real ShareGPT trace, sampled as vLLM's benchmark does) or a \
+            synthetic workload (lengths in tokens, uniform, scaled to what a 2-core CPU finishes in minutes; prompts \
+            are random ordinary tokens):
+              chat   prompt 16–384, output 16–256  (short prompts, long answers)
+              arxiv  prompt 512–1536, output 32–128 (summarisation: long prompts, short answers)
+            Every request generates exactly its output length (end-of-sequence ignored), as vLLM's benchmark does.
             """)
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case sharegpt, arxiv }
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case chat, arxiv }
 
     @OptionGroup var options: ModelOptions
-    @Option(help: "Workload: sharegpt or arxiv.") var workload: Workload = .sharegpt
-    @Option(help: "Number of requests.") var requests = 32
-    @Option(help: "Random seed of the workload.") var seed: UInt64 = 7
+    @OptionGroup var data: DatasetOptions
+    @Option(help: "Synthetic workload when there is no --dataset: chat or arxiv.") var workload: Workload = .chat
     @Option(help: "Where to write the JSON result.") var json: String?
     @Option(help: "Online serving: requests arrive as a Poisson process at this many per second, and time to first token counts from arrival (default: all at once, offline).")
     var rate: Double?
 
     func run() throws {
         let (engine, _) = try options.makeEngine()
-        var rng = SplitMix64(seed: seed)
-        let (promptRange, outputRange) = workload == .sharegpt ? (16...384, 16...256) : (512...1536, 32...128)
-        let vocab = engine.tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize
+        let requests = data.requests
+        var rng = SplitMix64(seed: data.seed)
         var ids: [Int] = []
         var pending: [(prompt: [TokenID], parameters: SamplingParameters)] = []
-        for _ in 0..<requests {
-            let n = min(Int.random(in: promptRange, using: &rng), options.maxContext / 2)
-            var prompt: [TokenID] = []
-            while prompt.count < n {
-                let t = TokenID(Int.random(in: 0..<vocab, using: &rng))
-                if engine.tokenizer?.type(of: t) ?? .normal == .normal { prompt.append(t) }
+        let source: String
+        if let (trace, description) = try data.loadTrace(modelTokenizer: engine.tokenizer, maxContext: options.maxContext) {
+            pending = trace.map { ($0.prompt, SamplingParameters(temperature: 0, maxTokens: $0.outputLength, ignoreEOS: true)) }
+            source = description
+        } else {
+            let (promptRange, outputRange) = workload == .chat ? (16...384, 16...256) : (512...1536, 32...128)
+            let vocab = engine.tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize
+            for _ in 0..<requests {
+                let n = min(Int.random(in: promptRange, using: &rng), options.maxContext / 2)
+                var prompt: [TokenID] = []
+                while prompt.count < n {
+                    let t = TokenID(Int.random(in: 0..<vocab, using: &rng))
+                    if engine.tokenizer?.type(of: t) ?? .normal == .normal { prompt.append(t) }
+                }
+                let out = min(Int.random(in: outputRange, using: &rng), options.maxContext - n - 1)
+                pending.append((prompt, SamplingParameters(temperature: 0, maxTokens: out, ignoreEOS: true)))
             }
-            let out = min(Int.random(in: outputRange, using: &rng), options.maxContext - n - 1)
-            pending.append((prompt, SamplingParameters(temperature: 0, maxTokens: out, ignoreEOS: true)))
+            source = "synthetic \(workload.rawValue) workload (seed \(data.seed))"
         }
+        let workloadName = data.dataset == nil ? workload.rawValue : "sharegpt"
         // Arrival offsets (ns): all at 0 offline; exponential gaps at `rate` online.
         var clock = 0.0
         let arrivals: [UInt64] = pending.indices.map { _ in
@@ -50,7 +59,8 @@ struct BenchServe: ParsableCommand {
             clock += -log(1 - Double(rng.next() >> 11) / 9_007_199_254_740_992) / rate
             return UInt64(clock * 1e9)
         }
-        print("vattn bench serve — \(workload.rawValue), \(requests) requests"
+        print("vattn bench serve — \(source)")
+        print("  \(pending.count) requests"
               + (rate.map { " arriving at \(fmt($0, 1))/s (Poisson)" } ?? " at once") + ", model on \(engine.model.deviceDescription), "
               + "KV \(engine.kv.name), \(options.slots) slots, token budget \(engine.configuration.tokenBudget)")
         let start = nowNanos()
@@ -80,7 +90,7 @@ struct BenchServe: ParsableCommand {
                 last[e.request] = now
                 if e.finished != nil {
                     done += 1
-                    if done % max(1, requests / 8) == 0 { printErr("  \(done)/\(requests) done") }
+                    if done % max(1, pending.count / 8) == 0 { printErr("  \(done)/\(pending.count) done") }
                 }
             }
             let m = engine.kv.memory
@@ -99,7 +109,7 @@ struct BenchServe: ParsableCommand {
         }
         let ttft = Summary(ttfts), tpot = Summary(tpots)
         let stats = engine.stats
-        print("  requests/s \(fmt(Double(requests) / seconds, 3)), output tok/s \(fmt(Double(outputTokens) / seconds, 1)), "
+        print("  requests/s \(fmt(Double(pending.count) / seconds, 3)), output tok/s \(fmt(Double(outputTokens) / seconds, 1)), "
               + "total tok/s \(fmt(Double(stats.tokensComputed) / seconds, 1)), wall \(fmt(seconds, 1)) s")
         print("  TTFT ms p50 \(fmt(ttft.p50, 0)) p99 \(fmt(ttft.p99, 0)); TPOT ms p50 \(fmt(tpot.p50, 1)) p99 \(fmt(tpot.p99, 1))")
         print("  KV mean used \(formatBytesShort(usedSum / samples)) / mapped \(formatBytesShort(mappedSum / samples)); "
@@ -110,9 +120,9 @@ struct BenchServe: ParsableCommand {
         print("  KV maps: \(kvEnd.criticalMaps) on the critical path, \(kvEnd.backgroundMaps) in the background; "
               + "time inside kv.step \(fmt(kvStepMs, 1)) ms (\(fmt(kvShare, 2)) % of the run)")
         if let path = json {
-            let text = "{\"workload\": \"\(workload.rawValue)\", \"requests\": \(requests), \"rate\": \(rate.map { fmt($0, 2) } ?? "null"), \"kv\": \(jsonString(engine.kv.name)), "
+            let text = "{\"workload\": \"\(workloadName)\", \"requests\": \(pending.count), \"rate\": \(rate.map { fmt($0, 2) } ?? "null"), \"kv\": \(jsonString(engine.kv.name)), "
                 + "\"slots\": \(options.slots), \"tokenBudget\": \(engine.configuration.tokenBudget), \"seconds\": \(fmt(seconds)), "
-                + "\"requestsPerSecond\": \(fmt(Double(requests) / seconds)), "
+                + "\"requestsPerSecond\": \(fmt(Double(pending.count) / seconds)), "
                 + "\"outputTokensPerSecond\": \(fmt(Double(outputTokens) / seconds)), \"ttftMillis\": \(ttft.json), "
                 + "\"tpotMillis\": \(tpot.json), \"meanKVUsedBytes\": \(fmt(usedSum / samples, 0)), "
                 + "\"meanKVMappedBytes\": \(fmt(mappedSum / samples, 0)), \"preemptions\": \(stats.preemptions), "

@@ -5,6 +5,10 @@ import Logging
 import Model
 import Server
 import ServiceLifecycle
+import UnixSignals
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,7 +16,10 @@ struct Serve: AsyncParsableCommand {
         discussion: """
             One engine serves every request through continuous batching. Streaming responses use server-sent \
             events; a client that disconnects frees its slot at once. SIGINT or SIGTERM stop accepting requests, \
-            let the requests in flight finish, then exit.
+            let the requests in flight finish (at most --drain-timeout seconds; then they end with an error), then \
+            exit; a second signal exits at once. An engine fault that leaves the device unusable ends every request \
+            with an error, turns /health to 503, and the process exits with status 1 once the server has drained. \
+            With --dummy-weights (no tokenizer) prompts are token ids and answers carry no text.
             """)
 
     @OptionGroup var options: ModelOptions
@@ -24,19 +31,31 @@ struct Serve: AsyncParsableCommand {
     var maxWaiting = 64
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
+    @Option(help: "Seconds a shutdown waits for the requests in flight before it ends them with an error.")
+    var drainTimeout = 30.0
+
+    func validate() throws {
+        guard drainTimeout >= 0 && drainTimeout.isFinite else {
+            throw ValidationError("--drain-timeout must be a number of seconds ≥ 0, got \(drainTimeout)")
+        }
+    }
 
     func run() async throws {
         var logger = Logger(label: "vattn.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let loaded = try options.loadModel()
-        _ = try loaded.requireTokenizer(for: "serve")
         let (engine, _) = try options.makeEngine(loaded)
         let metrics = ServerMetrics()
         let service = EngineService(engine: engine, maxWaiting: maxWaiting, metrics: metrics, logger: logger)
         let template: ChatTemplate?
-        do { template = try loaded.chatTemplate() } catch {
-            logger.warning("no chat template (\(error)): /v1/chat/completions will answer 400")
+        if loaded.tokenizer == nil {
+            logger.notice("\(loaded.name) has no tokenizer: prompts are token ids (/v1/completions), answers carry no text")
             template = nil
+        } else {
+            do { template = try loaded.chatTemplate() } catch {
+                logger.warning("no chat template (\(error)): /v1/chat/completions will answer 400")
+                template = nil
+            }
         }
         let routes = OpenAIRoutes(service: service, metrics: metrics,
                                   configuration: ServerConfiguration(modelName: modelName, chatTemplate: template))
@@ -45,8 +64,29 @@ struct Serve: AsyncParsableCommand {
         let app = makeApplication(routes, host: host, port: port, logger: logger) {
             printErr("vattn serve: model \(name) on http://\(host):\(port) (\(banner))")
         }
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [service, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // A failed engine (dead) drains the HTTP side gracefully, then `run` rethrows: exit status 1.
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: service, failureTerminationBehavior: .gracefullyShutdownGroup),
+                       .init(service: app)],
+            logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(drainTimeout + 10)  // a backstop: then cancel
+        let group = ServiceGroup(configuration: configuration)
+        let drainLimit = Duration.seconds(drainTimeout)
+        let signals = Task {
+            var seen = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                seen += 1
+                if seen > 1 {
+                    printErr("vattn serve: second \(signal): exiting now, without draining")
+                    Glibc.exit(1)
+                }
+                let n = service.beginShutdown(drainLimit: drainLimit)
+                printErr("vattn serve: \(signal): draining \(n) requests (at most \(drainTimeout) s; "
+                         + "a second signal exits at once)")
+                await group.triggerGracefulShutdown()
+            }
+        }
+        defer { signals.cancel() }
         try await group.run()
         printErr("vattn serve: stopped")
     }

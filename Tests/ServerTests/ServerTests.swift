@@ -290,9 +290,9 @@ struct ServerTests {
         let (service, routes) = try Fixture.harness(slots: 1, maxWaiting: 1)
         try await withEngine(service) {
             let long = SamplingParameters(temperature: 0, maxTokens: 400, ignoreEOS: true)
-            let prompt = service.tokenizer.encode("Once upon a time")
+            let prompt = service.tokenizer!.encode("Once upon a time")
             let running = try service.submit(prompt: prompt, parameters: long)
-            for await _ in running.events { break }  // the first is generating
+            for try await _ in running.events { break }  // the first is generating
             try await waitFor { service.snapshot.running == 1 && service.snapshot.waiting == 0 }
             let waiting = try service.submit(prompt: prompt, parameters: long)
             try await waitFor { service.snapshot.waiting == 1 }
@@ -314,9 +314,9 @@ struct ServerTests {
     func cancelOnDrop() async throws {
         let (service, _) = try Fixture.harness(slots: 1)
         try await withEngine(service) {
-            let g = try service.submit(prompt: service.tokenizer.encode("Once upon a time"),
+            let g = try service.submit(prompt: service.tokenizer!.encode("Once upon a time"),
                                        parameters: SamplingParameters(temperature: 0, maxTokens: 400, ignoreEOS: true))
-            let consumer = Task { for await _ in g.events {} }
+            let consumer = Task { for try await _ in g.events {} }
             try await waitFor { service.snapshot.running == 1 }
             consumer.cancel()
             try await waitFor { service.snapshot.running == 0 }

@@ -1,72 +1,8 @@
 import CUDADriver
+import CUDADriverTesting
 import Synchronization
 import Testing
 @testable import VAttention
-
-/// A fake driver that records every call (name and arguments) instead of reaching a GPU. Fake addresses and handles
-/// are plausible numbers so the sequence can be asserted exactly.
-final class RecordingDriver: Sendable {
-    let trace = Mutex<[String]>([])
-    private let counter = Atomic<UInt64>(0)
-    let granularity = 2 << 20
-
-    func record(_ s: String) { trace.withLock { $0.append(s) } }
-    func next() -> UInt64 { counter.add(1, ordering: .relaxed).newValue }
-    func calls() -> [String] { trace.withLock { $0 } }
-    func clear() { trace.withLock { $0.removeAll() } }
-
-    var api: DriverAPI {
-        return DriverAPI(
-            errorName: { "CUDA_ERROR_\($0)" }, errorString: { _ in "fake" },
-            driverVersion: { (0, 13000) }, deviceCount: { (0, 1) }, deviceGet: { _ in (0, 0) },
-            deviceName: { _ in (0, "Fake GPU") }, deviceAttribute: { _, _ in (0, 9) },
-            deviceTotalMemory: { _ in (0, 80 << 30) },
-            primaryContextRetain: { _ in (0, OpaquePointer(bitPattern: 0x1000)) }, primaryContextRelease: { _ in 0 },
-            contextSetCurrent: { _ in self.record("cuCtxSetCurrent"); return 0 },
-            contextSynchronize: { self.record("cuCtxSynchronize"); return 0 },
-            streamCreate: { _ in (0, OpaquePointer(bitPattern: 0x1000)) }, streamDestroy: { _ in 0 }, streamSynchronize: { _ in 0 },
-            eventCreate: { _ in let n = self.next(); self.record("cuEventCreate -> e\(n)"); return (0, OpaquePointer(bitPattern: UInt(n))) },
-            eventDestroy: { _ in 0 },
-            eventRecord: { e, _ in self.record("cuEventRecord(e\(UInt(bitPattern: e)))"); return 0 },
-            eventSynchronize: { e in self.record("cuEventSynchronize(e\(UInt(bitPattern: e)))"); return 0 },
-            eventElapsedTime: { _, _ in (0, 0) },
-            memGetInfo: { (0, 70 << 30, 80 << 30) }, memAlloc: { _ in (0, 0x7000_0000) }, memFree: { _ in 0 },
-            memcpyHtoD: { _, _, _ in 0 }, memcpyDtoH: { _, _, _ in 0 }, memsetD8: { _, _, _ in 0 },
-            memAddressReserve: { size, _ in
-                let base = self.next() * 0x100_0000_0000
-                self.record("cuMemAddressReserve(\(size)) -> va\(base >> 40)")
-                return (0, base)
-            },
-            memAddressFree: { p, _ in self.record("cuMemAddressFree(va\(p >> 40))"); return 0 },
-            memCreate: { size, _ in let h = self.next(); self.record("cuMemCreate(\(size)) -> h\(h)"); return (0, h) },
-            memRelease: { h in self.record("cuMemRelease(h\(h))"); return 0 },
-            memMap: { p, size, h in self.record("cuMemMap(va\(p >> 40)+\(p & 0xff_ffff_ffff), \(size), h\(h))"); return 0 },
-            memUnmap: { p, size in self.record("cuMemUnmap(va\(p >> 40)+\(p & 0xff_ffff_ffff), \(size))"); return 0 },
-            memSetAccess: { p, size, _, flags in
-                self.record("cuMemSetAccess(va\(p >> 40)+\(p & 0xff_ffff_ffff), \(size), \(flags))"); return 0
-            },
-            memGranularity: { _, _ in (0, self.granularity) },
-            moduleLoadData: { _ in (0, OpaquePointer(bitPattern: 0x1000)) }, moduleUnload: { _ in 0 }, moduleGetFunction: { _, _ in (0, OpaquePointer(bitPattern: 0x1000)) },
-            funcSetAttribute: { _, _, _ in 0 },
-            launchKernel: { f, grid, _, _, s, _ in
-                self.record("cuLaunchKernel(f\(UInt(bitPattern: f)), grid \(grid.0), s\(UInt(bitPattern: s)))"); return 0
-            },
-            streamBeginCapture: { s, mode in
-                self.record("cuStreamBeginCapture(s\(UInt(bitPattern: s)), mode \(mode))"); return 0
-            },
-            streamEndCapture: { s in
-                let g = self.next(); self.record("cuStreamEndCapture(s\(UInt(bitPattern: s))) -> g\(g)")
-                return (0, OpaquePointer(bitPattern: UInt(g)))
-            },
-            graphInstantiate: { g, flags in
-                let e = self.next(); self.record("cuGraphInstantiateWithFlags(g\(UInt(bitPattern: g)), \(flags)) -> x\(e)")
-                return (0, OpaquePointer(bitPattern: UInt(e)))
-            },
-            graphLaunch: { e, s in self.record("cuGraphLaunch(x\(UInt(bitPattern: e)), s\(UInt(bitPattern: s)))"); return 0 },
-            graphExecDestroy: { e in self.record("cuGraphExecDestroy(x\(UInt(bitPattern: e)))"); return 0 },
-            graphDestroy: { g in self.record("cuGraphDestroy(g\(UInt(bitPattern: g)))"); return 0 })
-    }
-}
 
 @Suite("CUDA backend: the exact sequence of driver calls")
 struct CUDABackendSequenceTests {

@@ -1,4 +1,5 @@
 import CUDADriver
+import CUDADriverTesting
 import Testing
 
 /// CUDA graphs through the recording driver: the exact order of capture, launch, instantiate, replay and destroy.
@@ -8,6 +9,7 @@ struct CUDAGraphSequenceTests {
 
     func setUp(_ driver: RecordingDriver, api: DriverAPI? = nil) throws -> (CUDAStream, CUDAFunction) {
         let cuda = CUDA(api: api ?? driver.api)
+        _ = try CUDADevice(cuda)  // binds the context to this thread, as every driving thread must
         let stream = try CUDAStream(cuda)
         let module = try CUDAModule(cuda, image: [0])
         let function = try module.function("k")
