@@ -132,6 +132,8 @@ public final class EngineService: Service, @unchecked Sendable {
     public var snapshot: EngineSnapshot { state.withLock { $0.snapshot } }
     /// Why the engine died, or nil while it serves.
     public var deathReason: String? { state.withLock { $0.dead } }
+    /// A shutdown began: no new requests are taken.
+    public var isShuttingDown: Bool { state.withLock { $0.closing } }
 
     /// Queues a request. Throws `QueueFull` when `maxWaiting` requests already wait, `ShuttingDown` after shutdown
     /// began. Dropping or cancelling the consumer of `events` cancels the request.

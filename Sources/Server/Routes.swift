@@ -75,6 +75,10 @@ public struct OpenAIRoutes: Sendable {
                 return jsonResponse(Health(status: "dead", waiting: s.waiting, running: s.running, error: reason),
                                     status: .serviceUnavailable)
             }
+            if service.isShuttingDown {  // draining: a load balancer should send new requests elsewhere
+                return jsonResponse(Health(status: "shutting_down", waiting: s.waiting, running: s.running),
+                                    status: .serviceUnavailable)
+            }
             return jsonResponse(Health(status: "ok", waiting: s.waiting, running: s.running))
         }
         router.get("/v1/models") { _, _ -> Response in

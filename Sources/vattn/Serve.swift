@@ -64,9 +64,11 @@ struct Serve: AsyncParsableCommand {
         let app = makeApplication(routes, host: host, port: port, logger: logger) {
             printErr("vattn serve: model \(name) on http://\(host):\(port) (\(banner))")
         }
-        // A failed engine (dead) drains the HTTP side gracefully, then `run` rethrows: exit status 1.
+        // The engine ends first, on a shutdown signal once it has drained, or when it dies: either way the HTTP side
+        // then shuts down gracefully; a dead engine makes `run` rethrow: exit status 1.
         var configuration = ServiceGroupConfiguration(
-            services: [.init(service: service, failureTerminationBehavior: .gracefullyShutdownGroup),
+            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
+                             failureTerminationBehavior: .gracefullyShutdownGroup),
                        .init(service: app)],
             logger: logger)
         configuration.maximumGracefulShutdownDuration = .seconds(drainTimeout + 10)  // a backstop: then cancel
@@ -80,10 +82,10 @@ struct Serve: AsyncParsableCommand {
                     printErr("vattn serve: second \(signal): exiting now, without draining")
                     Glibc.exit(1)
                 }
+                // The engine drains, then ends; its end shuts the HTTP side down gracefully (configured above).
                 let n = service.beginShutdown(drainLimit: drainLimit)
                 printErr("vattn serve: \(signal): draining \(n) requests (at most \(drainTimeout) s; "
                          + "a second signal exits at once)")
-                await group.triggerGracefulShutdown()
             }
         }
         defer { signals.cancel() }
