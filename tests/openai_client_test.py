@@ -3,11 +3,16 @@
 Starts the binary (VATTN_BIN, default .build/debug/vattn) on a free loopback port with the default model, then checks
 chat and completions, streaming and not, concurrent clients, and the status codes of bad inputs. Every request is
 bounded (few tokens, a timeout, no retries); the server is stopped with SIGTERM and must exit cleanly.
+
+Environment (all optional; unset, the server runs as CI runs it, on the CPU): VATTN_SERVE_ARGS, extra flags appended
+to the `vattn serve` command line (split like a shell does, e.g. "--backend cuda --kv paged"); VATTN_START_TIMEOUT,
+seconds to wait for /health (default 60; a GPU's first start compiles kernels unless VATTN_KERNEL_CACHE has them).
 """
 
 import concurrent.futures
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +26,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn"))
 MODEL = "smollm2-135m"
+SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
+START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
 
 
 def free_port() -> int:
@@ -36,10 +43,10 @@ def server():
     port = free_port()
     proc = subprocess.Popen(
         [BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--slots", "4", "--max-context", "1024",
-         "--max-waiting", "16"],
+         "--max-waiting", "16", *SERVE_ARGS],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + START_TIMEOUT
     while True:
         try:
             with urllib.request.urlopen(base + "/health", timeout=2) as r:

@@ -22,6 +22,13 @@ What is asserted afterwards, and why that is the right invariant:
   * total resident memory (VmRSS) ≤ its warm-up value + the KV pool + 64 MiB;
   * the server still answers, and SIGTERM stops it cleanly (exit status 0).
 Figures (requests, disconnects, preemptions, RSS, duration) are printed: run with -s to see them.
+
+Environment (all optional; unset, the soak runs as CI runs it: on the CPU, vAttention per layer, 16 KiB pages, a
+32 MiB pool, 300 requests): VATTN_BIN; VATTN_SERVE_ARGS, extra flags appended to the `vattn serve` command line
+(split like a shell does, e.g. "--backend cuda --kv paged"; --backend, --kv and --layout there also decide what the
+long request is expected to need); VATTN_EXPECT_GPU=1 with --backend auto (or none) means the server runs on the GPU;
+SOAK_REQUESTS; SOAK_KV_MIB, the pool (--kv-mib, default 32; see KV_MIB below for GPU values); VATTN_START_TIMEOUT,
+seconds to wait for /health (default 60).
 """
 
 import concurrent.futures
@@ -29,6 +36,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -43,8 +51,55 @@ BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn")
 MODEL = "smollm2-135m"
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "300"))
 CONCURRENCY = 16
-SLOTS, CONTEXT, KV_MIB, PAGE_KIB = 12, 512, 32, 16
 MiB = 1 << 20
+SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
+START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
+
+
+def serve_arg(name: str, default: str) -> str:
+    """The value VATTN_SERVE_ARGS gives `name` (the last one wins, as on the command line), else `default`."""
+    value = default
+    for i, a in enumerate(SERVE_ARGS):
+        if a == name and i + 1 < len(SERVE_ARGS):
+            value = SERVE_ARGS[i + 1]
+        elif a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+BACKEND = serve_arg("--backend", "auto")
+GPU = BACKEND == "cuda" or (BACKEND == "auto" and os.environ.get("VATTN_EXPECT_GPU") == "1")
+KV = serve_arg("--kv", "vattention")
+LAYOUT = serve_arg("--layout", "mega" if GPU else "perLayer")  # the server's defaults
+# SmolLM2-135M: 30 layers, 3 KV heads of 64; K/V in fp32 on the CPU, bf16 on the GPU.
+LAYERS, KV_HEADS, HEAD_DIM, DTYPE_BYTES = 30, 3, 64, (2 if GPU else 4)
+# The pool must be smaller than slots × context (here 12 × 512 tokens) so requests wait for memory and get preempted.
+# CPU (per layer, fp32, 16 KiB pages): 60 tensors × 768 B per token, 21 tokens a page; a short request (≤ ~56
+# tokens) maps 60–180 pages (1–2.8 MiB), 12 of them up to ~34 MiB, one slot at full context 22.5 MiB, all 12 slots
+# 270 MiB: 32 MiB fits about the 12 short requests, and a long one (up to ~250 tokens, 11 MiB) makes others wait.
+# GPU pages are the device's 2 MB (--page-kib does not apply there). Mega layout, bf16: 2 tensors (K, V) × 30 layers
+# × 3 heads × 64 × 2 B = 11,520 B per token per tensor, so a K page and a V page (4 MiB) hold 182 tokens (~91 tokens
+# per 2 MB of pool); every request maps at least those two pages, a full slot 2 × 3 pages (12 MiB), 12 slots 144 MiB.
+# The default 32 MiB (16 pages) would run at most 8 of the 12 slots even with short requests; serve-check.sh passes
+# SOAK_KV_MIB=48 (24 pages): exactly the 12 short requests, so any long request (250 tokens: 4 pages, 400: 6) makes
+# others wait or preempts a request growing past its first 182 tokens. Per layer on the GPU a request maps at least
+# 60 pages (a 2 MB page holds 5,461 tokens of one layer's K or V), 120 MiB: e.g. 480 MiB runs 4 at once. Paged
+# (blocks of 16 tokens of all layers, K and V: 16 × 23,040 B = 360 KiB a block, freed when its request finishes):
+# serve-check.sh passes 16 MiB (45 blocks, 720 tokens): 12 short requests take 24–48 blocks, the long request 26.
+KV_MIB = int(os.environ.get("SOAK_KV_MIB", "32"))
+SLOTS, CONTEXT, PAGE_KIB = 12, 512, 16
+PAGE_BYTES = 2 * MiB if GPU else PAGE_KIB * 1024
+LONG_TOKENS = 400  # the long request's prompt, roughly (380 words)
+
+
+def long_request_bytes():
+    """What vAttention maps for the long request, at least (None for paged, whose blocks are freed at once, so there
+    is nothing to reclaim): every tensor's pages for LONG_TOKENS tokens, rounded down (so at least one page each)."""
+    if KV == "paged":
+        return None
+    tensors, layers_per_tensor = (2 * LAYERS, 1) if LAYOUT == "perLayer" else (2, LAYERS)
+    token_bytes = layers_per_tensor * KV_HEADS * HEAD_DIM * DTYPE_BYTES
+    return tensors * max(1, LONG_TOKENS * token_bytes // PAGE_BYTES) * PAGE_BYTES
 
 WORDS = ("the cat sat on a mat while seven quiet engines hummed under old bridges near rivers of light and every "
          "student wrote long letters about memory pages kernels tokens caches and distant mountains").split()
@@ -87,12 +142,13 @@ def server():
         pytest.fail(f"{BIN} not built (swift build --product vattn)")
     port = free_port()
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server's logging
+    page_args = [] if GPU else ["--page-kib", str(PAGE_KIB)]  # the GPU's pages are the device's
     proc = subprocess.Popen(
         [BIN, "serve", "--host", "127.0.0.1", "--port", str(port), "--slots", str(SLOTS), "--max-context", str(CONTEXT),
-         "--kv-mib", str(KV_MIB), "--page-kib", str(PAGE_KIB), "--max-waiting", "64", "--log-level", "warning"],
+         "--kv-mib", str(KV_MIB), *page_args, "--max-waiting", "64", "--log-level", "warning", *SERVE_ARGS],
         stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + START_TIMEOUT
     while True:
         try:
             if httpx.get(base + "/health", timeout=2).status_code == 200:
@@ -296,7 +352,8 @@ def test_soak(server):
     counts = {a: sum(r["action"] == a for r in requests) for a in
               ("complete", "invalid", "drop_mid_stream", "drop_while_waiting", "drop_at_once")}
     report = (f"\nsoak: {REQUESTS} requests in {soak_seconds:.0f} s (warm-up {start - t0:.0f} s), {CONCURRENCY} clients, "
-              f"{SLOTS} slots, KV pool {KV_MIB} MiB; outcomes {out.kinds}; planned {counts}\n"
+              f"{SLOTS} slots, KV pool {KV_MIB} MiB ({'GPU' if GPU else 'CPU'}, {KV}"
+              f"{'' if KV == 'paged' else ' ' + LAYOUT}); outcomes {out.kinds}; planned {counts}\n"
               f"  HTTP statuses { {k: v for k, v in end_metrics.items() if k.startswith('http_')} }\n"
               f"  cancelled {end_metrics.get('vattn_requests_cancelled_total')}, preemptions "
               f"{end_metrics.get('vattn_preemptions_total')}, generated tokens {end_metrics.get('vattn_generated_tokens_total')}\n"
@@ -321,8 +378,10 @@ def test_soak(server):
     assert not [k for k in end_metrics if k.startswith("http_5")], report + str(end_metrics)
     dropped = counts["drop_mid_stream"] + counts["drop_while_waiting"] + counts["drop_at_once"]
     assert 1 <= end_metrics["vattn_requests_cancelled_total"] <= dropped + 16, report  # + warm-up's drops
-    assert free_before_long < 60 * (400 * 768 // (PAGE_KIB * 1024)) * PAGE_KIB * 1024, \
-        "the long request (~400 tokens, 768 bytes per token in each of 60 tensors) should need reclaimed pages" + report
+    need = long_request_bytes()
+    if need is not None:
+        assert free_before_long < need, \
+            f"the long request (~{LONG_TOKENS} tokens, at least {need / MiB:.1f} MiB) should need reclaimed pages" + report
     assert long_after == long_before and short_after == short_before, (long_before, long_after, short_before, short_after)
     assert end["RssAnon"] - warm["RssAnon"] <= 64 * MiB, report
     assert end["RssAnon"] - mid["RssAnon"] <= 24 * MiB, report

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Call 2 of 2 (after scripts/gpu/stage-model.sh): carry .models/smollm2.part-ab and .gpu (vattn.gz from build.sh).
+# After scripts/gpu/stage.sh has staged .stage/smollm2.part-aa and part-ab (scripts/gpu/pack.sh; one call each, or
+# carry part-ab with this call: it runs stage.sh first), carry .gpu (vattn.gz from build.sh).
 # Joins the model, checks the CUDA model against the HF fixtures, then benches serving on the GPU.
 # Writes logs under $OUT; prints a short table last. SKIP_BENCH=1 runs the checks only.
 set -uo pipefail
@@ -7,7 +8,8 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 MODEL=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -f "$MODEL" ] || cat /tmp/smollm2.part-aa .models/smollm2.part-ab > "$MODEL"
+timeout 120 scripts/gpu/stage.sh
+[ -f "$MODEL" ] || timeout 60 cat /tmp/stage/smollm2.part-aa /tmp/stage/smollm2.part-ab > "$MODEL"
 sha256sum "$MODEL" | tee "$OUT/model.sha256"
 BIN=/tmp/vattn
 gunzip -c .gpu/vattn.gz > $BIN && chmod +x $BIN
