@@ -12,6 +12,10 @@ python3 -m pip install -q --disable-pip-version-check numpy pytest openai httpx
 echo "== vattn serve through the official openai Python client (127.0.0.1 only) =="
 swift build --product vattn
 python3 -m pytest -q tests/openai_client_test.py
+echo "== how vattn serve ends: drain on SIGTERM, --drain-timeout, a second signal =="
+python3 -m pytest -q tests/shutdown_test.py
+echo "== bench/http/loadgen.py (the HTTP load generator) against vattn serve =="
+python3 -m pytest -q tests/loadgen_test.py
 echo "== the vattn binary as users run it: the demo, vattn chat through a pipe =="
 python3 -m pytest -q tests/cli_test.py
 echo "== soak: 300 mixed requests with client disconnects against vattn serve, then leak checks (a few minutes) =="

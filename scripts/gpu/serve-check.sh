@@ -47,6 +47,7 @@ finish() {
       [ "$kv" = "$name" ] && kv=-
       case $kind in
         openai) kind=openai_client_test.py ;; soak) kind=soak_test.py ;; cli) kind=cli_test.py ;;
+        shutdown) kind=shutdown_test.py ;;
       esac
       last=$(grep -E '^=*[ ]*[0-9]+ (passed|failed|errors?|skipped|deselected)|^=* *no tests ran' \
         "$OUT/$name.log" 2>/dev/null | tail -1)
@@ -82,6 +83,8 @@ for kv in $KVS; do
   case $kv in paged) kv_mib=$SOAK_KV_MIB_PAGED ;; *) kv_mib=$SOAK_KV_MIB_VATTENTION ;; esac
   step "openai-$kv" 150 env VATTN_BIN=$BIN VATTN_SERVE_ARGS="--backend cuda --kv $kv" \
     python3 -m pytest -q -p no:cacheprovider tests/openai_client_test.py
+  step "shutdown-$kv" 90 env VATTN_BIN=$BIN VATTN_SERVE_ARGS="--backend cuda --kv $kv" \
+    python3 -m pytest -q -p no:cacheprovider tests/shutdown_test.py
   step "soak-$kv" 200 env VATTN_BIN=$BIN VATTN_SERVE_ARGS="--backend cuda --kv $kv" SOAK_REQUESTS="$SOAK_REQUESTS" \
     SOAK_KV_MIB="$kv_mib" python3 -m pytest -q -s -p no:cacheprovider tests/soak_test.py
 done

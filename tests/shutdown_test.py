@@ -1,0 +1,157 @@
+"""How `vattn serve` ends, as an orchestrator sees it (real binary, real model, 127.0.0.1 only).
+
+* SIGTERM with requests in flight: /health turns 503 at once, new requests get 503, the requests in flight finish, the
+  process exits 0 ("stopped");
+* with --drain-timeout: requests still running at the limit end with an error (a JSON 503 body, or an SSE `error`
+  event with no `[DONE]`), the log says how many, and the process still exits 0 soon after the limit;
+* a second signal exits at once with status 1, whatever is in flight.
+
+Environment: VATTN_BIN, VATTN_SERVE_ARGS (as in openai_client_test.py).
+"""
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import httpx
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn"))
+SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
+START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
+MODEL = "smollm2-135m"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args):
+        if not os.path.exists(BIN):
+            pytest.fail(f"{BIN} not built (swift build --product vattn)")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context", "1024",
+             *args, *SERVE_ARGS], stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + START_TIMEOUT
+        while True:
+            try:
+                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.proc.kill()
+                pytest.fail("vattn serve did not start: " + self.output())
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail(f"vattn serve did not exit within {timeout} s:\n" + self.output())
+
+    def running(self) -> int:
+        return httpx.get(self.base + "/health", timeout=5).json()["running"]
+
+
+def long_request(base: str, stream: bool, results: list):
+    """A request that cannot finish soon (ignore_eos, many tokens); appends (status, body text)."""
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 900, "temperature": 0, "ignore_eos": True,
+            "stream": stream}
+    try:
+        with httpx.Client(timeout=120) as c:
+            r = c.post(base + "/v1/completions", json=body)
+            results.append((r.status_code, r.text))
+    except httpx.HTTPError as e:
+        results.append((None, repr(e)))
+
+
+def start_long(base: str, stream: bool, n: int):
+    results: list = []
+    threads = [threading.Thread(target=long_request, args=(base, stream, results)) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def wait_running(server: Server, n: int):
+    deadline = time.time() + 60
+    while server.running() < n:
+        assert time.time() < deadline, "requests never started running"
+        time.sleep(0.1)
+
+
+def test_sigterm_drains_requests_in_flight_then_exits_0():
+    s = Server()
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    results: list = []
+    t = threading.Thread(target=lambda: results.append(httpx.post(s.base + "/v1/completions", json=body, timeout=60)))
+    t.start()
+    wait_running(s, 1)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    health = httpx.get(s.base + "/health", timeout=5)
+    assert health.status_code == 503 and health.json()["status"] == "shutting_down"
+    late = httpx.post(s.base + "/v1/completions", json=body, timeout=10)
+    assert late.status_code == 503 and late.json()["error"]["type"] == "server_error"
+    t.join(60)
+    assert results and results[0].status_code == 200, results
+    assert results[0].json()["usage"]["completion_tokens"] == 24  # the request in flight finished whole
+    assert s.wait(30) == 0
+    out = s.output()
+    assert "draining 1 requests" in out and "stopped" in out, out
+
+
+def test_drain_limit_ends_what_is_left_with_an_error():
+    s = Server("--drain-timeout", "1")
+    plain, plain_results = start_long(s.base, False, 1)
+    streamed, stream_results = start_long(s.base, True, 1)
+    wait_running(s, 2)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    for t in plain + streamed:
+        t.join(60)
+    assert s.wait(30) == 0
+    assert time.time() - t0 < 20
+    status, text = plain_results[0]
+    assert status == 503, text
+    assert json.loads(text)["error"]["code"] == "shutting_down"
+    status, text = stream_results[0]
+    assert status == 200
+    events = [b[len("data: "):] for b in text.split("\n\n") if b.startswith("data: ")]
+    assert events[-1] != "[DONE]", "a stream cut by the drain limit must not look complete"
+    assert json.loads(events[-1])["error"]["code"] == "shutting_down"
+    assert "drain limit reached: ended 2 requests" in s.output()
+
+
+def test_second_signal_exits_at_once_with_status_1():
+    s = Server()
+    threads, _ = start_long(s.base, True, 2)
+    wait_running(s, 2)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGINT)
+    assert s.wait(10) == 1
+    assert time.time() - t0 < 5
+    assert "second SIGINT: exiting now" in s.output()
+    for t in threads:
+        t.join(30)
