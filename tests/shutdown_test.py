@@ -27,6 +27,7 @@ BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn")
 SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
 START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
 MODEL = "smollm2-135m"
+CONTEXT = 4096
 
 
 def free_port() -> int:
@@ -43,19 +44,31 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context", "1024",
+            [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context", str(CONTEXT),
              *args, *SERVE_ARGS], stdout=self.log, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + START_TIMEOUT
         while True:
             try:
                 if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
+                    break
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
                 self.proc.kill()
                 pytest.fail("vattn serve did not start: " + self.output())
             time.sleep(0.2)
+
+        # How fast one request decodes here (a 2-core CPU: ~20 tokens/s; a GPU: ~1,000), so "a request still running
+        # N seconds from now" means the same on both.
+        t0 = time.time()
+        r = httpx.post(self.base + "/v1/completions", json={"model": MODEL, "prompt": "Once upon a time",
+                       "max_tokens": 32, "temperature": 0, "ignore_eos": True}, timeout=60)
+        assert r.status_code == 200, r.text
+        self.tokens_per_second = 32 / (time.time() - t0)
+
+    def tokens_for(self, seconds: float) -> int:
+        """max_tokens for a request that decodes about `seconds` (capped by the context)."""
+        return max(8, min(CONTEXT - 16, int(self.tokens_per_second * seconds)))
 
     def output(self) -> str:
         self.log.seek(0)
@@ -72,21 +85,23 @@ class Server:
         return httpx.get(self.base + "/health", timeout=5).json()["running"]
 
 
-def long_request(base: str, stream: bool, results: list):
-    """A request that cannot finish soon (ignore_eos, many tokens); appends (status, body text)."""
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 900, "temperature": 0, "ignore_eos": True,
-            "stream": stream}
+def long_request(base: str, stream: bool, max_tokens: int, results: list):
+    """A request of `max_tokens` (ignore_eos); appends (status, body text)."""
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0,
+            "ignore_eos": True, "stream": stream}
     try:
-        with httpx.Client(timeout=120) as c:
+        with httpx.Client(timeout=300) as c:
             r = c.post(base + "/v1/completions", json=body)
             results.append((r.status_code, r.text))
     except httpx.HTTPError as e:
         results.append((None, repr(e)))
 
 
-def start_long(base: str, stream: bool, n: int):
+def start_long(s: Server, stream: bool, n: int, seconds: float = 30):
+    """n requests that cannot finish within `seconds`."""
     results: list = []
-    threads = [threading.Thread(target=long_request, args=(base, stream, results)) for _ in range(n)]
+    threads = [threading.Thread(target=long_request, args=(s.base, stream, s.tokens_for(seconds), results))
+               for _ in range(n)]
     for t in threads:
         t.start()
     return threads, results
@@ -101,7 +116,9 @@ def wait_running(server: Server, n: int):
 
 def test_sigterm_drains_requests_in_flight_then_exits_0():
     s = Server()
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    # Still running when the signal comes (about 4 s of decoding), done well inside the 30 s drain.
+    n = s.tokens_for(4)
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": n, "temperature": 0, "ignore_eos": True}
     results: list = []
     t = threading.Thread(target=lambda: results.append(httpx.post(s.base + "/v1/completions", json=body, timeout=60)))
     t.start()
@@ -114,7 +131,7 @@ def test_sigterm_drains_requests_in_flight_then_exits_0():
     assert late.status_code == 503 and late.json()["error"]["type"] == "server_error"
     t.join(60)
     assert results and results[0].status_code == 200, results
-    assert results[0].json()["usage"]["completion_tokens"] == 24  # the request in flight finished whole
+    assert results[0].json()["usage"]["completion_tokens"] == n  # the request in flight finished whole
     assert s.wait(30) == 0
     out = s.output()
     assert "draining 1 requests" in out and "stopped" in out, out
@@ -122,8 +139,8 @@ def test_sigterm_drains_requests_in_flight_then_exits_0():
 
 def test_drain_limit_ends_what_is_left_with_an_error():
     s = Server("--drain-timeout", "1")
-    plain, plain_results = start_long(s.base, False, 1)
-    streamed, stream_results = start_long(s.base, True, 1)
+    plain, plain_results = start_long(s, False, 1)
+    streamed, stream_results = start_long(s, True, 1)
     wait_running(s, 2)
     t0 = time.time()
     s.proc.send_signal(signal.SIGTERM)
@@ -144,7 +161,7 @@ def test_drain_limit_ends_what_is_left_with_an_error():
 
 def test_second_signal_exits_at_once_with_status_1():
     s = Server()
-    threads, _ = start_long(s.base, True, 2)
+    threads, _ = start_long(s, True, 2)
     wait_running(s, 2)
     s.proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
