@@ -135,6 +135,19 @@ def test_poisson_rate(server, trace, tmp_path):
     check_complete(res, reqs[:4])
 
 
+def test_workers_split_the_trace(server, trace, tmp_path):
+    path, reqs = trace
+    for workers in ("1", "4"):
+        p, res = loadgen(tmp_path, server, MODEL, path, "--workers", workers, "--request-rate", "30", "--seed", "5")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert res["workers"] == int(workers)
+        check_complete(res, reqs)
+    # --max-concurrency bounds the whole run: 2 in flight gives at most 2 workers.
+    p, res = loadgen(tmp_path, server, MODEL, path, "--workers", "4", "--max-concurrency", "2")
+    assert p.returncode == 0 and res["workers"] == 2
+    check_complete(res, reqs)
+
+
 def test_wrong_model(server, trace, tmp_path):
     path, reqs = trace
     p, res = loadgen(tmp_path, server, "no-such-model", path)
