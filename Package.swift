@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Randomness"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
         // For tests: a driver table that records calls and keeps the driver's threading rule (no context → 201).
-        .target(name: "CUDADriverTesting", dependencies: ["CUDADriver", "CCUDA"]),
+        .target(name: "CUDADriverTesting", dependencies: ["CUDADriver", "CCUDA", "VAttention"]),
         // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
         .executableTarget(name: "embed-cuda-sources"),
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
@@ -53,7 +53,7 @@ let package = Package(
                 swiftSettings: optimized),
         // OpenAI-compatible HTTP server: one task owns the engine; Hummingbird routes; Prometheus metrics.
         .target(name: "Server", dependencies: [
-            "Engine", "Model",
+            "Engine", "Model", "VAttention",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),

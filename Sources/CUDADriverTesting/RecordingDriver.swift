@@ -1,6 +1,7 @@
 import CCUDA
 import CUDADriver
 import Synchronization
+import VAttention
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,9 +12,9 @@ import Glibc
 /// context is thread-local, as in the driver. Fake addresses and handles are plausible numbers so the sequence can be
 /// asserted exactly; `inject(_:_:)` makes one entry point fail with a code from then on.
 public final class RecordingDriver: Sendable {
-    private let trace = Mutex<[String]>([])
-    private let failures = Mutex<[String: CUresult]>([:])
-    private let delays = Mutex<[String: Duration]>([:])
+    private let trace = Locked<[String]>([])
+    private let failures = Locked<[String: CUresult]>([:])
+    private let delays = Locked<[String: Duration]>([:])
     private let counter = Atomic<UInt64>(0)
     public let granularity = 2 << 20
     /// The primary context's handle.

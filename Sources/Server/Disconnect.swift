@@ -1,7 +1,7 @@
 import Hummingbird
 import HummingbirdCore
 import NIOCore
-import Synchronization
+import VAttention
 
 /// The request context of the server: Hummingbird's basic one plus the connection's channel, so a handler that
 /// waits for a whole (non-streaming) generation learns when its client goes away.
@@ -27,7 +27,7 @@ public struct ServerRequestContext: RequestContext {
 /// after another, so the earlier one has finished), so nothing piles up per request on a long-lived connection.
 final class DisconnectActions: Sendable {
     static let shared = DisconnectActions()
-    private let actions = Mutex<[ObjectIdentifier: @Sendable () -> Void]>([:])
+    private let actions = Locked<[ObjectIdentifier: @Sendable () -> Void]>([:])
 
     /// Whether `channel` has an action registered (for tests).
     func isWatching(_ channel: any Channel) -> Bool { actions.withLock { $0[ObjectIdentifier(channel)] != nil } }

@@ -4,7 +4,7 @@ import Logging
 import Metrics
 import Model
 import ServiceLifecycle
-import Synchronization
+import VAttention
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -105,7 +105,7 @@ public final class EngineService: Service, @unchecked Sendable {
         var onStop: [CheckedContinuation<Void, Never>] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())  // a pthread lock: ThreadSanitizer sees it (Synchronization.Mutex it does not)
     private let wake = DispatchSemaphore(value: 0)
 
     /// `maxWaiting`: requests that may wait for a slot; one more is refused with `QueueFull` (HTTP 429).
@@ -224,23 +224,24 @@ public final class EngineService: Service, @unchecked Sendable {
         var lastPreemptions = 0
         var failuresInARow = 0
 
-        /// Ends every request in flight (and any still in the inbox) with `failure`.
-        func failAll(_ failure: GenerationFailure) -> Int {
+        /// Ends every request in the engine with `failure` — and, with `inbox`, those submitted but not yet taken in
+        /// (when no request may run any more: the engine died or the drain limit passed). Only requests already
+        /// accepted when it runs are ended: the inbox is taken first, so one submitted meanwhile is never caught.
+        func failAll(_ failure: GenerationFailure, inbox: Bool) -> Int {
+            let queued: [Continuation] = !inbox ? [] : state.withLock { s in
+                defer { s.inbox.removeAll { if case .add = $0 { return true } else { return false } } }
+                return s.inbox.compactMap { c -> Continuation? in if case .add(_, _, _, let k) = c { k } else { nil } }
+            }
             for (_, id) in engineID {
                 try? engine.cancel(id)
                 engine.remove(id)
             }
-            var ended = streams.count
+            let ended = streams.count + queued.count
             for (_, c) in streams { c.finish(throwing: failure) }
+            for c in queued { c.finish(throwing: failure) }
             streams = [:]
             engineID = [:]
             ticketOf = [:]
-            let queued = state.withLock { s in
-                defer { s.inbox.removeAll { if case .add = $0 { return true } else { return false } } }
-                return s.inbox.compactMap { c -> Continuation? in if case .add(_, _, _, let k) = c { k } else { nil } }
-            }
-            for c in queued { c.finish(throwing: failure) }
-            ended += queued.count
             if ended > 0 { metrics.failed.increment(by: ended) }
             return ended
         }
@@ -283,7 +284,8 @@ public final class EngineService: Service, @unchecked Sendable {
             }
             if closing, let deadline, ContinuousClock.now >= deadline, !streams.isEmpty {
                 let n = failAll(GenerationFailure(kind: .shuttingDown,
-                                                  message: "the server shut down before this request finished"))
+                                                  message: "the server shut down before this request finished"),
+                                inbox: true)
                 logger.warning("drain limit reached: ended \(n) requests still in flight")
             }
             if engine.hasWork {
@@ -299,7 +301,7 @@ public final class EngineService: Service, @unchecked Sendable {
                     let message = "engine step failed: \(error)"
                     // Dead before the requests are failed: a request submitted meanwhile is refused, never stranded.
                     if fatal { state.withLock { $0.dead = message; $0.closing = true } }
-                    let n = failAll(GenerationFailure(kind: .engineFault, message: message))
+                    let n = failAll(GenerationFailure(kind: .engineFault, message: message), inbox: fatal)
                     if fatal {
                         // Said once: every later request is refused at once with this reason.
                         logger.critical(

@@ -67,11 +67,11 @@ final class OSThread: @unchecked Sendable {
 /// State behind a pthread mutex. Used instead of `Synchronization.Mutex` because on Linux that one sleeps on raw futex
 /// syscalls, which ThreadSanitizer cannot see: every access under it is then reported as a race, and real races would
 /// drown in the noise. pthread locks are intercepted, so `--sanitize=thread` checks our locking for real.
-final class Locked<State>: @unchecked Sendable {
+public final class Locked<State>: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private var state: State  // guarded by mutex
 
-    init(_ state: State) {
+    public init(_ state: State) {
         self.state = state
         pthread_mutex_init(mutex, nil)
     }
@@ -81,7 +81,7 @@ final class Locked<State>: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+    public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&state)

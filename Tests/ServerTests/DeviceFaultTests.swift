@@ -6,7 +6,7 @@ import Hummingbird
 import HummingbirdTesting
 import Model
 import Server
-import Synchronization
+import VAttention
 import Testing
 import VAttention
 
@@ -83,7 +83,7 @@ struct DeviceFaultTests {
     func driverRule() throws {
         let driver = RecordingDriver()
         let cuda = CUDA(api: driver.api)
-        let result = Mutex<Int32>(0)
+        let result = Locked<Int32>(0)
         try onNewThread { result.withLock { $0 = cuda.api.memcpyHtoD(0, [1], 1) } }
         #expect(result.withLock { $0 } == 201)
         _ = try CUDADevice(cuda)  // binds this thread
