@@ -68,23 +68,40 @@ public enum ChatTemplate: Sendable, Equatable {
         return s
     }
 
-    /// Renders the conversation; with `addGenerationPrompt` the assistant header is appended.
+    /// Renders the conversation; with `addGenerationPrompt` the assistant header is appended. For display: a
+    /// prompt is tokenized from `segments`, or with `encode`, so that content cannot forge control tokens.
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> String {
-        var out = ""
+        segments(messages, addGenerationPrompt: addGenerationPrompt).map(\.text).joined()
+    }
+
+    /// The rendering in pieces: the template's markup (`parseSpecial` true: its `<|im_start|>` are control
+    /// tokens) and what the caller supplied — roles and message content — as plain text, so a message that spells
+    /// `<|im_end|>` or `<|im_start|>system` is text to the model, not a turn (as vLLM and llama-server keep it).
+    public func segments(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> [TextSegment] {
+        var out: [TextSegment] = []
         switch self {
         case .chatML(let def):
             if let def, let first = messages.first, first.role != "system" {
-                out += "<|im_start|>system\n\(def)<|im_end|>\n"
+                out.append(.markup("<|im_start|>system\n\(def)<|im_end|>\n"))
             }
-            for m in messages { out += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n" }
-            if addGenerationPrompt { out += "<|im_start|>assistant\n" }
+            for m in messages {
+                out += [.markup("<|im_start|>"), .content(m.role), .markup("\n"), .content(m.content),
+                        .markup("<|im_end|>\n")]
+            }
+            if addGenerationPrompt { out.append(.markup("<|im_start|>assistant\n")) }
         case .llama3:
             for m in messages {
-                out += "<|start_header_id|>\(m.role)<|end_header_id|>\n\n\(ChatTemplate.trim(m.content))<|eot_id|>"
+                out += [.markup("<|start_header_id|>"), .content(m.role), .markup("<|end_header_id|>\n\n"),
+                        .content(ChatTemplate.trim(m.content)), .markup("<|eot_id|>")]
             }
-            if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
+            if addGenerationPrompt { out.append(.markup("<|start_header_id|>assistant<|end_header_id|>\n\n")) }
         }
         return out
+    }
+
+    /// The prompt's token ids: markup with its control tokens, content as text (`Tokenizer.encode(segments:)`).
+    public func encode(_ messages: [ChatMessage], addGenerationPrompt: Bool, tokenizer: Tokenizer) -> [TokenID] {
+        tokenizer.encode(segments: segments(messages, addGenerationPrompt: addGenerationPrompt), addSpecial: false)
     }
 
     static func trim(_ s: String) -> String {

@@ -55,8 +55,10 @@ public struct Conversation: Sendable, Equatable {
                                 limit: Int) throws(ConversationError) -> Prompt {
         var shortest = 0
         for first in 0...turns.count {
-            let text = template.render(messages(from: first, adding: user), addGenerationPrompt: true)
-            let tokens = tokenizer.encode(text, addSpecial: false, parseSpecial: true)
+            let segments = template.segments(messages(from: first, adding: user), addGenerationPrompt: true)
+            let text = segments.map(\.text).joined()
+            // Markup's control tokens only: what the user typed stays text.
+            let tokens = tokenizer.encode(segments: segments)
             if tokens.count <= limit {
                 turns.removeFirst(first)
                 return Prompt(text: text, tokens: tokens, droppedTurns: first)

@@ -22,15 +22,17 @@ public enum PreTokenizerKind: String, Sendable, CaseIterable {
     /// Splits `text` into words (as arrays of Unicode scalars).
     public func split(_ text: String) -> [String] {
         let cpts = Array(text.unicodeScalars)
+        // Each code point's classes once: the splitters look at most of them several times (non-ASCII lookups cost).
+        let classes = cpts.map(PreTokenizerKind.flags)
         var segments: [Range<Int>] = [0..<cpts.count]
         switch self {
         case .smollm:
-            segments = PreTokenizerKind.splitEachNumber(cpts, segments)
-            segments = PreTokenizerKind.gpt2Split(cpts, segments)
+            segments = PreTokenizerKind.splitEachNumber(classes, segments)
+            segments = PreTokenizerKind.gpt2Split(cpts, classes, segments)
         case .gpt2:
-            segments = PreTokenizerKind.gpt2Split(cpts, segments)
+            segments = PreTokenizerKind.gpt2Split(cpts, classes, segments)
         case .llama3:
-            segments = PreTokenizerKind.llama3Split(cpts, segments)
+            segments = PreTokenizerKind.llama3Split(cpts, classes, segments)
         }
         return segments.map { r in
             var s = String.UnicodeScalarView()
@@ -76,11 +78,11 @@ public enum PreTokenizerKind: String, Sendable, CaseIterable {
     // MARK: splitters
 
     /// `\p{N}` as a std::regex split: every number code point is its own piece; runs between are pieces.
-    static func splitEachNumber(_ cpts: [Unicode.Scalar], _ segments: [Range<Int>]) -> [Range<Int>] {
+    static func splitEachNumber(_ classes: [Flags], _ segments: [Range<Int>]) -> [Range<Int>] {
         var out: [Range<Int>] = []
         for seg in segments {
             var start = seg.lowerBound
-            for i in seg where flags(cpts[i]).number {
+            for i in seg where classes[i].number {
                 if i > start { out.append(start..<i) }
                 out.append(i..<(i + 1))
                 start = i + 1
@@ -91,14 +93,14 @@ public enum PreTokenizerKind: String, Sendable, CaseIterable {
     }
 
     /// GPT-2: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
-    static func gpt2Split(_ cpts: [Unicode.Scalar], _ segments: [Range<Int>]) -> [Range<Int>] {
+    static func gpt2Split(_ cpts: [Unicode.Scalar], _ classes: [Flags], _ segments: [Range<Int>]) -> [Range<Int>] {
         var out: [Range<Int>] = []
         out.reserveCapacity(cpts.count / 3 + 1)
         for seg in segments {
             let ini = seg.lowerBound, end = seg.upperBound
             let OOR: UInt32 = 0xFFFF_FFFF
             func cpt(_ p: Int) -> UInt32 { (p >= ini && p < end) ? cpts[p].value : OOR }
-            func fl(_ p: Int) -> Flags { (p >= ini && p < end) ? flags(cpts[p]) : Flags() }
+            func fl(_ p: Int) -> Flags { (p >= ini && p < end) ? classes[p] : Flags() }
             var prevEnd = ini
             func add(_ e: Int) -> Int {
                 let len = e - prevEnd
@@ -163,13 +165,13 @@ public enum PreTokenizerKind: String, Sendable, CaseIterable {
     }
 
     /// Llama-3: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
-    static func llama3Split(_ cpts: [Unicode.Scalar], _ segments: [Range<Int>]) -> [Range<Int>] {
+    static func llama3Split(_ cpts: [Unicode.Scalar], _ classes: [Flags], _ segments: [Range<Int>]) -> [Range<Int>] {
         var out: [Range<Int>] = []
         for seg in segments {
             let ini = seg.lowerBound, end = seg.upperBound
             let OOR: UInt32 = 0xFFFF_FFFF
             func cpt(_ p: Int) -> UInt32 { (p >= ini && p < end) ? cpts[p].value : OOR }
-            func fl(_ p: Int) -> Flags { (p >= ini && p < end) ? flags(cpts[p]) : Flags() }
+            func fl(_ p: Int) -> Flags { (p >= ini && p < end) ? classes[p] : Flags() }
             func lower(_ c: UInt32) -> UInt32 { (c >= 0x41 && c <= 0x5a) ? c + 32 : c }
             var prevEnd = ini
             func add(_ e: Int) -> Int {

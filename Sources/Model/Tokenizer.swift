@@ -84,7 +84,13 @@ public final class Tokenizer: Sendable {
     public let ignoreMerges: Bool
 
     private let tokenToID: [String: TokenID]
-    private let mergeRank: [String: Int]
+    /// BPE over interned symbols (see `bpe(_:symbols:heap:into:)`): a symbol is a string a merge can produce or consume. Ids below
+    /// `tokens.count` are vocabulary ids (the first id of each text, like `tokenToID`); ids from `tokens.count` on
+    /// stand for strings outside the vocabulary (`extraSymbols`), which are spelled out byte by byte on output.
+    private let byteSymbol: [Int32]
+    private let extraSymbols: [String]
+    /// (left symbol << 32 | right symbol) → the merge's rank (its index in the merges list) and result symbol.
+    private let pairMerges: [UInt64: PairMerge]
     /// Control, user-defined and unknown tokens, longest text first.
     private let specialTokens: [(id: TokenID, text: String, type: TokenType)]
 
@@ -126,8 +132,11 @@ public final class Tokenizer: Sendable {
     }
 
     public init(tokens: [String], types: [TokenType], merges: [String], preTokenizer: PreTokenizerKind,
-                bos: TokenID?, eos: TokenID?, pad: TokenID?, unknown: TokenID?, addBOS: Bool) {
+                bos: TokenID?, eos: TokenID?, pad: TokenID?, unknown: TokenID?, addBOS: Bool,
+                maxPreTokenBytes: Int = Tokenizer.defaultMaxPreTokenBytes) {
         precondition(types.count == tokens.count)
+        precondition(maxPreTokenBytes >= 4, "a chunk must hold a UTF-8 character")
+        self.maxPreTokenBytes = maxPreTokenBytes
         self.tokens = tokens
         self.tokenTypes = types
         self.preTokenizer = preTokenizer
@@ -141,10 +150,31 @@ public final class Tokenizer: Sendable {
         t2i.reserveCapacity(tokens.count)
         for (i, t) in tokens.enumerated() where t2i[t] == nil { t2i[t] = TokenID(i) }
         self.tokenToID = t2i
-        var ranks: [String: Int] = [:]
-        ranks.reserveCapacity(merges.count)
-        for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
-        self.mergeRank = ranks
+        // Intern every string the merges can see: the 256 byte scalars, each merge's two sides and its result.
+        var interned = t2i
+        var extra: [String] = []
+        func intern(_ s: String) -> Int32 {
+            if let id = interned[s] { return id }
+            let id = TokenID(tokens.count + extra.count)
+            interned[s] = id
+            extra.append(s)
+            return id
+        }
+        self.byteSymbol = ByteLevel.byteToScalar.map { intern(String($0)) }
+        var pairs: [UInt64: PairMerge] = [:]
+        pairs.reserveCapacity(merges.count)
+        for (i, m) in merges.enumerated() {
+            // Symbols never contain U+0020 (byte-level text spells the space Ġ), so only "left right" with one
+            // space and two non-empty sides can ever match a pair.
+            let u = m.utf8
+            guard let sp = u.firstIndex(of: 0x20), sp != u.startIndex, u.index(after: sp) != u.endIndex,
+                  !u[u.index(after: sp)...].contains(0x20) else { continue }
+            let a = String(m[..<sp]), b = String(m[m.index(after: sp)...])
+            let key = UInt64(UInt32(bitPattern: intern(a))) << 32 | UInt64(UInt32(bitPattern: intern(b)))
+            if pairs[key] == nil { pairs[key] = PairMerge(rank: Int32(i), result: intern(a + b)) }
+        }
+        self.pairMerges = pairs
+        self.extraSymbols = extra
         var special: [(id: TokenID, text: String, type: TokenType)] = []
         for (i, ty) in types.enumerated() where ty == .control || ty == .userDefined || ty == .unknown {
             if !tokens[i].isEmpty { special.append((TokenID(i), tokens[i], ty)) }
@@ -173,9 +203,30 @@ public final class Tokenizer: Sendable {
     /// `parseSpecial` recognises control tokens such as `<|im_start|>` written in the text
     /// (user-defined tokens are always recognised, as in llama.cpp).
     public func encode(_ text: String, addSpecial: Bool = false, parseSpecial: Bool = false) -> [TokenID] {
+        encode(segments: [TextSegment(text, parseSpecial: parseSpecial)], addSpecial: addSpecial)
+    }
+
+    /// Tokenizes the concatenation of `segments`, recognising control tokens only where they lie wholly inside a
+    /// segment that has `parseSpecial` (a chat template's markup), never in the others (message content, which
+    /// stays text however it is spelled). Between recognised special tokens the text is pre-tokenized as one
+    /// piece across segment boundaries, so when no control-token text sits in a plain segment the ids are exactly
+    /// those of `encode(joined, parseSpecial: true)`.
+    public func encode(segments: [TextSegment], addSpecial: Bool = false) -> [TokenID] {
         var out: [TokenID] = []
         if addSpecial && addBOS, let b = bosID { out.append(b) }
-        for frag in partition(text, parseSpecial: parseSpecial) {
+        var bytes: [UInt8] = []
+        var controlRanges: [Range<Int>] = []
+        for seg in segments {
+            let start = bytes.count
+            bytes.append(contentsOf: seg.text.utf8)
+            guard seg.parseSpecial && bytes.count > start else { continue }
+            if let last = controlRanges.last, last.upperBound == start {
+                controlRanges[controlRanges.count - 1] = last.lowerBound..<bytes.count
+            } else {
+                controlRanges.append(start..<bytes.count)
+            }
+        }
+        for frag in partition(bytes, controlRanges: controlRanges) {
             switch frag {
             case .token(let id): out.append(id)
             case .text(let s): encodeRaw(s, into: &out)
@@ -186,11 +237,22 @@ public final class Tokenizer: Sendable {
 
     enum Fragment { case text(ArraySlice<UInt8>), token(TokenID) }
 
-    /// Splits text at occurrences of special tokens (longest tokens first, like tokenizer_st_partition).
-    func partition(_ text: String, parseSpecial: Bool) -> [Fragment] {
-        var frags: [Fragment] = [.text(Array(text.utf8)[...])]
+    /// Splits text at occurrences of special tokens (longest tokens first, like tokenizer_st_partition). Control
+    /// and unknown tokens count only inside one of `controlRanges` (sorted, disjoint); user-defined ones anywhere.
+    func partition(_ bytes: [UInt8], controlRanges: [Range<Int>]) -> [Fragment] {
+        var frags: [Fragment] = [.text(bytes[...])]
+        func allowed(_ match: Range<Int>) -> Bool {
+            // The last range starting at or before the match must contain it.
+            var lo = 0, hi = controlRanges.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if controlRanges[mid].lowerBound <= match.lowerBound { lo = mid + 1 } else { hi = mid }
+            }
+            return lo > 0 && controlRanges[lo - 1].upperBound >= match.upperBound
+        }
         for sp in specialTokens {
-            if !parseSpecial && (sp.type == .control || sp.type == .unknown) { continue }
+            let onlyInRanges = sp.type == .control || sp.type == .unknown
+            if onlyInRanges && controlRanges.isEmpty { continue }
             let pat = Array(sp.text.utf8)
             var next: [Fragment] = []
             next.reserveCapacity(frags.count)
@@ -199,7 +261,8 @@ public final class Tokenizer: Sendable {
                 var start = s.startIndex
                 var i = s.startIndex
                 while i <= s.endIndex - pat.count {
-                    if s[i] == pat[0] && s[i..<(i + pat.count)].elementsEqual(pat) {
+                    if s[i] == pat[0] && s[i..<(i + pat.count)].elementsEqual(pat)
+                        && (!onlyInRanges || allowed(i..<(i + pat.count))) {
                         if start < i { next.append(.text(s[start..<i])) }
                         next.append(.token(sp.id))
                         i += pat.count
@@ -215,49 +278,93 @@ public final class Tokenizer: Sendable {
         return frags
     }
 
+    /// The default longest pre-token BPE sees whole, in bytes. A longer one (only pathological input has them: a
+    /// run of 25,000 letters, punctuation or white space with nothing to split it) is cut into chunks of at most
+    /// this many bytes, each ending on a UTF-8 character boundary, and each chunk is merged on its own (and never
+    /// looked up whole, for `ignoreMerges`); its ids then differ from unbounded BPE at most around the cuts.
+    /// Pre-tokens up to this length get exactly the ids they always had.
+    /// HF tokenizers and llama.cpp merge any length (their BPE is O(n log n) like ours, with no cap); the cap
+    /// follows Meta's reference Llama-3 tokenizer, which splits runs of more than 25,000 consecutive non-white
+    /// (or white) characters before BPE (tiktoken issue #195), and bounds the merge's memory per pre-token.
+    public static let defaultMaxPreTokenBytes = 25_000
+
+    /// This tokenizer's cap on a pre-token merged whole (`defaultMaxPreTokenBytes` unless the initializer says).
+    public let maxPreTokenBytes: Int
+
     /// BPE-encodes raw text (no special-token handling) and appends ids to `out`.
     func encodeRaw(_ text: ArraySlice<UInt8>, into out: inout [TokenID]) {
+        var heap = MergeHeap()
+        var symbols: [BPESymbol] = []
         for word in preTokenizer.split(String(decoding: text, as: UTF8.self)) {
-            let encoded = ByteLevel.encode(word.utf8)
-            if ignoreMerges, let id = tokenToID[encoded] {
+            var bytes = Array(word.utf8)[...]
+            if ignoreMerges && bytes.count <= maxPreTokenBytes, let id = tokenToID[ByteLevel.encode(bytes)] {
                 out.append(id)
                 continue
             }
-            for piece in bpe(encoded) {
-                if let id = tokenToID[piece] {
-                    out.append(id)
-                } else {
-                    // Fallback as in llama.cpp: one token per byte of the piece, if such tokens exist.
-                    for b in piece.utf8 {
-                        if let id = tokenToID[String(decoding: [b], as: UTF8.self)] { out.append(id) }
-                    }
+            while !bytes.isEmpty {
+                var cut = bytes.endIndex
+                if bytes.count > maxPreTokenBytes {
+                    cut = bytes.index(bytes.startIndex, offsetBy: maxPreTokenBytes)
+                    while cut > bytes.startIndex && bytes[cut] & 0xC0 == 0x80 { bytes.formIndex(before: &cut) }
+                    if cut == bytes.startIndex { cut = bytes.index(bytes.startIndex, offsetBy: maxPreTokenBytes) }
                 }
+                bpe(bytes[..<cut], symbols: &symbols, heap: &heap, into: &out)
+                bytes = bytes[cut...]
             }
         }
     }
 
-    /// Applies merges to one byte-encoded word: repeatedly merges the adjacent pair of lowest
-    /// rank (leftmost on ties) until no pair has a rank.
-    func bpe(_ word: String) -> [String] {
-        var syms: [String] = word.unicodeScalars.map { String($0) }
-        if syms.count < 2 { return syms }
-        var ranks: [Int] = (0..<(syms.count - 1)).map { rank(syms[$0], syms[$0 + 1]) }
-        while true {
-            var best = Int.max, at = -1
-            for (i, r) in ranks.enumerated() where r < best { best = r; at = i }
-            if at < 0 { break }
-            syms[at] += syms[at + 1]
-            syms.remove(at: at + 1)
-            ranks.remove(at: at)
-            if at > 0 { ranks[at - 1] = rank(syms[at - 1], syms[at]) }
-            if at < syms.count - 1 { ranks[at] = rank(syms[at], syms[at + 1]) }
+    /// Applies the merges to one pre-token (its UTF-8 bytes) and appends the ids: repeatedly merges the adjacent
+    /// pair of lowest rank, leftmost on ties, until no adjacent pair has a merge.
+    ///
+    /// O(n log n) as in llama.cpp's `llm_tokenizer_bpe_session` and HF tokenizers' `Word::merge_all`: the symbols
+    /// are a doubly linked list over an array, and every adjacent pair with a merge sits in a binary min-heap keyed
+    /// by (rank, position of its left symbol). A merge pushes the two pairs it creates; entries made stale by an
+    /// earlier merge (a side gone or grown) are dropped when popped. Positions keep the list's order and a pair's
+    /// text fixes its rank, so the pair popped is the one the rescan-every-pair loop would pick: same output.
+    func bpe<C: Collection<UInt8>>(_ word: C, symbols: inout [BPESymbol], heap: inout MergeHeap,
+                                   into out: inout [TokenID]) {
+        symbols.removeAll(keepingCapacity: true)
+        for b in word {
+            let i = Int32(symbols.count)
+            symbols.append(BPESymbol(id: byteSymbol[Int(b)], prev: i - 1, next: i + 1))
         }
-        return syms
-    }
-
-    @inline(__always)
-    private func rank(_ a: String, _ b: String) -> Int {
-        mergeRank[a + " " + b] ?? Int.max
+        guard !symbols.isEmpty else { return }
+        symbols[symbols.count - 1].next = -1
+        heap.removeAll()
+        func consider(_ left: Int32, _ right: Int32) {
+            guard left >= 0, right >= 0 else { return }
+            let l = symbols[Int(left)].id, r = symbols[Int(right)].id
+            guard let m = pairMerges[UInt64(UInt32(bitPattern: l)) << 32 | UInt64(UInt32(bitPattern: r))] else { return }
+            heap.push(MergeCandidate(rank: m.rank, left: left, right: right, leftID: l, rightID: r, result: m.result))
+        }
+        for i in 0..<(symbols.count - 1) { consider(Int32(i), Int32(i + 1)) }
+        while let c = heap.pop() {
+            let l = Int(c.left), r = Int(c.right)
+            // Stale: the left symbol grew or died, or its right neighbour is no longer the one paired.
+            guard symbols[l].id == c.leftID, symbols[l].next == c.right, symbols[r].id == c.rightID else { continue }
+            symbols[l].id = c.result
+            let after = symbols[r].next
+            symbols[l].next = after
+            if after >= 0 { symbols[Int(after)].prev = c.left }
+            symbols[r].id = -1
+            consider(symbols[l].prev, c.left)
+            consider(c.left, after)
+        }
+        var i: Int32 = 0
+        while i >= 0 {
+            let id = symbols[Int(i)].id
+            if Int(id) < tokens.count {
+                out.append(id)
+            } else {
+                // Not in the vocabulary. Fallback as in llama.cpp: one token per byte of the piece, if such
+                // tokens exist.
+                for b in extraSymbols[Int(id) - tokens.count].utf8 {
+                    if let t = tokenToID[String(decoding: [b], as: UTF8.self)] { out.append(t) }
+                }
+            }
+            i = symbols[Int(i)].next
+        }
     }
 
     // MARK: Decoding
@@ -289,4 +396,83 @@ public final class Tokenizer: Sendable {
         for id in ids { bytes.append(contentsOf: tokenBytes(id, renderSpecial: renderSpecial)) }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+struct PairMerge {
+    var rank: Int32
+    var result: Int32
+}
+
+/// One symbol of a word being merged: an interned id (-1 once merged into its left neighbour) and list links.
+struct BPESymbol {
+    var id: Int32
+    var prev: Int32
+    var next: Int32
+}
+
+/// A possible merge of the adjacent symbols `left` and `right` as they were when it was pushed.
+struct MergeCandidate {
+    var rank: Int32
+    var left: Int32
+    var right: Int32
+    var leftID: Int32
+    var rightID: Int32
+    var result: Int32
+
+    @inline(__always)
+    static func < (a: MergeCandidate, b: MergeCandidate) -> Bool {
+        a.rank != b.rank ? a.rank < b.rank : a.left < b.left
+    }
+}
+
+/// A binary min-heap of merge candidates ordered by (rank, left position).
+struct MergeHeap {
+    private var items: [MergeCandidate] = []
+
+    mutating func removeAll() { items.removeAll(keepingCapacity: true) }
+
+    mutating func push(_ c: MergeCandidate) {
+        items.append(c)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i] < items[parent] else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> MergeCandidate? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            let n = items.count
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < n && items[l] < items[m] { m = l }
+                if r < n && items[r] < items[m] { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+}
+
+/// Text to tokenize, and whether control tokens written in it are recognised (see `Tokenizer.encode(segments:)`).
+public struct TextSegment: Sendable, Equatable {
+    public var text: String
+    public var parseSpecial: Bool
+    public init(_ text: String, parseSpecial: Bool) {
+        self.text = text
+        self.parseSpecial = parseSpecial
+    }
+    /// A chat template's own text: its control tokens are control tokens.
+    public static func markup(_ s: String) -> TextSegment { TextSegment(s, parseSpecial: true) }
+    /// Text from a user (message content, a role name): always plain text.
+    public static func content(_ s: String) -> TextSegment { TextSegment(s, parseSpecial: false) }
 }

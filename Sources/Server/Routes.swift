@@ -18,6 +18,11 @@ public struct ServerConfiguration: Sendable {
     /// `max_tokens` when a completions request does not say (OpenAI's default is 16); chat requests default to the
     /// rest of the context.
     public var defaultCompletionTokens = 16
+    /// Longest prompt tokenized, in UTF-8 bytes: a completions `prompt`, or a chat's roles and contents together;
+    /// longer is a 400 naming `prompt` / `messages`, before any tokenizing. nil: 32 bytes per token of context (8×
+    /// the ~4 bytes of an average English token; only text of long runs, like pages of spaces, can fit the context
+    /// at more than that). Tokenizing is O(n log n) and off the request handlers' threads; this bounds its cost.
+    public var maxPromptBytes: Int?
 
     public init(modelName: String, chatTemplate: ChatTemplate?) {
         self.modelName = modelName
@@ -266,6 +271,19 @@ public struct OpenAIRoutes: Sendable {
         return t
     }
 
+    /// Tokenizes a prompt of `bytes` UTF-8 bytes with `encode`, once it is known to be within `maxPromptBytes` (a
+    /// 400 naming `param` if not), on a Dispatch queue: never on the cooperative pool that runs every handler.
+    private func encodePrompt(bytes: Int, param: String,
+                              _ encode: @escaping @Sendable (Tokenizer) -> [TokenID]) async throws -> [TokenID] {
+        let tokenizer = try tokenizer(for: param)
+        let limit = configuration.maxPromptBytes ?? 32 * service.maxContext
+        guard bytes <= limit else {
+            throw APIError.invalid("the prompt is \(bytes) bytes; this server tokenizes at most \(limit) (its context is "
+                                   + "\(service.maxContext) tokens)", param: param, code: "context_length_exceeded")
+        }
+        return await offloaded { encode(tokenizer) }
+    }
+
     // MARK: Endpoints
 
     private func chat(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
@@ -301,8 +319,11 @@ public struct OpenAIRoutes: Sendable {
             }
             chat.append(ChatMessage(role: m.role == "developer" ? "system" : m.role, content: text))
         }
-        let rendered = template.render(chat, addGenerationPrompt: true)
-        let prompt = try tokenizer(for: "messages").encode(rendered, addSpecial: false, parseSpecial: true)
+        // The template's markup has control tokens; the messages are text however they are spelled (issue 14).
+        let prompt = try await encodePrompt(bytes: chat.reduce(0) { $0 + $1.role.utf8.count + $1.content.utf8.count },
+                                            param: "messages") { [chat] in
+            template.encode(chat, addGenerationPrompt: true, tokenizer: $0)
+        }
         let plan = try plan(r, maxTokens: r.max_completion_tokens ?? r.max_tokens, promptTokens: prompt.count,
                             promptParam: "messages", defaultMax: Int.max)
         let generation = try submit(prompt, plan.parameters)
@@ -335,13 +356,16 @@ public struct OpenAIRoutes: Sendable {
         case nil:
             throw APIError.invalid("missing required parameter 'prompt'", param: "prompt", code: "missing_required_parameter")
         case .string(let s)?:
-            prompt = s.isEmpty ? [] : try tokenizer(for: "prompt").encode(s, addSpecial: true, parseSpecial: false)
+            prompt = s.isEmpty ? [] : try await encodePrompt(bytes: s.utf8.count, param: "prompt") {
+                $0.encode(s, addSpecial: true, parseSpecial: false)
+            }
         case .list(let l)?:
             guard l.count <= 1 else {
                 throw APIError.invalid("only one prompt per request is supported", param: "prompt", code: "invalid_value")
             }
-            prompt = (l.first ?? "").isEmpty
-                ? [] : try tokenizer(for: "prompt").encode(l[0], addSpecial: true, parseSpecial: false)
+            prompt = (l.first ?? "").isEmpty ? [] : try await encodePrompt(bytes: l[0].utf8.count, param: "prompt") {
+                $0.encode(l[0], addSpecial: true, parseSpecial: false)
+            }
         case .tokens(let t)?:
             let vocab = service.vocabularySize
             guard t.allSatisfy({ $0 >= 0 && $0 < vocab }) else {

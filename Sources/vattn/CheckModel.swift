@@ -139,9 +139,8 @@ struct CheckModel: ParsableCommand {
         let questions = ["What is the capital of France?", "Write a haiku about memory.", "Count from 1 to 10.",
                          "Explain virtual memory in one sentence.", "What is 12 times 12?", "Name three colors.",
                          "Say hello in Spanish.", "What does a GPU do?"]
-        let prompts = try questions.map {
-            tokenizer.encode(try template.render([.user($0)], addGenerationPrompt: true), addSpecial: false,
-                             parseSpecial: true)
+        let prompts = questions.map {
+            template.encode([.user($0)], addGenerationPrompt: true, tokenizer: tokenizer)
         }
         func outputs(_ kv: ModelOptions.KVChoice, _ batch: [[TokenID]]) throws -> [[TokenID]] {
             var options = base

@@ -49,8 +49,7 @@ struct Demo: ParsableCommand {
         var prompts: [(question: String, tokens: [TokenID])] = []
         for i in 0..<requests {
             let question = DemoPrompts.all[i % DemoPrompts.all.count]
-            let text = template.render([.user(question)], addGenerationPrompt: true)
-            prompts.append((question, tokenizer.encode(text, addSpecial: false, parseSpecial: true)))
+            prompts.append((question, template.encode([.user(question)], addGenerationPrompt: true, tokenizer: tokenizer)))
         }
         let start = nowNanos()
         var ids: [Int] = []

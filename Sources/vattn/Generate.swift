@@ -26,8 +26,9 @@ struct Generate: ParsableCommand {
         let loaded = try options.loadModel()
         let tokenizer = try loaded.requireTokenizer(for: "generate")
         let (engine, _) = try options.makeEngine(loaded)
-        let text = raw ? prompt : try loaded.chatTemplate().render([.user(prompt)], addGenerationPrompt: true)
-        let tokens = tokenizer.encode(text, addSpecial: raw, parseSpecial: !raw)
+        // The prompt is the user's text either way: with the template, only the template's markup has control tokens.
+        let tokens = raw ? tokenizer.encode(prompt, addSpecial: true, parseSpecial: false)
+            : try loaded.chatTemplate().encode([.user(prompt)], addGenerationPrompt: true, tokenizer: tokenizer)
         let parameters = sampling.parameters(maxTokens: maxTokens, stop: stop)
         let start = nowNanos()
         var firstToken: UInt64?
