@@ -75,7 +75,7 @@ let package = Package(
         ),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
         .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels",
-                                                      "Randomness"]),
+                                                      "Randomness", "VAttentionC", "CVAttentionABI"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention"],
                     exclude: ["Fixtures"]),

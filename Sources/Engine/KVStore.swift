@@ -19,6 +19,10 @@ public protocol KVStore: AnyObject {
     func free(_ slot: Int) throws
     /// The longest sequence a slot can hold.
     var maxContext: Int { get }
+    /// The longest sequence one request can reach with the whole pool to itself (every other slot idle): a request
+    /// that would grow past it can never run, whatever `maxContext` says. A pool smaller than `maxContext` × 1
+    /// request is a configuration the engine must refuse prompts for (`LLMEngine.add`) and end requests at.
+    var capacityTokens: Int { get }
     var slotCount: Int { get }
     var memory: KVMemoryReport { get }
 
@@ -84,6 +88,10 @@ public final class VAttentionKVStore: KVStore {
 
     public var maxContext: Int { manager.spec.maxContext }
     public var slotCount: Int { manager.spec.maxSlots }
+    public var capacityTokens: Int {
+        let spec = manager.spec
+        return (manager.totalPages / spec.tensorCount) * spec.pageSize / spec.tokenBytesPerTensor
+    }
     public func canAdmit(tokens: Int) -> Bool { manager.canAdmit(tokens: tokens) }
     public func allocateSlot(expectedLength: Int) throws -> Int {
         try manager.allocateSlot(expectedLength: min(expectedLength, manager.spec.maxContext))
@@ -182,6 +190,8 @@ public final class PagedKVStore: KVStore {
         (kPools, vPools) = host
         (deviceK, deviceV) = device
     }
+
+    public var capacityTokens: Int { allocator.blockCount * blockSize }
 
     /// Whether the pools live in device memory.
     public var isOnDevice: Bool { !deviceK.isEmpty }

@@ -89,8 +89,16 @@ public final class LLMEngine {
         self.model = model
         self.tokenizer = tokenizer
         self.kv = kv
+        // A budget or a batch of 0 would never schedule anything: every step would return at once, for ever.
+        var configuration = configuration
+        configuration.tokenBudget = max(1, configuration.tokenBudget)
+        configuration.maxRunning = max(1, configuration.maxRunning)
         self.configuration = configuration
     }
+
+    /// The longest sequence (prompt + output) one request can reach: the KV store's context, or less when its pool
+    /// cannot hold that much even for a request alone.
+    public var maxContext: Int { min(kv.maxContext, kv.capacityTokens) }
 
     /// The tokenizer, for callers that work with text (a dummy-weight model has none).
     public func requireTokenizer() throws -> Tokenizer {
@@ -98,11 +106,15 @@ public final class LLMEngine {
         return tokenizer
     }
 
-    /// Queues a request; returns its id. Prompts longer than the context are refused.
+    /// Queues a request; returns its id. Prompts longer than the context are refused, and so are prompts the KV
+    /// pool could not hold even with nothing else running (they would wait for ever).
     public func add(prompt: [TokenID], parameters: SamplingParameters) throws -> Int {
         guard !prompt.isEmpty else { throw EngineError.emptyPrompt }
         guard prompt.count < kv.maxContext else {
             throw EngineError.promptTooLong(tokens: prompt.count, context: kv.maxContext)
+        }
+        guard prompt.count < kv.capacityTokens else {
+            throw EngineError.promptTooLargeForMemory(tokens: prompt.count, capacity: kv.capacityTokens)
         }
         let id = nextID
         nextID += 1
@@ -130,6 +142,10 @@ public final class LLMEngine {
     public func output(of id: Int) -> [TokenID]? { requests[id]?.output }
 
     /// One iteration. Returns the events of every request that produced text or finished.
+    ///
+    /// Always makes progress or returns at once: a request that has the KV pool to itself and still cannot grow ends
+    /// with `.length` (its context is as full as memory allows), and a waiting request that cannot be admitted even
+    /// with nothing else running ends the same way, with no tokens — so a caller looping `while hasWork` never spins.
     public func step() throws -> [EngineEvent] {
         // Whichever thread steps the engine drives the device: the KV store maps pages below, the model runs.
         try model.bindCallingThread()
@@ -137,14 +153,27 @@ public final class LLMEngine {
         var admit = true
         while true {
             chunks = schedule(admitting: admit)
-            guard !chunks.isEmpty else { return [] }
+            guard !chunks.isEmpty else {
+                // Nothing runs and the head of the queue cannot be admitted with the whole pool free: it never will.
+                if admit, running.isEmpty, admitted.isEmpty, let head = waiting.first {
+                    return [try endForMemory(head)]
+                }
+                return []
+            }
             do {
                 try kv.step(chunks.map { ($0.1.slot, $0.1.start + $0.1.tokens.count) })
                 break
             } catch is KVOutOfMemory {
                 if try releaseAdmitted() { continue }  // first give back what was only reserved ahead
-                guard try preemptYoungest() else { throw EngineError.requestTooLargeForMemory }
-                admit = false  // re-admitting what was just preempted would only fail again
+                if try preemptYoungest() {
+                    admit = false  // re-admitting what was just preempted would only fail again
+                    continue
+                }
+                // One request runs, alone, with every other slot idle, and its next token does not fit: the pool is
+                // its context. It ends as a full context does (preempting it would only recompute it into the same
+                // wall, for ever).
+                guard let lone = running.first else { throw EngineError.requestTooLargeForMemory }
+                return [try endForMemory(lone)]
             }
         }
         let draws = chunks.filter(\.1.wantsLogits).map { r, _ in
@@ -247,9 +276,9 @@ public final class LLMEngine {
     }
 
     /// Out of KV memory: the most recently admitted running request gives its slot back and will be recomputed.
+    /// False when one request runs alone: nothing can make room for it.
     private func preemptYoungest() throws -> Bool {
-        guard running.count > 1 || (running.count == 1 && !waiting.isEmpty),
-              let victim = running.max(by: { $0.arrival < $1.arrival })
+        guard running.count > 1, let victim = running.max(by: { $0.arrival < $1.arrival })
         else { return false }
         try kv.free(victim.slot!)
         victim.slot = nil
@@ -293,6 +322,17 @@ public final class LLMEngine {
         return EngineEvent(request: r.id, tokens: [token], text: text, finished: finish)
     }
 
+    /// Ends a request that the KV pool cannot hold any longer (or at all) with `.length`, flushing the text it holds.
+    private func endForMemory(_ r: Request) throws -> EngineEvent {
+        var text = r.heldText
+        r.heldText = ""
+        if r.detokenizer != nil { text += r.detokenizer!.flush() }
+        r.emittedText += text
+        try complete(r, .length)
+        stats.endedByMemory += 1
+        return EngineEvent(request: r.id, tokens: [], text: text, finished: .length)
+    }
+
     private func complete(_ r: Request, _ reason: FinishReason) throws {
         r.finished = reason
         if let slot = r.slot { try kv.free(slot) }
@@ -331,6 +371,7 @@ extension LLMEngine {
 public enum EngineError: Error, Equatable, CustomStringConvertible {
     case emptyPrompt
     case promptTooLong(tokens: Int, context: Int)
+    case promptTooLargeForMemory(tokens: Int, capacity: Int)
     case requestTooLargeForMemory
     case noTokenizer
 
@@ -338,6 +379,9 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .emptyPrompt: return "the prompt is empty"
         case .promptTooLong(let t, let c): return "the prompt has \(t) tokens; the context holds \(c)"
+        case .promptTooLargeForMemory(let t, let c):
+            return "the prompt has \(t) tokens; the KV memory holds at most \(c) tokens for one request "
+                + "(raise the KV budget, or lower the context)"
         case .requestTooLargeForMemory: return "a single request needs more KV memory than the whole budget"
         case .noTokenizer: return "this model has no tokenizer (dummy weights): it takes token ids, not text"
         }
@@ -350,4 +394,6 @@ public struct EngineStats: Sendable {
     public var tokensGenerated = 0
     public var preemptions = 0
     public var finished = 0
+    /// Requests ended with `.length` because the KV pool could not hold them any longer.
+    public var endedByMemory = 0
 }

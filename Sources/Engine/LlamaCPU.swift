@@ -58,18 +58,22 @@ public final class CPULlamaModel: @unchecked Sendable {
         embeddings = try tensor("token_embd.weight", rows: hp.vocabSize, rowLength: dModel)
         outputNorm = try norm("output_norm.weight")
         output = hp.tiedEmbeddings ? embeddings : try tensor("output.weight", rows: hp.vocabSize, rowLength: dModel)
-        layers = try (0..<hp.blockCount).map { i in
+        // A loop, not `(0..<n).map`: map reserves n layers up front, and a lying block count must fail at the first
+        // missing tensor, not allocate (GGUFWeights checks the count too; other weight sources may not).
+        var layers: [Layer] = []
+        for i in 0..<hp.blockCount {
             let p = "blk.\(i)."
-            return Layer(attentionNorm: try norm(p + "attn_norm.weight"),
-                         q: try tensor(p + "attn_q.weight", rows: qDim, rowLength: dModel),
-                         k: try tensor(p + "attn_k.weight", rows: kvDim, rowLength: dModel),
-                         v: try tensor(p + "attn_v.weight", rows: kvDim, rowLength: dModel),
-                         o: try tensor(p + "attn_output.weight", rows: dModel, rowLength: qDim),
-                         ffnNorm: try norm(p + "ffn_norm.weight"),
-                         gate: try tensor(p + "ffn_gate.weight", rows: ffn, rowLength: dModel),
-                         up: try tensor(p + "ffn_up.weight", rows: ffn, rowLength: dModel),
-                         down: try tensor(p + "ffn_down.weight", rows: dModel, rowLength: ffn))
+            layers.append(Layer(attentionNorm: try norm(p + "attn_norm.weight"),
+                                q: try tensor(p + "attn_q.weight", rows: qDim, rowLength: dModel),
+                                k: try tensor(p + "attn_k.weight", rows: kvDim, rowLength: dModel),
+                                v: try tensor(p + "attn_v.weight", rows: kvDim, rowLength: dModel),
+                                o: try tensor(p + "attn_output.weight", rows: dModel, rowLength: qDim),
+                                ffnNorm: try norm(p + "ffn_norm.weight"),
+                                gate: try tensor(p + "ffn_gate.weight", rows: ffn, rowLength: dModel),
+                                up: try tensor(p + "ffn_up.weight", rows: ffn, rowLength: dModel),
+                                down: try tensor(p + "ffn_down.weight", rows: dModel, rowLength: ffn)))
         }
+        self.layers = layers
         var frequencies = hp.ropeInverseFrequencies
         // llama.cpp's converter stores Llama 3.1's RoPE scaling as per-pair divisors.
         if weights.hasTensor("rope_freqs.weight") {

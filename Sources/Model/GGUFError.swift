@@ -36,9 +36,13 @@ public enum GGUFError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidValue(key: String, reason: String)
     /// No tensor of that name.
     case missingTensor(String)
+    /// The path is a FIFO, a directory, a device…: only regular files are read.
+    case notARegularFile(path: String)
 
     public var description: String {
         switch self {
+        case let .notARegularFile(path):
+            return "GGUF: '\(path)' is not a regular file (a FIFO, directory or device?)"
         case let .io(path, op, e):
             return "GGUF: \(op) '\(path)' failed (errno \(e))"
         case let .truncated(field, offset, needed, size):
@@ -89,7 +93,7 @@ public enum GGUFError: Error, Equatable, Sendable, CustomStringConvertible {
             return k
         case .duplicate(_, let n, _):
             return n
-        case .io, .badMagic, .unsupportedVersion, .badAlignment:
+        case .io, .badMagic, .unsupportedVersion, .badAlignment, .notARegularFile:
             return nil
         }
     }

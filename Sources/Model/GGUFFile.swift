@@ -52,11 +52,13 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// Memory-maps the file at `path` read-only and parses it.
     public convenience init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; only regular files are read.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 { throw GGUFError.io(path: path, operation: "open", errno: errno) }
         defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 { throw GGUFError.io(path: path, operation: "fstat", errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw GGUFError.notARegularFile(path: path) }
         let size = Int(st.st_size)
         if size == 0 {
             throw GGUFError.truncated(field: "magic", offset: 0, needed: 4, fileSize: 0)

@@ -8,6 +8,7 @@ public final class GGUFWeights: LlamaWeights, @unchecked Sendable {
     public init(file: GGUFFile) throws {
         self.file = file
         hyperparameters = try LlamaHyperparameters(file: file)
+        try hyperparameters.checkTensors(of: file)
     }
 
     /// Memory-maps and parses the GGUF file at `path`.

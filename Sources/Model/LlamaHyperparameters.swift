@@ -73,11 +73,58 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         } else {
             throw GGUFError.missingKey("\(arch).vocab_size")
         }
-        ropeFreqBase = file["\(arch).rope.freq_base"] == nil ? 10000 : Float(try file.double("\(arch).rope.freq_base"))
-        rmsNormEpsilon = Float(try file.double("\(arch).attention.layer_norm_rms_epsilon"))
+        /// A float that must be finite and > 0 (NaN, ±inf, 0 and negatives would poison every activation).
+        func positiveFloat(_ key: String) throws -> Float {
+            let v = try file.double(key)
+            guard v.isFinite, v > 0, Float(v).isFinite, Float(v) > 0 else {
+                throw GGUFError.invalidValue(key: key, reason: "must be a finite number > 0, is \(v)")
+            }
+            return Float(v)
+        }
+        ropeFreqBase = file["\(arch).rope.freq_base"] == nil ? 10000 : try positiveFloat("\(arch).rope.freq_base")
+        rmsNormEpsilon = try positiveFloat("\(arch).attention.layer_norm_rms_epsilon")
+        guard contextLength <= Self.maxContextLength else {
+            throw GGUFError.invalidValue(key: "\(arch).context_length",
+                                         reason: "\(contextLength) is more than \(Self.maxContextLength) tokens")
+        }
         tiedEmbeddings = file.tensorInfo(named: "output.weight") == nil
         // Llama-3.1 GGUFs carry their RoPE scaling as the `rope_freqs.weight` tensor, which the model applies.
         ropeScaling = nil
+    }
+
+    /// The longest `context_length` a file may claim (2^24 tokens; more is a corrupt or hostile file).
+    public static let maxContextLength = 1 << 24
+
+    /// Checks the hyperparameters against the tensors `file` really holds, so that a lying header is an error here
+    /// rather than a huge allocation (a block count of 10^9) or a shape mismatch deep in a model: the blocks must be
+    /// exactly `blk.0` … `blk.<block_count - 1>`, and the embedding, attention and FFN tensors of block 0 must have
+    /// the shapes the dimensions imply. Tensors that are missing are left to the model to name.
+    public func checkTensors(of file: GGUFFile) throws {
+        let arch = architecture
+        var blocks = Set<Int>()
+        for t in file.tensors where t.name.hasPrefix("blk.") {
+            if let n = Int(t.name.dropFirst(4).prefix { $0 != "." }), n >= 0 { blocks.insert(n) }
+        }
+        if blocks.count != blockCount || (blocks.max() ?? -1) != blockCount - 1 {
+            let held = blocks.isEmpty ? "no blk.N tensors"
+                : "tensors for \(blocks.count) blocks (blk.\(blocks.min()!) … blk.\(blocks.max()!))"
+            throw GGUFError.invalidValue(key: "\(arch).block_count", reason: "is \(blockCount), but the file has \(held)")
+        }
+        func check(_ tensor: String, rows: Int, rowLength: Int, key: String) throws {
+            guard let t = file.tensorInfo(named: tensor) else { return }
+            guard t.rowCount == rows, t.rowLength == rowLength else {
+                throw GGUFError.invalidValue(key: key, reason: "implies \(tensor) of \(rows) rows × \(rowLength), "
+                                             + "but the file's is \(t.rowCount) × \(t.rowLength) (dims \(t.dims))")
+            }
+        }
+        try check("token_embd.weight", rows: vocabSize, rowLength: embeddingLength,
+                  key: "\(arch).embedding_length / vocab_size")
+        try check("blk.0.attn_q.weight", rows: headCount * headDim, rowLength: embeddingLength,
+                  key: "\(arch).attention.head_count")
+        try check("blk.0.attn_k.weight", rows: headCountKV * headDim, rowLength: embeddingLength,
+                  key: "\(arch).attention.head_count_kv")
+        try check("blk.0.ffn_gate.weight", rows: feedForwardLength, rowLength: embeddingLength,
+                  key: "\(arch).feed_forward_length")
     }
 
     /// θ_i = base^(-2i/d) for i in 0..<d/2, then the RoPE scaling if any: what the forward pass rotates pair i by

@@ -29,7 +29,7 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO must not block the open
         if fd < 0 { throw ModelFileError(path: path, field: "file", reason: "cannot open (\(Self.errnoText(errno)))") }
         defer { close(fd) }
         var st = stat()

@@ -26,6 +26,12 @@ public final class CUDAMemoryBackend: MemoryBackend {
         self.zeroPage = zeroPage
     }
 
+    /// The device's memory (cuDeviceTotalMem: no context needed, nothing queued).
+    public var physicalMemoryLimit: Int? {
+        let (r, bytes) = cuda.api.deviceTotalMemory(device.handle)
+        return r == 0 && bytes > 0 ? bytes : nil
+    }
+
     deinit {
         if let h = zero.withLock({ $0 }) { _ = cuda.api.memRelease(h) }
     }

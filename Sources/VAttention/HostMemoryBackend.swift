@@ -30,6 +30,14 @@ public final class HostMemoryBackend: MemoryBackend {
         self.zeroPage = zeroPage
     }
 
+    /// The machine's RAM.
+    public var physicalMemoryLimit: Int? {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return nil }
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: size)
+        return overflow ? nil : bytes
+    }
+
     private var emptyProtection: Int32 { zeroPage ? PROT_READ : PROT_NONE }
 
     public func reserve(bytes: Int) throws -> UInt {

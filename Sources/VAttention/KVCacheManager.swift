@@ -26,6 +26,9 @@ public final class KVCacheManager: Sendable {
     public init(spec: KVCacheSpec, backend: any MemoryBackend, memoryBudget: Int,
                 policy: MapAheadPolicy = MapAheadPolicy()) throws {
         try KVCacheManager.validate(spec, granularity: backend.granularity)
+        guard (0...(1 << 40)).contains(policy.lookAheadTokens) else {
+            throw KVCacheError.invalidSpec("look-ahead \(policy.lookAheadTokens) tokens is outside 0...\(1 << 40)")
+        }
         let pages = memoryBudget / spec.pageSize
         guard pages >= spec.tensorCount else {
             throw KVCacheError.budgetTooSmall(budget: memoryBudget, minimum: spec.tensorCount * spec.pageSize)
@@ -35,6 +38,14 @@ public final class KVCacheManager: Sendable {
         self.policy = policy
         self.totalPages = pages
         try backend.bindCurrentThread()
+        if let limit = backend.physicalMemoryLimit, memoryBudget > limit {
+            throw KVCacheError.invalidSpec("memory budget \(formatBytes(memoryBudget)) exceeds the \(formatBytes(limit)) "
+                                           + "of physical memory the \(backend.name) backend has")
+        }
+        guard pages <= KVCacheManager.maxPages else {
+            throw KVCacheError.invalidSpec("memory budget \(formatBytes(memoryBudget)) is \(pages) pages of "
+                + "\(formatBytes(spec.pageSize)); at most \(KVCacheManager.maxPages) pages (use larger pages)")
+        }
 
         var bases: [UInt] = []
         do {
@@ -64,6 +75,15 @@ public final class KVCacheManager: Sendable {
         try? shutdown()
     }
 
+    /// The most virtual address space all tensors together may reserve (2^47: the user half of an x86-64 or
+    /// AArch64 address space; a GPU's is no larger). Every size the manager derives from a spec (slot, tensor and
+    /// reservation bytes, page counts) then fits an `Int` with room to spare, so none of its arithmetic can trap.
+    public static let maxReservedBytes = 1 << 47
+    /// The most physical pages one pool may have (its bookkeeping is an array of them, made at start-up).
+    public static let maxPages = 1 << 26
+
+    /// Refuses a spec whose sizes are not positive or whose derived sizes overflow or exceed `maxReservedBytes`,
+    /// with a message naming the field: the C ABI hands specs straight from other languages.
     static func validate(_ spec: KVCacheSpec, granularity: Int) throws {
         func fail(_ why: String) throws -> Never { throw KVCacheError.invalidSpec(why) }
         if spec.layers <= 0 || spec.kvHeads <= 0 || spec.headDim <= 0 { try fail("layers, kvHeads and headDim must be > 0") }
@@ -71,6 +91,23 @@ public final class KVCacheManager: Sendable {
         if spec.pageSize <= 0 || spec.pageSize % granularity != 0 {
             try fail("page size \(spec.pageSize) is not a multiple of the backend's granularity \(granularity)")
         }
+        let limit = maxReservedBytes
+        if spec.pageSize > limit { try fail("page size \(spec.pageSize) is larger than \(formatBytes(limit))") }
+        /// a × b, or a failure naming what overflowed.
+        func times(_ a: Int, _ b: Int, _ what: String) throws -> Int {
+            let (r, overflow) = a.multipliedReportingOverflow(by: b)
+            if overflow || r > limit {
+                try fail("\(what) (\(a) × \(b)) exceeds \(formatBytes(limit)) of address space")
+            }
+            return r
+        }
+        let perLayer = try times(try times(spec.kvHeads, spec.headDim, "kvHeads × headDim"), spec.dtype.byteSize,
+                                 "bytes per token and layer")
+        let token = spec.layout == .perLayer ? perLayer : try times(perLayer, spec.layers, "bytes per token (mega)")
+        let slot = try times(spec.maxContext, token, "bytes per slot (maxContext × bytes per token)")
+        let slotRounded = roundUp(slot, to: spec.pageSize)  // both ≤ 2^47: no overflow
+        let tensor = try times(slotRounded, spec.maxSlots, "bytes per tensor (maxSlots × bytes per slot)")
+        _ = try times(tensor, spec.tensorCount, "reserved bytes (tensors × bytes per tensor)")
     }
 
     // MARK: Slots

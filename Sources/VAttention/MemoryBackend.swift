@@ -36,4 +36,12 @@ public protocol MemoryBackend: AnyObject, Sendable {
     func recordFence() throws -> (any MemoryFence)?
     /// Makes the calling thread able to call the backend (binds the CUDA context). Called once per thread.
     func bindCurrentThread() throws
+    /// The most physical memory the backend could ever supply (host: the machine's RAM; GPU: the device's memory),
+    /// bytes; nil when unknown. A KV budget above it is refused rather than attempted. Called after
+    /// `bindCurrentThread`.
+    var physicalMemoryLimit: Int? { get }
+}
+
+extension MemoryBackend {
+    public var physicalMemoryLimit: Int? { nil }
 }

@@ -21,7 +21,7 @@ struct BenchAlloc: ParsableCommand {
     var backend: BackendChoice = .host
     @Option(name: .customLong("page-kib"), help: "Physical page size in KiB (default 2048: the GPU's page; on host, smaller pages multiply kernel mappings, capped by vm.max_map_count).")
     var pageKiB: Int?
-    @Option(name: .customLong("budget-gib"), help: "Physical memory budget for the decode run, GiB (default: 60 for cuda, 48 for host, sparse).")
+    @Option(name: .customLong("budget-gib"), help: "Physical memory budget for the decode run, GiB (default: 60 for cuda, 48 for host, sparse, or the machine's memory if less; at most the backend's physical memory).")
     var budgetGiB: Double?
     @Option(help: "Request slots (batch size) in the decode run.")
     var slots = 256
@@ -40,10 +40,31 @@ struct BenchAlloc: ParsableCommand {
     @Option(help: "Where to write the JSON result.")
     var json: String?
 
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        guard (1...1 << 16).contains(slots) else { throw ValidationError("--slots must be between 1 and 65536, got \(slots)") }
+        guard (2...1 << 24).contains(maxContext) else {
+            throw ValidationError("--max-context must be between 2 and \(1 << 24) tokens, got \(maxContext)")
+        }
+        guard stepMs >= 0, stepMs.isFinite else { throw ValidationError("--step-ms must be a number ≥ 0, got \(stepMs)") }
+        guard arrivalsPerStep >= 1 else {
+            throw ValidationError("--arrivals-per-step must be at least 1, got \(arrivalsPerStep)")
+        }
+        guard microPages >= 1 else { throw ValidationError("--micro-pages must be at least 1, got \(microPages)") }
+        if let pageKiB, !(1...1 << 20).contains(pageKiB) || pageKiB % 4 != 0 {
+            throw ValidationError("--page-kib must be a positive multiple of 4 (at most \(1 << 20)), got \(pageKiB)")
+        }
+        if let budgetGiB, !(budgetGiB > 0 && budgetGiB <= Double(1 << 20)) {
+            throw ValidationError("--budget-gib must be a positive number of GiB, got \(budgetGiB)")
+        }
+    }
+
     func run() throws {
         let handle = try BackendHandle.make(backend)
         let pageSize = (pageKiB ?? 2048) * 1024
-        let budget = Int((budgetGiB ?? (backend == .cuda ? 60 : 48)) * Double(1 << 30))
+        var budget = Int((budgetGiB ?? (backend == .cuda ? 60 : 48)) * Double(1 << 30))
+        // The manager refuses a budget above the machine's memory; the host default is sparse, so it shrinks to fit.
+        if budgetGiB == nil, backend == .host, let ram = handle.backend.physicalMemoryLimit { budget = min(budget, ram) }
         print("vattn bench alloc — backend \(handle.description), page \(formatBytes(pageSize))")
 
         let micro = try microbenchmark(handle.backend, pageSize: pageSize)
@@ -188,7 +209,7 @@ struct BenchAlloc: ParsableCommand {
         defer { try? manager.shutdown() }
         var rng = SplitMix64(seed: seed)
         func newRequest() -> Request {
-            let prompt = Int.random(in: 128...1536, using: &rng)
+            let prompt = min(Int.random(in: 128...1536, using: &rng), spec.maxContext - 1)  // a short --max-context
             let output = Int.random(in: 64...1024, using: &rng)
             return Request(prompt: prompt, target: min(spec.maxContext, prompt + output))
         }

@@ -33,20 +33,20 @@ struct BenchServe: ParsableCommand {
         var ids: [Int] = []
         var pending: [(prompt: [TokenID], parameters: SamplingParameters)] = []
         let source: String
-        if let (trace, description) = try data.loadTrace(modelTokenizer: engine.tokenizer, maxContext: options.maxContext) {
+        if let (trace, description) = try data.loadTrace(modelTokenizer: engine.tokenizer, maxContext: engine.kv.maxContext) {
             pending = trace.map { ($0.prompt, SamplingParameters(temperature: 0, maxTokens: $0.outputLength, ignoreEOS: true)) }
             source = description
         } else {
             let (promptRange, outputRange) = workload == .chat ? (16...384, 16...256) : (512...1536, 32...128)
             let vocab = engine.tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize
             for _ in 0..<requests {
-                let n = min(Int.random(in: promptRange, using: &rng), options.maxContext / 2)
+                let n = min(Int.random(in: promptRange, using: &rng), engine.kv.maxContext / 2)
                 var prompt: [TokenID] = []
                 while prompt.count < n {
                     let t = TokenID(Int.random(in: 0..<vocab, using: &rng))
                     if engine.tokenizer?.type(of: t) ?? .normal == .normal { prompt.append(t) }
                 }
-                let out = min(Int.random(in: outputRange, using: &rng), options.maxContext - n - 1)
+                let out = min(Int.random(in: outputRange, using: &rng), engine.kv.maxContext - n - 1)
                 pending.append((prompt, SamplingParameters(temperature: 0, maxTokens: out, ignoreEOS: true)))
             }
             source = "synthetic \(workload.rawValue) workload (seed \(data.seed))"

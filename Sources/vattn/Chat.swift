@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Model
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,7 +14,9 @@ struct Chat: ParsableCommand {
             conversation goes to the model again through its chat template; when it no longer fits in the context \
             (--max-context), the oldest turns are forgotten and a note says so.
 
-            Commands: /reset forgets the conversation, /quit (or Ctrl-D) leaves.
+            Commands: /reset forgets the conversation, /quit (or Ctrl-D) leaves. Ctrl-C stops the reply being \
+            written (what was written stays in the conversation); a second Ctrl-C before it stops, or Ctrl-C at the \
+            prompt, leaves.
 
             Standard input can be a pipe: each line is one message, each reply is written to standard output \
             followed by a newline, and notes go to standard error — e.g.
@@ -43,14 +46,28 @@ struct Chat: ParsableCommand {
         let tokenizer = try loaded.requireTokenizer(for: "chat")
         let interactive = isatty(0) == 1
         var conversation = Conversation(system: system)
-        let limit = options.maxContext - maxTokens
-        if interactive {
-            printErr("Chatting with \(options.model) (context \(options.maxContext) tokens). /reset forgets, /quit or Ctrl-D leaves.")
+        // The context the engine really has (the model's, or the KV pool's, may have lowered --max-context).
+        let context = engine.maxContext
+        guard maxTokens + 16 <= context else {
+            throw ValidationErrorText("--max-tokens \(maxTokens) leaves no room for the conversation in a context of "
+                                      + "\(context) tokens: lower it or raise --max-context")
         }
+        let limit = context - maxTokens
+        if interactive {
+            printErr("Chatting with \(options.model) (context \(context) tokens). /reset forgets, /quit or Ctrl-D leaves, "
+                     + "Ctrl-C stops a reply.")
+        }
+        ChatInterrupt.install()
         var turn = 0
         while true {
             if interactive { writeOut("\nyou> ") }
-            guard let line = readLine(strippingNewline: true) else { break }
+            ChatInterrupt.atPrompt()
+            let line = readLine(strippingNewline: true)
+            if ChatInterrupt.takePending() {  // Ctrl-C at the prompt (the read was interrupted): leave
+                printErr("\n[Ctrl-C: bye]")
+                return
+            }
+            guard let line else { break }
             let message = trimmed(line)
             if message.isEmpty { continue }
             switch message {
@@ -74,7 +91,7 @@ struct Chat: ParsableCommand {
                 continue
             }
             if prompt.droppedTurns > 0 {
-                printErr("[the conversation outgrew the context of \(options.maxContext) tokens: forgot the oldest "
+                printErr("[the conversation outgrew the context of \(context) tokens: forgot the oldest "
                          + "\(prompt.droppedTurns) turn\(prompt.droppedTurns == 1 ? "" : "s")]")
             }
             if showPrompt { printErr("[prompt, \(prompt.tokens.count) tokens]\n\(prompt.text)\n[end of prompt]") }
@@ -84,8 +101,27 @@ struct Chat: ParsableCommand {
             if interactive { writeOut("\nbot> ") }
             let start = nowNanos()
             let id = try engine.add(prompt: prompt.tokens, parameters: parameters)
-            try engine.runToCompletion { writeOut($0.text) }
+            ChatInterrupt.replying()
+            var stopped = false
+            while engine.hasWork {
+                if ChatInterrupt.takePending() {
+                    try engine.cancel(id)
+                    stopped = true
+                    break
+                }
+                for event in try engine.step() { writeOut(event.text) }
+            }
+            if ChatInterrupt.takePending() {
+                // After the last step: a second Ctrl-C if this reply was already stopped; else the reply had ended.
+                if stopped {
+                    printErr("\n[Ctrl-C twice: bye]")
+                    Glibc.exit(130)
+                }
+                stopped = true
+            }
+            ChatInterrupt.atPrompt()
             writeOut("\n")
+            if stopped { printErr("[stopped by Ctrl-C]") }
             let reply = engine.text(of: id) ?? ""
             let tokens = engine.output(of: id)?.count ?? 0
             let finish = engine.finishReason(of: id)
@@ -106,4 +142,36 @@ private func trimmed(_ s: String) -> String {
     while let c = sub.first, c.isWhitespace { sub = sub.dropFirst() }
     while let c = sub.last, c.isWhitespace { sub = sub.dropLast() }
     return String(sub)
+}
+
+/// Ctrl-C in `vattn chat`. The handler only counts (async-signal-safe); the chat loop looks between engine steps. The
+/// first Ctrl-C during a reply stops the reply; a second one before the loop has seen the first exits at once; Ctrl-C
+/// at the prompt interrupts the read (no SA_RESTART) and the loop leaves.
+enum ChatInterrupt {
+    /// Ctrl-Cs not yet handled by the loop.
+    static let pending = Atomic<Int>(0)
+    /// 1 while a reply is being generated.
+    static let inReply = Atomic<Int>(0)
+
+    static func install() {
+        _ = pending.load(ordering: .relaxed)  // initialise the globals now, never first in the handler
+        _ = inReply.load(ordering: .relaxed)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in
+            let n = ChatInterrupt.pending.add(1, ordering: .sequentiallyConsistent).newValue
+            if n >= 2 && ChatInterrupt.inReply.load(ordering: .sequentiallyConsistent) == 1 {
+                let message = "\n[Ctrl-C twice: bye]\n"
+                _ = message.withCString { Glibc.write(2, $0, strlen($0)) }
+                _exit(130)
+            }
+        }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        sigaction(SIGINT, &action, nil)
+    }
+
+    static func replying() { inReply.store(1, ordering: .sequentiallyConsistent) }
+    static func atPrompt() { inReply.store(0, ordering: .sequentiallyConsistent) }
+    /// Whether a Ctrl-C came since the last call (and forgets it).
+    static func takePending() -> Bool { pending.exchange(0, ordering: .sequentiallyConsistent) > 0 }
 }

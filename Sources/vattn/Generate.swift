@@ -22,6 +22,10 @@ struct Generate: ParsableCommand {
     @Option(help: "Stop before this string (repeatable).")
     var stop: [String] = []
 
+    func validate() throws {
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+    }
+
     func run() throws {
         let loaded = try options.loadModel()
         let tokenizer = try loaded.requireTokenizer(for: "generate")

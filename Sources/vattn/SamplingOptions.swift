@@ -12,6 +12,14 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "Random seed: the same seed and the same prompt give the same text.")
     var seed: UInt64?
 
+    func validate() throws {
+        guard temperature >= 0, temperature.isFinite else {
+            throw ValidationError("--temperature must be a number ≥ 0, got \(temperature)")
+        }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0 (0 = no limit), got \(topK)") }
+    }
+
     /// `seedOffset` varies a fixed seed between draws that must not repeat each other (turns of a chat).
     func parameters(maxTokens: Int, stop: [String] = [], seedOffset: UInt64 = 0) -> SamplingParameters {
         SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed.map { $0 &+ seedOffset },

@@ -35,6 +35,8 @@ struct Serve: AsyncParsableCommand {
     var drainTimeout = 30.0
 
     func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be between 1 and 65535, got \(port)") }
+        guard maxWaiting >= 0 else { throw ValidationError("--max-waiting must be ≥ 0, got \(maxWaiting)") }
         guard drainTimeout >= 0 && drainTimeout.isFinite else {
             throw ValidationError("--drain-timeout must be a number of seconds ≥ 0, got \(drainTimeout)")
         }
@@ -43,6 +45,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "vattn.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        try checkCanListen(host: host, port: port)  // a port in use is said now, not after the model has loaded
         let loaded = try options.loadModel()
         let (engine, _) = try options.makeEngine(loaded)
         let metrics = ServerMetrics()

@@ -33,10 +33,36 @@ struct ModelOptions: ParsableArguments {
     var kvMiB: Int?
     @Option(help: "Requests that can run at once (KV slots).")
     var slots = 16
-    @Option(help: "Longest sequence (prompt + output) per request, tokens.")
-    var maxContext = 2048
+    @Option(name: .customLong("max-context"),
+            help: "Longest sequence (prompt + output) per request, tokens (default: 2048, or the model's context length if shorter; at most the model's context length, and at most what the KV budget holds for one request).")
+    var maxContextOption: Int?
     @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks). Default: 256; 64 for the demo, whose first answers then start sooner.")
     var tokenBudget: Int?
+
+    /// `--max-context` as asked for (before it is fitted to the model and the KV pool: see `makeKVStore`).
+    var maxContext: Int { maxContextOption ?? 2048 }
+
+    /// The fewest tokens one request must be able to hold for the engine to be worth starting.
+    static let minimumRequestTokens = 16
+
+    func validate() throws {
+        if let kvMiB, kvMiB < 1 || kvMiB > 1 << 30 {
+            throw ValidationError("--kv-mib must be between 1 and \(1 << 30) (MiB), got \(kvMiB)")
+        }
+        guard (1...1 << 16).contains(slots) else { throw ValidationError("--slots must be between 1 and 65536, got \(slots)") }
+        if let c = maxContextOption, !(1...1 << 24).contains(c) {
+            throw ValidationError("--max-context must be between 1 and \(1 << 24) tokens, got \(c)")
+        }
+        if let t = tokenBudget, !(1...1 << 20).contains(t) {
+            throw ValidationError("--token-budget must be between 1 and \(1 << 20) tokens per step, got \(t)")
+        }
+        guard (1...1 << 20).contains(pageKiB), pageKiB % 4 == 0 else {
+            throw ValidationError("--page-kib must be a positive multiple of 4 (at most \(1 << 20)), got \(pageKiB)")
+        }
+        guard (1...1 << 16).contains(blockSize) else {
+            throw ValidationError("--block-size must be between 1 and 65536 tokens, got \(blockSize)")
+        }
+    }
 
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
     enum ModelBackend: String, ExpressibleByArgument, CaseIterable { case auto, cpu, cuda }
@@ -131,12 +157,47 @@ struct ModelOptions: ParsableArguments {
 
     /// The KV store for the model: vAttention (host memory for the CPU model, cuMem* pages for the GPU one) or
     /// the paged baseline (host or device pools). The GPU keeps K/V in bf16, the CPU in fp32.
+    ///
+    /// The context is fitted first to the model (an explicit `--max-context` past the model's context length is
+    /// refused; the default is lowered to it), then to the pool: when the KV budget cannot hold one request of that
+    /// length the context is lowered to what it can hold, with a note on stderr — a request never waits for memory it
+    /// can never have — and a budget that holds fewer than `minimumRequestTokens` is refused.
     func makeKVStore(_ model: any ModelRunner) throws -> any KVStore {
+        let hp = model.hyperparameters
+        var context = maxContext
+        if context > hp.contextLength {
+            if maxContextOption != nil {
+                throw ValidationErrorText("--max-context \(context): the model's context length is \(hp.contextLength) "
+                                          + "tokens; use at most that")
+            }
+            context = hp.contextLength
+        }
+        var store: (any KVStore)? = try makeKVStore(model, maxContext: context)
+        let capacity = store!.capacityTokens
+        if capacity < Self.minimumRequestTokens {
+            throw ValidationErrorText("the KV budget (\(kvDescription)) holds only \(capacity) tokens for one request "
+                + "(\(store!.name)); at least \(Self.minimumRequestTokens) are needed: raise --kv-mib")
+        }
+        if capacity < context {
+            printErr("vattn: the KV budget (\(kvDescription)) holds at most \(capacity) tokens for one request: "
+                     + "max context lowered from \(context) to \(capacity) (raise --kv-mib for more)")
+            store = nil  // its memory goes back before the smaller store takes its own
+            store = try makeKVStore(model, maxContext: capacity)
+        }
+        return store!
+    }
+
+    private var kvDescription: String { kvMiB.map { "--kv-mib \($0)" } ?? "the default" }
+
+    private func makeKVStore(_ model: any ModelRunner, maxContext: Int) throws -> any KVStore {
         let hp = model.hyperparameters
         let gpu = model as? CUDALlamaModel
         var budget = (kvMiB ?? 512) << 20
         if let gpu, kvMiB == nil {
             budget = Int(Double(try gpu.device.memoryInfo().free) * 0.9)
+        }
+        if gpu == nil, let ram = HostMemoryBackend().physicalMemoryLimit, budget > ram {
+            throw ValidationErrorText("--kv-mib \(kvMiB ?? 512): more than this machine's \(formatBytes(ram)) of memory")
         }
         switch (kv, gpu) {
         case (.vattention, nil):

@@ -1,4 +1,6 @@
 """The Python package against the real host backend (mmap + memfd pages): numpy views over the manager's memory."""
+import os
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,43 @@ def test_errors_are_exceptions_and_change_nothing():
         kv.check_invariants()
     with pytest.raises(VAttentionError):
         KVCache(**{**SPEC, "page_size": 5000})
+
+
+# Absurd sizes (issue 14): each is refused with VATTN_E_INVALID and a message; none may trap (an integer overflow is a
+# SIGILL in Swift), hang (a pool of billions of pages) or be accepted (a budget larger than the machine's memory).
+ABSURD = [
+    ("head_dim", {"head_dim": 1 << 50}),
+    ("head_dim", {"head_dim": 1 << 62}),
+    ("max_slots", {"max_slots": 1 << 50}),
+    ("max_slots", {"max_slots": 1 << 62}),
+    ("max_context", {"max_context": 1 << 50}),
+    ("max_context", {"max_context": 1 << 62}),
+    ("kv_heads", {"kv_heads": 1 << 62}),
+    ("layers", {"layers": 1 << 62, "layout": "mega"}),
+    ("page", {"page_size": 1 << 62}),
+]
+
+
+@pytest.mark.parametrize("what,override", ABSURD)
+def test_absurd_spec_sizes_are_refused(what, override):
+    with pytest.raises(VAttentionError) as e:
+        KVCache(**{**SPEC, **override}, memory_budget=64 * 4096)
+    assert e.value.code == 1, e.value  # VATTN_E_INVALID
+    assert "exceeds" in str(e.value) or "larger than" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("exponent", [41, 43, 45, 62])
+def test_budgets_beyond_physical_memory_are_refused(exponent):
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert (1 << exponent) > ram, "this machine has more memory than the test assumes"
+    with pytest.raises(VAttentionError) as e:
+        KVCache(**SPEC, memory_budget=1 << exponent)
+    assert e.value.code == 1 and "physical memory" in str(e.value), str(e.value)
+
+
+def test_negative_budget_and_look_ahead_are_refused():
+    with pytest.raises(VAttentionError):
+        KVCache(**SPEC, memory_budget=-1)
+    with pytest.raises(VAttentionError) as e:
+        KVCache(**SPEC, memory_budget=64 * 4096, look_ahead_tokens=1 << 62)
+    assert e.value.code == 1

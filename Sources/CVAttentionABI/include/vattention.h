@@ -1,6 +1,11 @@
 /* VAttention C ABI: the vAttention KV-cache memory manager for any language (Python via ctypes, C, C++).
  * Every function returns VATTN_OK (0) or an error code; vattn_last_error() then describes the failure (per thread).
- * Nothing here aborts the process on bad input. */
+ * Nothing here aborts the process on bad input.
+ *
+ * Sizes: vattn_create refuses (VATTN_E_INVALID, with a message) a spec whose sizes are not positive or whose derived
+ * sizes overflow or exceed 2^47 bytes of address space (bytes per token × max_context, × max_slots, × tensors), a
+ * page size above 2^47, a memory budget larger than the backend's physical memory (host: the machine's RAM; cuda:
+ * the device's memory) or of more than 2^26 pages, and a look-ahead outside 0..2^40 tokens. */
 #ifndef VATTENTION_H
 #define VATTENTION_H
 #include <stddef.h>
