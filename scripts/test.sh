@@ -12,6 +12,8 @@ python3 -m pip install -q --disable-pip-version-check numpy pytest openai httpx
 echo "== vattn serve through the official openai Python client (127.0.0.1 only) =="
 swift build --product vattn
 python3 -m pytest -q tests/openai_client_test.py
+echo "== clients that misbehave: oversized heads and bodies, idle and half-sent sockets, HTTP/1.0, limits =="
+python3 -m pytest -q tests/hostile_client_test.py
 echo "== how vattn serve ends: drain on SIGTERM, --drain-timeout, a second signal =="
 python3 -m pytest -q tests/shutdown_test.py
 echo "== bench/http/loadgen.py (the HTTP load generator) against vattn serve =="

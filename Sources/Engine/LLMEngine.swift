@@ -53,8 +53,8 @@ public final class LLMEngine {
         var output: [TokenID] = []
         var sampler: Sampler
         var detokenizer: StreamingDetokenizer?
-        /// Text decoded but not yet emitted (it may be the start of a stop string).
-        var heldText = ""
+        /// The stop strings, and the text decoded but not yet emitted (it may be the start of one).
+        var stops: StopScanner
         var emittedText = ""
         var slot: Int?
         /// Tokens of `prompt + output` whose K/V are in the cache.
@@ -68,6 +68,7 @@ public final class LLMEngine {
             self.parameters = parameters
             sampler = Sampler(seed: parameters.seed ?? UInt64(id) &* 0x9E37_79B9_7F4A_7C15)
             detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0) }
+            stops = StopScanner(parameters.stop)
             self.arrival = arrival
         }
 
@@ -134,6 +135,8 @@ public final class LLMEngine {
     public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty || !admitted.isEmpty }
     public var waitingCount: Int { waiting.count }
     public var runningCount: Int { running.count }
+    /// Requests given a slot for the next step (admitted ahead), not running yet.
+    public var admittedCount: Int { admitted.count }
     /// Requests whose bookkeeping the engine keeps: queued, running, or finished and not yet `remove`d. A server
     /// removes every request it is done with, so when idle this is 0 (a soak test checks it).
     public var trackedRequests: Int { requests.count }
@@ -294,28 +297,26 @@ public final class LLMEngine {
     private func emit(_ r: Request, _ token: TokenID) throws -> EngineEvent {
         var finish: FinishReason?
         let isEOS = tokenizer.map { token == $0.eosID || $0.type(of: token) == .control } ?? false
+        var piece = ""
         if isEOS && !r.parameters.ignoreEOS {
             finish = .stop
         } else if r.detokenizer != nil {
-            r.heldText += r.detokenizer!.push(token)
+            piece = r.detokenizer!.push(token)
         }
-        // Stop strings: cut at the first match; otherwise hold back a tail that could still become one.
-        var text = ""
-        if let range = r.parameters.stop.compactMap({ r.heldText.firstRange(of: $0) })
-            .min(by: { $0.lowerBound < $1.lowerBound })
-        {
-            text = String(r.heldText[..<range.lowerBound])
-            r.heldText = ""
+        // Stop strings: cut at the first match; otherwise hold back a tail that could still become one. Only the new
+        // piece is scanned (`StopScanner` keeps its state), so a token costs the same whatever the text so far.
+        var (text, stopped) = r.stops.push(piece)
+        if stopped {
             finish = .stop
         } else {
             if finish == nil && (r.output.count >= r.parameters.maxTokens || r.length >= kv.maxContext) {
                 finish = .length
             }
             // Finishing: nothing can become a stop string any more, so all held text goes out.
-            let keep = finish != nil ? 0 : r.parameters.stop.map { holdBack(r.heldText, $0) }.max() ?? 0
-            text = String(r.heldText.dropLast(keep))
-            r.heldText = String(r.heldText.suffix(keep))
-            if finish != nil, r.detokenizer != nil { text += r.detokenizer!.flush() }
+            if finish != nil {
+                text += r.stops.flush()
+                if r.detokenizer != nil { text += r.detokenizer!.flush() }
+            }
         }
         r.emittedText += text
         if let f = finish { try complete(r, f) }
@@ -348,16 +349,6 @@ public final class LLMEngine {
     public func finishReason(of id: Int) -> FinishReason? { requests[id]?.finished }
     /// Forgets a finished request's bookkeeping.
     public func remove(_ id: Int) { if requests[id]?.finished != nil { requests[id] = nil } }
-}
-
-/// Longest suffix of `text` that is a proper prefix of `stop` (it might still become the stop string).
-func holdBack(_ text: String, _ stop: String) -> Int {
-    var n = min(text.count, stop.count - 1)
-    while n > 0 {
-        if stop.hasPrefix(text.suffix(n)) { return n }
-        n -= 1
-    }
-    return 0
 }
 
 extension LLMEngine {

@@ -79,6 +79,8 @@ public final class EngineService: Service, @unchecked Sendable {
     public var vocabularySize: Int { tokenizer?.vocabularySize ?? engine.model.hyperparameters.vocabSize }
     public let maxContext: Int
     public let maxWaiting: Int
+    /// Requests that can run at once: the engine's limit or the KV store's slots, whichever is smaller.
+    public let slotCapacity: Int
     private let metrics: ServerMetrics
     private let logger: Logger
 
@@ -93,6 +95,8 @@ public final class EngineService: Service, @unchecked Sendable {
         var inbox: [Command] = []
         var nextTicket: UInt64 = 1
         var snapshot = EngineSnapshot()
+        /// Requests holding a slot at the last publish (running, or admitted for the next step).
+        var slotsBusy = 0
         var closing = false
         /// Cancelled (not a graceful shutdown): end every request now.
         var aborting = false
@@ -118,6 +122,7 @@ public final class EngineService: Service, @unchecked Sendable {
         self.tokenizer = engine.tokenizer
         self.maxContext = engine.kv.maxContext
         self.maxWaiting = maxWaiting
+        self.slotCapacity = min(engine.configuration.maxRunning, engine.kv.slotCount)
         self.metrics = metrics
         self.logger = logger
         let m = engine.kv.memory
@@ -135,14 +140,16 @@ public final class EngineService: Service, @unchecked Sendable {
     /// A shutdown began: no new requests are taken.
     public var isShuttingDown: Bool { state.withLock { $0.closing } }
 
-    /// Queues a request. Throws `QueueFull` when `maxWaiting` requests already wait, `ShuttingDown` after shutdown
-    /// began. Dropping or cancelling the consumer of `events` cancels the request.
+    /// Queues a request. Throws `QueueFull` when `maxWaiting` requests already wait for a slot — accepted requests
+    /// beyond the slots; a request in the inbox while a slot is free is not waiting for one — `ShuttingDown` after
+    /// shutdown began. Dropping or cancelling the consumer of `events` cancels the request.
     public func submit(prompt: [TokenID], parameters: SamplingParameters) throws -> Generation {
         let (stream, continuation) = AsyncThrowingStream<EngineEvent, any Error>.makeStream()
         let ticket: UInt64 = try state.withLock { s in
             if let reason = s.dead { throw EngineDead(reason: reason) }
             if s.closing || s.stopped { throw ShuttingDown() }
-            if s.snapshot.waiting >= maxWaiting { throw QueueFull(waiting: s.snapshot.waiting) }
+            let waitingForSlot = s.snapshot.waiting + s.slotsBusy - slotCapacity
+            if waitingForSlot >= maxWaiting { throw QueueFull(waiting: waitingForSlot) }
             let t = s.nextTicket
             s.nextTicket += 1
             s.snapshot.waiting += 1
@@ -360,7 +367,9 @@ public final class EngineService: Service, @unchecked Sendable {
         let stats = engine.stats
         let waiting = engine.waitingCount
         let running = engine.runningCount
+        let busy = running + engine.admittedCount
         let snap = state.withLock { s in
+            s.slotsBusy = busy
             let pending = s.inbox.reduce(0) { n, c in if case .add = c { return n + 1 } else { return n } }
             s.snapshot = EngineSnapshot(waiting: waiting + pending, running: running, steps: stats.steps,
                                         preemptions: stats.preemptions, tokensGenerated: stats.tokensGenerated,

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Hummingbird
 import Logging
 import Model
+import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,8 +14,14 @@ public struct ServerConfiguration: Sendable {
     public var modelName: String
     /// How chat messages become a prompt; nil: `/v1/chat/completions` answers 400.
     public var chatTemplate: ChatTemplate?
-    /// Largest request body accepted.
+    /// Largest request body accepted; larger is a 413 and the connection is closed.
     public var maxBodyBytes = 4 << 20
+    /// Largest stop string, in UTF-8 bytes, and all of a request's stop strings together (each one is matched against
+    /// every token's new text); more is a 400 naming `stop`.
+    public var maxStopBytes = 1024
+    public var maxStopTotalBytes = 2048
+    /// Seconds a 429 tells the client to wait (`Retry-After`).
+    public var retryAfterSeconds = 1
     /// `max_tokens` when a completions request does not say (OpenAI's default is 16); chat requests default to the
     /// rest of the context.
     public var defaultCompletionTokens = 16
@@ -37,13 +44,19 @@ public struct APIError: Error, Sendable {
     public var type: String
     public var param: String?
     public var code: String?
+    /// Extra response headers (`Retry-After`, `Allow`, `Connection: close`).
+    public var headers: HTTPFields = [:]
 
     static func invalid(_ message: String, param: String? = nil, code: String? = nil) -> APIError {
         APIError(status: .badRequest, message: message, type: "invalid_request_error", param: param, code: code)
     }
 
     var body: ErrorBody { ErrorBody(error: .init(message: message, type: type, param: param, code: code)) }
-    var response: Response { jsonResponse(body, status: status) }
+    var response: Response {
+        var r = jsonResponse(body, status: status)
+        for field in headers { r.headers[fields: field.name].append(field) }
+        return r
+    }
 }
 
 func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
@@ -73,7 +86,14 @@ public struct OpenAIRoutes: Sendable {
         self.configuration = configuration
     }
 
+    /// The routes and their methods: another method on one of these paths is a 405 with `Allow`, any other path a
+    /// 404, both with a JSON error body.
+    static let routes: [String: HTTPRequest.Method] = [
+        "/health": .get, "/v1/models": .get, "/metrics": .get, "/v1/chat/completions": .post, "/v1/completions": .post,
+    ]
+
     public func register(on router: Router<ServerRequestContext>) {
+        router.add(middleware: UnroutedErrors(routes: Self.routes))
         router.get("/health") { _, _ -> Response in
             let s = service.snapshot
             if let reason = service.deathReason {
@@ -117,17 +137,25 @@ public struct OpenAIRoutes: Sendable {
 
     // MARK: Decoding and validation
 
-    private func decode<T: Decodable>(_: T.Type, _ request: Request, _ context: some RequestContext) async throws -> T {
+    private func decode<T: Decodable>(_: T.Type, _ request: Request, _ context: ServerRequestContext) async throws -> T {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: configuration.maxBodyBytes)
-        } catch {
+        } catch is NIOTooManyBytesError {
+            // The rest of the body is not read: the connection ends after the answer (`ConnectionGuard`).
             throw APIError(status: .contentTooLarge, message: "request body larger than \(configuration.maxBodyBytes) bytes",
-                           type: "invalid_request_error")
+                           type: "invalid_request_error", headers: [.connection: "close"])
+        } catch {
+            if !context.channel.isActive {  // closed while its body arrived (its client left, or a read timeout)
+                throw APIError(status: .init(code: 499, reasonPhrase: "Client Closed Request"),
+                               message: "the connection closed before the request body arrived", type: "invalid_request_error")
+            }
+            throw APIError.invalid("could not read the request body: \(error)", code: "invalid_body")
         }
         let data = Data(buffer.readableBytesView)
         do {
-            return try JSONDecoder().decode(T.self, from: data)
+            // A key given twice: the last one counts, as in Python's json (and so vLLM); Foundation keeps the first.
+            return try JSONDecoder().decode(T.self, from: lastKeyWins(data) ?? data)
         } catch let DecodingError.typeMismatch(type, ctx) {
             let param = Self.path(ctx.codingPath)
             throw APIError.invalid("'\(param)' has the wrong type: expected \(Self.typeName(type))", param: param,
@@ -240,6 +268,15 @@ public struct OpenAIRoutes: Sendable {
             throw APIError.invalid("'stop' has the wrong type: expected a string or a list of strings", param: "stop",
                                    code: "invalid_type")
         }
+        if let long = p.stop.first(where: { $0.utf8.count > configuration.maxStopBytes }) {
+            throw APIError.invalid("a stop string may have at most \(configuration.maxStopBytes) bytes (UTF-8); one has "
+                                   + "\(long.utf8.count)", param: "stop", code: "invalid_value")
+        }
+        let stopBytes = p.stop.reduce(0) { $0 + $1.utf8.count }
+        guard stopBytes <= configuration.maxStopTotalBytes else {
+            throw APIError.invalid("the stop strings may have at most \(configuration.maxStopTotalBytes) bytes (UTF-8) "
+                                   + "together; these have \(stopBytes)", param: "stop", code: "invalid_value")
+        }
         let stream = r.stream ?? false
         return Plan(parameters: p, stream: stream, includeUsage: stream && (r.stream_options?.include_usage ?? false))
     }
@@ -253,8 +290,9 @@ public struct OpenAIRoutes: Sendable {
         } catch let e as QueueFull {
             metrics.rejected.increment()
             throw APIError(status: .tooManyRequests,
-                           message: "the server is busy: \(e.waiting) requests are already waiting; retry later",
-                           type: "rate_limit_error", param: nil, code: "queue_full")
+                           message: "the server is busy: \(e.waiting) requests are already waiting for a slot; retry later",
+                           type: "rate_limit_error", param: nil, code: "queue_full",
+                           headers: [.retryAfter: "\(configuration.retryAfterSeconds)"])
         } catch is ShuttingDown {
             throw APIError(status: .serviceUnavailable, message: "the server is shutting down", type: "server_error")
         } catch let e as EngineDead {
@@ -489,5 +527,29 @@ public struct OpenAIRoutes: Sendable {
                      try await body(&writer)
                      try await writer.finish(nil)
                  })
+    }
+}
+
+/// Gives requests no route answered: a path served with another method is a 405 with `Allow`, an unknown path a 404,
+/// both with an OpenAI-style JSON error body (Hummingbird's own are empty).
+struct UnroutedErrors: RouterMiddleware {
+    typealias Context = ServerRequestContext
+    let routes: [String: HTTPRequest.Method]
+
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as HTTPError where e.status == .notFound {
+            let path = request.uri.path
+            if let method = routes[path] {
+                return APIError(status: .methodNotAllowed,
+                                message: "\(path) takes \(method.rawValue), not \(request.method.rawValue)",
+                                type: "invalid_request_error", code: "method_not_allowed",
+                                headers: [.allow: method.rawValue]).response
+            }
+            return APIError(status: .notFound, message: "no route for \(request.method.rawValue) \(path)",
+                            type: "invalid_request_error", code: "not_found").response
+        }
     }
 }

@@ -33,12 +33,21 @@ struct Serve: AsyncParsableCommand {
     var logLevel = "info"
     @Option(help: "Seconds a shutdown waits for the requests in flight before it ends them with an error.")
     var drainTimeout = 30.0
+    @Option(help: "Seconds a connection may sit idle (between requests, or with a request that stopped arriving) before it is closed; 0: never.")
+    var idleTimeout = 60.0
+    @Option(help: "Seconds a request's body may take to arrive after its head before the connection is closed; 0: no limit.")
+    var readTimeout = 60.0
 
     func validate() throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port must be between 1 and 65535, got \(port)") }
         guard maxWaiting >= 0 else { throw ValidationError("--max-waiting must be ≥ 0, got \(maxWaiting)") }
         guard drainTimeout >= 0 && drainTimeout.isFinite else {
             throw ValidationError("--drain-timeout must be a number of seconds ≥ 0, got \(drainTimeout)")
+        }
+        for (name, value) in [("--idle-timeout", idleTimeout), ("--read-timeout", readTimeout)] {
+            guard value >= 0 && value.isFinite else {
+                throw ValidationError("\(name) must be a number of seconds ≥ 0 (0: no limit), got \(value)")
+            }
         }
     }
 
@@ -64,7 +73,9 @@ struct Serve: AsyncParsableCommand {
                                   configuration: ServerConfiguration(modelName: modelName, chatTemplate: template))
         let (host, port, name) = (self.host, self.port, modelName)
         let banner = "KV \(engine.kv.name), \(options.slots) slots, context \(options.maxContext)"
-        let app = makeApplication(routes, host: host, port: port, logger: logger) {
+        let limits = ConnectionLimits(idleTimeout: idleTimeout > 0 ? .seconds(idleTimeout) : nil,
+                                      readTimeout: readTimeout > 0 ? .seconds(readTimeout) : nil)
+        let app = makeApplication(routes, host: host, port: port, logger: logger, limits: limits) {
             printErr("vattn serve: model \(name) on http://\(host):\(port) (\(banner))")
         }
         // The engine ends first, on a shutdown signal once it has drained, or when it dies: either way the HTTP side
