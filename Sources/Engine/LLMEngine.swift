@@ -325,8 +325,7 @@ public final class LLMEngine {
 
     /// Ends a request that the KV pool cannot hold any longer (or at all) with `.length`, flushing the text it holds.
     private func endForMemory(_ r: Request) throws -> EngineEvent {
-        var text = r.heldText
-        r.heldText = ""
+        var text = r.stops.flush()
         if r.detokenizer != nil { text += r.detokenizer!.flush() }
         r.emittedText += text
         try complete(r, .length)

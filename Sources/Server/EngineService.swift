@@ -299,8 +299,10 @@ public final class EngineService: Service, @unchecked Sendable {
                 let start = ContinuousClock.now
                 let events: [EngineEvent]
                 do {
+                    let ran = engine.stats.steps
                     events = try engine.step()
-                    failuresInARow = 0
+                    // Only a step that ran the model clears the count: one with nothing to schedule proves nothing.
+                    if engine.stats.steps > ran { failuresInARow = 0 }
                 } catch {
                     failuresInARow += 1
                     metrics.engineFailures.increment()
