@@ -7,13 +7,15 @@ scripts/fixtures/fetch_model.sh
 swift test 2>&1 | tee /tmp/vattn-test.log
 echo "== C ABI + Python package (numpy views over the host backend) =="
 swift build --product vattention_c
-python3 -m pip install -q --disable-pip-version-check numpy pytest openai httpx
+python3 -m pip install -q --disable-pip-version-check numpy pytest openai httpx hypothesis
 (cd python && VATTN_LIB=../.build/debug/libvattention_c.so python3 -m pytest -q tests/test_host.py)
 echo "== vattn serve through the official openai Python client (127.0.0.1 only) =="
 swift build --product vattn
 python3 -m pytest -q tests/openai_client_test.py
 echo "== clients that misbehave: oversized heads and bodies, idle and half-sent sockets, HTTP/1.0, limits =="
 python3 -m pytest -q tests/hostile_client_test.py
+echo "== property-based HTTP test (hypothesis, derandomized): valid and hostile bodies, methods, paths; never a 5xx =="
+python3 -m pytest -q tests/property_http_test.py
 echo "== how vattn serve ends: drain on SIGTERM, --drain-timeout, a second signal =="
 python3 -m pytest -q tests/shutdown_test.py
 echo "== bench/http/loadgen.py (the HTTP load generator) against vattn serve =="
