@@ -14,77 +14,32 @@ Environment: VATTN_BIN, VATTN_SERVE_ARGS (as in openai_client_test.py).
 
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 
 import httpx
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn"))
-SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
-START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
-MODEL = "smollm2-135m"
+import vattn_server
+from vattn_server import MODEL
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, *args):
-        if not os.path.exists(BIN):
-            pytest.fail(f"{BIN} not built (swift build --product vattn)")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context", "1024",
-             *args, *SERVE_ARGS], stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + START_TIMEOUT
-        while True:
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.proc.kill()
-                pytest.fail("vattn serve did not start: " + self.output())
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
+class Server(vattn_server.Server):
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
     def connect(self, timeout: float = 10) -> socket.socket:
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-        return s
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
 
 
 @pytest.fixture
 def server(request):
     s = Server(*getattr(request, "param", ()))
     yield s
-    s.stop()
+    s.stop(check=False)
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:

@@ -21,11 +21,6 @@ number of examples across all the properties (default 150).
 import json
 import math
 import os
-import shlex
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 import urllib.parse
 
@@ -34,11 +29,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn"))
-SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
-START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
-MODEL = "smollm2-135m"
+from vattn_server import MODEL, Server
 TOTAL = int(os.environ.get("PROPERTY_EXAMPLES", "150"))
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
@@ -54,51 +45,9 @@ def prop_settings(fraction: float):
                                            HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self):
-        if not os.path.exists(BIN):
-            pytest.fail(f"{BIN} not built (swift build --product vattn)")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context", "512",
-             *SERVE_ARGS], stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + START_TIMEOUT
-        while True:
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.proc.kill()
-                pytest.fail("vattn serve did not start: " + self.output())
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail("vattn serve did not stop within 30 s of SIGTERM:\n" + self.output()[-4000:])
-        assert self.proc.returncode == 0, self.output()[-4000:]
-
-
 @pytest.fixture(scope="module")
 def server():
-    s = Server()
+    s = Server(context=512)
     yield s
     s.stop()
 

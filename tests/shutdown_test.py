@@ -10,54 +10,21 @@ Environment: VATTN_BIN, VATTN_SERVE_ARGS (as in openai_client_test.py).
 """
 
 import json
-import os
-import shlex
 import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import httpx
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn"))
-SERVE_ARGS = shlex.split(os.environ.get("VATTN_SERVE_ARGS", ""))
-START_TIMEOUT = float(os.environ.get("VATTN_START_TIMEOUT", "60"))
-MODEL = "smollm2-135m"
+import vattn_server
+from vattn_server import MODEL
 CONTEXT = 4096
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(vattn_server.Server):
     def __init__(self, *args):
-        if not os.path.exists(BIN):
-            pytest.fail(f"{BIN} not built (swift build --product vattn)")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context", str(CONTEXT),
-             *args, *SERVE_ARGS], stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + START_TIMEOUT
-        while True:
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.proc.kill()
-                pytest.fail("vattn serve did not start: " + self.output())
-            time.sleep(0.2)
-
+        super().__init__(*args, context=CONTEXT)
         # How fast one request decodes here (a 2-core CPU: ~20 tokens/s; a GPU: ~1,000), so "a request still running
         # N seconds from now" means the same on both.
         t0 = time.time()
@@ -69,17 +36,6 @@ class Server:
     def tokens_for(self, seconds: float) -> int:
         """max_tokens for a request that decodes about `seconds` (capped by the context)."""
         return max(8, min(CONTEXT - 16, int(self.tokens_per_second * seconds)))
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail(f"vattn serve did not exit within {timeout} s:\n" + self.output())
 
     def running(self) -> int:
         return httpx.get(self.base + "/health", timeout=5).json()["running"]
