@@ -230,7 +230,6 @@ def test_chat_ctrl_c_at_the_prompt_exits_cleanly():
     assert "[Ctrl-C: bye]" in err.decode()
 
 
-@pytest.mark.skip(reason="flaky: a SIGINT can land on a model worker thread, so the prompt read is not interrupted (known bug, issue 14 note)")
 def test_chat_second_ctrl_c_during_a_reply_exits():
     import signal
     import time

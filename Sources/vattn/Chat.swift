@@ -58,12 +58,13 @@ struct Chat: ParsableCommand {
                      + "Ctrl-C stops a reply.")
         }
         ChatInterrupt.install()
+        var input = InterruptibleLines(fd: 0)
         var turn = 0
         while true {
             if interactive { writeOut("\nyou> ") }
             ChatInterrupt.atPrompt()
-            let line = readLine(strippingNewline: true)
-            if ChatInterrupt.takePending() {  // Ctrl-C at the prompt (the read was interrupted): leave
+            let line = input.next(interrupted: { ChatInterrupt.hasPending })
+            if ChatInterrupt.takePending() {  // Ctrl-C at the prompt: leave
                 printErr("\n[Ctrl-C: bye]")
                 return
             }
@@ -144,9 +145,47 @@ private func trimmed(_ s: String) -> String {
     return String(sub)
 }
 
-/// Ctrl-C in `vattn chat`. The handler only counts (async-signal-safe); the chat loop looks between engine steps. The
-/// first Ctrl-C during a reply stops the reply; a second one before the loop has seen the first exits at once; Ctrl-C
-/// at the prompt interrupts the read (no SA_RESTART) and the loop leaves.
+/// Lines of a file descriptor, read so that a Ctrl-C is seen at once whichever thread the kernel delivered it to: the
+/// reader waits in `poll` with a short timeout and asks `interrupted` between waits (a signal taken by a model worker
+/// thread does not interrupt a blocking `read` on the main thread).
+struct InterruptibleLines {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private var atEnd = false
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// The next line without its newline; nil at the end of input or when `interrupted()` turns true.
+    mutating func next(interrupted: () -> Bool) -> String? {
+        while true {
+            if let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: buffer[..<newline], as: UTF8.self)
+                buffer.removeSubrange(...newline)
+                return line
+            }
+            if atEnd {
+                guard !buffer.isEmpty else { return nil }
+                defer { buffer.removeAll() }
+                return String(decoding: buffer, as: UTF8.self)
+            }
+            if interrupted() { return nil }
+            var waiter = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&waiter, 1, 100)
+            if ready <= 0 { continue }  // timeout or EINTR: look at `interrupted` again
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                buffer.append(contentsOf: chunk[..<n])
+            } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                atEnd = true
+            }
+        }
+    }
+}
+
+/// Ctrl-C in `vattn chat`. The handler only counts (async-signal-safe); the chat loop looks between engine steps and
+/// the prompt's reader between waits. The first Ctrl-C during a reply stops the reply; a second one before the loop
+/// has seen the first exits at once; Ctrl-C at the prompt leaves.
 enum ChatInterrupt {
     /// Ctrl-Cs not yet handled by the loop.
     static let pending = Atomic<Int>(0)
@@ -172,6 +211,8 @@ enum ChatInterrupt {
 
     static func replying() { inReply.store(1, ordering: .sequentiallyConsistent) }
     static func atPrompt() { inReply.store(0, ordering: .sequentiallyConsistent) }
+    /// Whether a Ctrl-C came that the loop has not taken yet.
+    static var hasPending: Bool { pending.load(ordering: .sequentiallyConsistent) > 0 }
     /// Whether a Ctrl-C came since the last call (and forgets it).
     static func takePending() -> Bool { pending.exchange(0, ordering: .sequentiallyConsistent) > 0 }
 }
