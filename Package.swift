@@ -74,6 +74,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // libFuzzer targets (GGUF reader, request bodies, tokenizer; scripts/fuzz.sh); an ordinary build replays a corpus.
+        .target(name: "CLibFuzzer"),
+        .executableTarget(name: "vattn-fuzz", dependencies: ["Model", "Server", "CLibFuzzer"]),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
         .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels",
                                                       "Randomness", "VAttentionC", "CVAttentionABI"]),

@@ -24,5 +24,10 @@ echo "== the vattn binary as users run it: the demo, vattn chat through a pipe =
 python3 -m pytest -q tests/cli_test.py
 echo "== soak: 300 mixed requests with client disconnects against vattn serve, then leak checks (a few minutes) =="
 python3 -m pytest -q -s tests/soak_test.py
+echo "== fuzz corpus replay (GGUF reader, request bodies, tokenizer): every property holds on every saved input =="
+swift build --product vattn-fuzz
+for target in gguf request tokenizer; do .build/debug/vattn-fuzz "$target" "fuzz/corpus/$target"; done
+echo "== fuzzing, bounded: 45 s per target under AddressSanitizer (scripts/fuzz.sh) =="
+scripts/fuzz.sh 45
 echo "== ThreadSanitizer: memory manager and background mapper =="
 swift test --scratch-path .build-tsan --sanitize=thread --filter VAttentionTests

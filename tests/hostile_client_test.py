@@ -7,7 +7,8 @@
 * a body over the limit: 413 and the connection closed, so the uploader is not left blocked;
 * repeated JSON keys: the last wins; a wrong method is a JSON 405 with `Allow`, an unknown path a JSON 404;
 * 429 only when requests really wait for a slot, with `Retry-After`;
-* stop strings: bounded (400 naming `stop`), and the largest allowed ones cost little per token.
+* stop strings: bounded (400 naming `stop`), and the largest allowed ones cost little per token;
+* all of these at once against one well-behaved client: its latency and /health's stay bounded.
 
 Environment: VATTN_BIN, VATTN_SERVE_ARGS (as in openai_client_test.py).
 """
@@ -356,3 +357,107 @@ def test_largest_allowed_stop_strings_cost_little_per_token(server):
     stopped, text2 = timed(stop=stops)
     assert text2 == text  # nothing matched: the same text
     assert stopped < plain * 1.5 + 0.5, f"{n} tokens: {plain:.2f} s without stop strings, {stopped:.2f} s with"
+
+
+# MARK: one client cannot take the server from the others
+
+def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
+    """Attackers in parallel (prompts that cost tokenizing then get refused, 1 MB headers, 5 MB bodies, malformed
+    JSON, the largest allowed stop strings, 300 idle and 40 half-sent sockets) while one client sends ordinary
+    requests: its latency and /health's stay bounded, and the server's sockets come back afterwards."""
+    s = Server("--idle-timeout", "30", "--read-timeout", "30")
+    try:
+        def victim() -> float:
+            t0 = time.time()
+            r = httpx.post(s.base + "/v1/completions", timeout=60,
+                           json=completion("The capital of France is", max_tokens=8, ignore_eos=True))
+            assert r.status_code == 200, r.text
+            return time.time() - t0
+
+        def health() -> float:
+            t0 = time.time()
+            assert httpx.get(s.base + "/health", timeout=30).status_code == 200
+            return time.time() - t0
+
+        for _ in range(2):
+            victim()
+        baseline = sorted(victim() for _ in range(5))[2]
+        base_fds = s.fds()
+
+        stop = threading.Event()
+        counts = {}
+        errors = []
+
+        def loop(name, attack):
+            def run():
+                n = 0
+                try:
+                    while not stop.is_set():
+                        attack()
+                        n += 1
+                except Exception as e:  # noqa: BLE001 — reported below, the test fails on it
+                    errors.append(f"{name}: {e!r}")
+                counts[name] = n
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            return t
+
+        def long_prompt():
+            # Under the byte limit (32 bytes a token of the 1024 context), so it is tokenized, then refused.
+            r = httpx.post(s.base + "/v1/completions", json=completion("a" * 30000), timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text[:200]
+
+        def big_header():
+            with s.connect() as c:
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+                assert read_until_closed(c, 10).startswith(b"HTTP/1.1 400")
+
+        def big_body():
+            body = b'{"prompt": "' + b"a" * (5 << 20) + b'"}'
+            with s.connect() as c:
+                try:
+                    c.sendall(post_raw(body))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # closed after the 413, before all of it was sent
+                assert read_until_closed(c, 10).startswith(b"HTTP/1.1 413")
+
+        def malformed():
+            r = httpx.post(s.base + "/v1/chat/completions", content=b'{"model": "' + b"[" * 5000, timeout=30,
+                           headers={"Content-Type": "application/json"})
+            assert r.status_code == 400, r.text[:200]
+
+        def stop_strings():
+            r = httpx.post(s.base + "/v1/completions", timeout=60,
+                           json=completion("Once upon a time", max_tokens=16, stop=["e" * 1023 + "!", " " + "é" * 511 + "!"]))
+            assert r.status_code == 200, r.text[:200]
+
+        idle = [s.connect(timeout=60) for _ in range(300)]
+        half = [s.connect(timeout=60) for _ in range(40)]
+        for c in half:
+            c.sendall(post_raw(json.dumps(completion()).encode())[:-10])
+        threads = [loop("long prompt", long_prompt), loop("long prompt 2", long_prompt),
+                   loop("1 MB header", big_header), loop("5 MB body", big_body), loop("malformed JSON", malformed),
+                   loop("stop strings", stop_strings)]
+        time.sleep(1)
+        latencies, health_latencies = [], []
+        for _ in range(8):
+            latencies.append(victim())
+            health_latencies.append(health())
+        stop.set()
+        for t in threads:
+            t.join(60)
+        for c in idle + half:
+            c.close()
+        print(f"baseline {baseline:.3f} s; under attack {[round(x, 3) for x in latencies]}; "
+              f"/health {[round(x, 3) for x in health_latencies]}; attacks made {counts}")
+        assert not errors, errors
+        assert all(counts.get(name, 0) > 0 for name in ["long prompt", "1 MB header", "5 MB body", "malformed JSON"]), counts
+        # Two CPU cores are shared with the attackers' own work, so some slowdown is fair; a stalled server is not.
+        assert max(latencies) < 4 * baseline + 2, f"baseline {baseline:.2f} s, under attack {latencies}"
+        assert sorted(latencies)[len(latencies) // 2] < 3 * baseline + 0.5, latencies
+        assert max(health_latencies) < 2, health_latencies
+        n = wait_fds(s, base_fds + 3, 15)
+        assert n <= base_fds + 3, f"open fds {base_fds} -> {n}"
+        victim()
+    finally:
+        s.stop(check=False)

@@ -86,7 +86,8 @@ public final class Tokenizer: Sendable {
     private let tokenToID: [String: TokenID]
     /// BPE over interned symbols (see `bpe(_:symbols:heap:into:)`): a symbol is a string a merge can produce or consume. Ids below
     /// `tokens.count` are vocabulary ids (the first id of each text, like `tokenToID`); ids from `tokens.count` on
-    /// stand for strings outside the vocabulary (`extraSymbols`), which are spelled out byte by byte on output.
+    /// stand for strings outside the vocabulary (`extraSymbols`), which are spelled out byte by byte on output
+    /// (`bpe`'s fallback).
     private let byteSymbol: [Int32]
     private let extraSymbols: [String]
     /// (left symbol << 32 | right symbol) → the merge's rank (its index in the merges list) and result symbol.
@@ -357,14 +358,30 @@ public final class Tokenizer: Sendable {
             if Int(id) < tokens.count {
                 out.append(id)
             } else {
-                // Not in the vocabulary. Fallback as in llama.cpp: one token per byte of the piece, if such
-                // tokens exist.
-                for b in extraSymbols[Int(id) - tokens.count].utf8 {
-                    if let t = tokenToID[String(decoding: [b], as: UTF8.self)] { out.append(t) }
+                // Not in the vocabulary: one token per byte of the piece. Each byte-level character stands for
+                // one byte (llama.cpp looks up the UTF-8 bytes of the spelling instead, and so drops every byte
+                // spelled with a character above U+007F); failing that, the byte's <0xXX> token.
+                for scalar in extraSymbols[Int(id) - tokens.count].unicodeScalars {
+                    if let t = tokenToID[String(scalar)] ?? byteToken(forByteLevel: scalar) { out.append(t) }
                 }
             }
             i = symbols[Int(i)].next
         }
+    }
+
+    /// False for a byte no token can stand for (no byte-level character and no `<0xXX>` token in the vocabulary):
+    /// encoding drops it, as llama.cpp and HF tokenizers do. SmolLM2 lacks six ASCII control characters
+    /// (U+0004, U+0006, U+0013, U+0014, U+0016, U+001D) and bytes that valid UTF-8 never or rarely uses.
+    func hasToken(forByte b: UInt8) -> Bool {
+        let scalar = ByteLevel.byteToScalar[Int(b)]
+        return tokenToID[String(scalar)] != nil || byteToken(forByteLevel: scalar) != nil
+    }
+
+    /// The `<0xXX>` token of the byte a byte-level character spells, if the vocabulary has one.
+    private func byteToken(forByteLevel scalar: Unicode.Scalar) -> TokenID? {
+        guard let b = ByteLevel.scalarToByte[scalar.value] else { return nil }
+        let hex = String(b, radix: 16, uppercase: true)
+        return tokenToID["<0x" + (hex.count == 1 ? "0" + hex : hex) + ">"]
     }
 
     // MARK: Decoding

@@ -108,6 +108,18 @@ struct BPEHeapTests {
         }
     }
 
+    @Test("a merge whose result is not in the vocabulary falls back to one token per byte, and round-trips")
+    func fallbackSpellsBytes() {
+        // "é" is C3 A9, byte-level "Ã©": two characters above U+007F, so looking up the UTF-8 bytes of the
+        // spelling (llama.cpp's fallback) would find nothing and drop the letter.
+        let tokens = ByteLevel.byteToScalar.map { String($0) }
+        let t = Tokenizer(tokens: tokens, types: [TokenType](repeating: .normal, count: tokens.count),
+                          merges: ["Ã ©"], preTokenizer: .gpt2, bos: nil, eos: nil, pad: nil, unknown: nil, addBOS: false)
+        let ids = t.encode("é")
+        #expect(ids == [t.id(of: "Ã")!, t.id(of: "©")!])
+        #expect(t.decode(ids) == "é")
+    }
+
     @Test("the cap (64 bytes here): pre-tokens up to it get the old ids, longer ones the chunk rule's",
           .enabled(if: needsModel, skipReason))
     func cap() throws {

@@ -110,8 +110,8 @@ struct ReferenceTokenizer {
             if let id = tokenToID[piece] {
                 out.append(id)
             } else {
-                for b in piece.utf8 {
-                    if let id = tokenToID[String(decoding: [b], as: UTF8.self)] { out.append(id) }
+                for scalar in piece.unicodeScalars {
+                    if let id = tokenToID[String(scalar)] { out.append(id) }
                 }
             }
         }
