@@ -8,7 +8,10 @@
 * repeated JSON keys: the last wins; a wrong method is a JSON 405 with `Allow`, an unknown path a JSON 404;
 * 429 only when requests really wait for a slot, with `Retry-After`;
 * stop strings: bounded (400 naming `stop`), and the largest allowed ones cost little per token;
-* all of these at once against one well-behaved client: its latency and /health's stay bounded.
+* a KV pool smaller than the context: the context is lowered to it, a prompt that can never fit is a 400, a
+  request that fills the pool ends with `finish_reason: "length"`, and the server goes on serving;
+* all of these at once against one well-behaved client: its latency, /health's, the server's fds and heap stay
+  bounded.
 
 Environment: VATTN_BIN, VATTN_SERVE_ARGS (as in openai_client_test.py).
 """
@@ -82,6 +85,15 @@ def wait_fds(s: Server, limit: int, timeout: float) -> int:
         if n <= limit or time.time() > deadline:
             return n
         time.sleep(0.2)
+
+
+def rss_anon(s: Server) -> int:
+    """The server's anonymous resident memory in bytes (malloc'd memory; not the model file or the KV pool)."""
+    with open(f"/proc/{s.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/PID/status")
 
 
 def head_and_body(raw: bytes):
@@ -359,6 +371,42 @@ def test_largest_allowed_stop_strings_cost_little_per_token(server):
     assert stopped < plain * 1.5 + 0.5, f"{n} tokens: {plain:.2f} s without stop strings, {stopped:.2f} s with"
 
 
+# MARK: a KV pool smaller than the context
+
+def test_a_pool_smaller_than_the_context():
+    s = Server("--kv-mib", "8", "--slots", "8")  # SmolLM2: 8 MiB hold 170 tokens for one request
+    try:
+        assert "max context lowered from 1024 to 170" in s.output()
+        assert "context 170)" in s.output()
+        r = httpx.post(s.base + "/v1/completions", json=completion("word " * 300), timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+        assert r.json()["error"]["param"] == "prompt"
+        # Four at once, each wanting most of the pool: they take turns (preemption), none waits forever, and
+        # each ends at max_tokens or, alone at the pool's end, with "length".
+        results = []
+
+        def fill():
+            r = httpx.post(s.base + "/v1/completions", timeout=120,
+                           json=completion("Once upon a time", max_tokens=160, ignore_eos=True))
+            results.append(r)
+
+        threads = [threading.Thread(target=fill) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(150)
+        assert len(results) == 4 and all(r.status_code == 200 for r in results), [r.text[:200] for r in results]
+        for r in results:
+            choice, usage = r.json()["choices"][0], r.json()["usage"]
+            assert choice["finish_reason"] == "length", choice
+            assert usage["prompt_tokens"] + usage["completion_tokens"] <= 170, usage
+        health = httpx.get(s.base + "/health", timeout=5).json()
+        assert health["running"] == 0 and health["waiting"] == 0, health
+        assert httpx.post(s.base + "/v1/completions", json=completion(), timeout=30).status_code == 200
+    finally:
+        s.stop()
+
+
 # MARK: one client cannot take the server from the others
 
 def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
@@ -383,6 +431,7 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
             victim()
         baseline = sorted(victim() for _ in range(5))[2]
         base_fds = s.fds()
+        base_heap = rss_anon(s)
 
         stop = threading.Event()
         counts = {}
@@ -458,6 +507,8 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
         assert max(health_latencies) < 2, health_latencies
         n = wait_fds(s, base_fds + 3, 15)
         assert n <= base_fds + 3, f"open fds {base_fds} -> {n}"
+        heap = rss_anon(s)
+        assert heap - base_heap < 64 << 20, f"heap (RssAnon) {base_heap >> 20} -> {heap >> 20} MiB"
         victim()
     finally:
         s.stop(check=False)

@@ -72,7 +72,7 @@ struct Serve: AsyncParsableCommand {
         let routes = OpenAIRoutes(service: service, metrics: metrics,
                                   configuration: ServerConfiguration(modelName: modelName, chatTemplate: template))
         let (host, port, name) = (self.host, self.port, modelName)
-        let banner = "KV \(engine.kv.name), \(options.slots) slots, context \(options.maxContext)"
+        let banner = "KV \(engine.kv.name), \(options.slots) slots, context \(engine.kv.maxContext)"
         let limits = ConnectionLimits(idleTimeout: idleTimeout > 0 ? .seconds(idleTimeout) : nil,
                                       readTimeout: readTimeout > 0 ? .seconds(readTimeout) : nil)
         let app = makeApplication(routes, host: host, port: port, logger: logger, limits: limits) {
