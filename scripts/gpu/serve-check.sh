@@ -2,7 +2,7 @@
 # The product test on the GPU machine: the Python tests CI runs on the CPU, against `vattn serve|demo|chat --backend
 # cuda` with the real SmolLM2 — tests/openai_client_test.py (the official openai client) and a shortened
 # tests/soak_test.py (mixed requests with client disconnects, then leak checks) for each KV mode in $KVS, then
-# tests/cli_test.py once.
+# tests/hostile_client_test.py and tests/cli_test.py once.
 # Carry (calls back to back while the machine is warm, each at most 64 MiB; scripts/gpu/pack.sh prepares them):
 #   1. .stage/smollm2.part-aa                  bash scripts/gpu/stage.sh
 #   2. .stage/smollm2.part-ab .whl             bash scripts/gpu/stage.sh
@@ -47,7 +47,7 @@ finish() {
       [ "$kv" = "$name" ] && kv=-
       case $kind in
         openai) kind=openai_client_test.py ;; soak) kind=soak_test.py ;; cli) kind=cli_test.py ;;
-        shutdown) kind=shutdown_test.py ;;
+        shutdown) kind=shutdown_test.py ;; hostile) kind=hostile_client_test.py ;;
       esac
       last=$(grep -E '^=*[ ]*[0-9]+ (passed|failed|errors?|skipped|deselected)|^=* *no tests ran' \
         "$OUT/$name.log" 2>/dev/null | tail -1)
@@ -88,6 +88,8 @@ for kv in $KVS; do
   step "soak-$kv" 200 env VATTN_BIN=$BIN VATTN_SERVE_ARGS="--backend cuda --kv $kv" SOAK_REQUESTS="$SOAK_REQUESTS" \
     SOAK_KV_MIB="$kv_mib" python3 -m pytest -q -s -p no:cacheprovider tests/soak_test.py
 done
+step hostile 150 env VATTN_BIN=$BIN VATTN_SERVE_ARGS="--backend cuda" \
+  python3 -m pytest -q -p no:cacheprovider tests/hostile_client_test.py
 step cli 200 env VATTN_BIN=$BIN VATTN_ARGS="--backend cuda" VATTN_EXPECT_GPU=1 \
   python3 -m pytest -q -rs -p no:cacheprovider tests/cli_test.py
 finish
