@@ -116,7 +116,7 @@ struct Chat: ParsableCommand {
                 // After the last step: a second Ctrl-C if this reply was already stopped; else the reply had ended.
                 if stopped {
                     printErr("\n[Ctrl-C twice: bye]")
-                    Glibc.exit(130)
+                    _exit(130)  // as the handler does: no atexit handlers under the model's threads
                 }
                 stopped = true
             }

@@ -94,7 +94,9 @@ struct Serve: AsyncParsableCommand {
                 seen += 1
                 if seen > 1 {
                     printErr("vattn serve: second \(signal): exiting now, without draining")
-                    Glibc.exit(1)
+                    // _exit, not exit: exit's atexit handlers tear the CUDA driver down under the engine thread's
+                    // feet (SIGSEGV on the H200); nothing here is left buffered.
+                    _exit(1)
                 }
                 // The engine drains, then ends; its end shuts the HTTP side down gracefully (configured above).
                 let n = service.beginShutdown(drainLimit: drainLimit)
