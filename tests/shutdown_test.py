@@ -26,12 +26,15 @@ class Server(vattn_server.Server):
     def __init__(self, *args):
         super().__init__(*args, context=CONTEXT)
         # How fast one request decodes here (a 2-core CPU: ~20 tokens/s; a GPU: ~1,000), so "a request still running
-        # N seconds from now" means the same on both.
-        t0 = time.time()
-        r = httpx.post(self.base + "/v1/completions", json={"model": MODEL, "prompt": "Once upon a time",
-                       "max_tokens": 32, "temperature": 0, "ignore_eos": True}, timeout=60)
-        assert r.status_code == 200, r.text
-        self.tokens_per_second = 32 / (time.time() - t0)
+        # N seconds from now" means the same on both. The faster of two: a GPU's first request captures CUDA graphs,
+        # and from it alone a "4 s" request took a fraction of a second.
+        self.tokens_per_second = 0.0
+        for _ in range(2):
+            t0 = time.time()
+            r = httpx.post(self.base + "/v1/completions", json={"model": MODEL, "prompt": "Once upon a time",
+                           "max_tokens": 32, "temperature": 0, "ignore_eos": True}, timeout=60)
+            assert r.status_code == 200, r.text
+            self.tokens_per_second = max(self.tokens_per_second, 32 / (time.time() - t0))
 
     def tokens_for(self, seconds: float) -> int:
         """max_tokens for a request that decodes about `seconds` (capped by the context)."""
@@ -83,6 +86,7 @@ def test_sigterm_drains_requests_in_flight_then_exits_0():
     time.sleep(0.3)
     health = httpx.get(s.base + "/health", timeout=5)
     assert health.status_code == 503 and health.json()["status"] == "shutting_down"
+    assert health.json()["running"] == 1, f"the request in flight ended before the test could ask: {health.json()}"
     late = httpx.post(s.base + "/v1/completions", json=body, timeout=10)
     assert late.status_code == 503 and late.json()["error"]["type"] == "server_error"
     t.join(60)
