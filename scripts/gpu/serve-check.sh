@@ -89,7 +89,7 @@ for kv in $KVS; do
     SOAK_KV_MIB="$kv_mib" python3 -m pytest -q -s -p no:cacheprovider tests/soak_test.py
 done
 step hostile 150 env VATTN_BIN=$BIN VATTN_SERVE_ARGS="--backend cuda" \
-  python3 -m pytest -q -p no:cacheprovider tests/hostile_client_test.py
+  python3 -m pytest -q -s -p no:cacheprovider tests/hostile_client_test.py
 step cli 200 env VATTN_BIN=$BIN VATTN_ARGS="--backend cuda" VATTN_EXPECT_GPU=1 \
   python3 -m pytest -q -rs -p no:cacheprovider tests/cli_test.py
 finish
