@@ -247,10 +247,12 @@ def test_chat_second_ctrl_c_during_a_reply_exits():
         p.send_signal(signal.SIGINT)
         time.sleep(0.05)  # two signals sent at once merge into one (standard signals do not queue)
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
+        # Standard input stays open: leaving must come from the second Ctrl-C, not from the end of input (closing
+        # it at once raced the signal on the H200 and sometimes won).
+        err = _wait_for(p.stderr, b"bye", timeout=30)
+        status = p.wait(timeout=30)
     finally:
         p.kill()
     # Either both came before the loop looked (exit at once, 130) or the first stopped the reply and the second
     # reached the prompt (exit 0): a clean exit with a message either way, never death by the signal.
-    assert p.returncode in (0, 130), (p.returncode, err.decode()[-2000:])
-    assert "bye" in err.decode()
+    assert status in (0, 130), (status, err.decode()[-2000:])
