@@ -10,7 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 FUZZER_LIB=$(dirname "$(dirname "$(command -v swift)")")/lib/clang
-FUZZER_LIB=$(ls "$FUZZER_LIB"/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a | head -1)
+FUZZER_LIB=$(ls "$FUZZER_LIB"/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a 2>/dev/null | head -1 || true)
+if [ -z "$FUZZER_LIB" ]; then
+  echo "fuzz.sh: this Swift toolchain has no libclang_rt.fuzzer_no_main-x86_64.a (libFuzzer) under $(dirname "$(dirname "$(command -v swift)")")/lib/clang" >&2
+  exit 1
+fi
 export ASAN_OPTIONS=detect_leaks=0  # the build's own tools run instrumented too; leaks are not what this looks for
 timeout 1800 swift build --product vattn-fuzz --scratch-path .build-fuzz \
   -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp \
