@@ -29,6 +29,8 @@ public final class CPULlamaModel: @unchecked Sendable {
     public let weights: any LlamaWeights
     /// How the projections multiply (the integer kernels on this CPU's best instruction set unless asked otherwise).
     public let matmul: CPUMatmul
+    /// What runs: `matmul`, or `.float32` when no weight is in a format the integer kernels take.
+    public let matmulInUse: CPUMatmul
     private let embeddings: WeightTensor
     private let outputNorm: [Float]
     private let output: Linear
@@ -45,7 +47,7 @@ public final class CPULlamaModel: @unchecked Sendable {
     /// an error here rather than a crash mid-forward. `matmul` must be `.float32` or an instruction set this CPU
     /// supports.
     public init(weights: any LlamaWeights, matmul: CPUMatmul = .best) throws {
-        if case .integer(let isa) = matmul { precondition(isa.isSupported, "this CPU cannot run \(isa) kernels") }
+        if case .integer(let isa, _) = matmul { precondition(isa.isSupported, "this CPU cannot run \(isa) kernels") }
         let hp = weights.hyperparameters
         hyperparameters = hp
         self.weights = weights
@@ -83,6 +85,9 @@ public final class CPULlamaModel: @unchecked Sendable {
                                 down: try linear(p + "ffn_down.weight", rows: dModel, rowLength: ffn)))
         }
         self.layers = layers
+        let integer = layers.contains { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down].contains { $0.kernel != nil } }
+            || output.kernel != nil
+        matmulInUse = integer ? matmul : .float32
         var frequencies = hp.ropeInverseFrequencies
         // llama.cpp's converter stores Llama 3.1's RoPE scaling as per-pair divisors.
         if weights.hasTensor("rope_freqs.weight") {

@@ -23,22 +23,32 @@ public enum CPUInstructionSet: Int, CaseIterable, Sendable, CustomStringConverti
     }
 }
 
+/// How finely the integer kernels quantize each block of 32 activations.
+public enum ActivationPrecision: Sendable, Equatable {
+    /// 8 bits: d·q, error ≤ d/2 (llama.cpp's Q8_0/Q8_1). SmolLM2's logits move by up to ~1 from the float32 path.
+    case int8
+    /// 8 bits and an 8-bit residual: d·(q + r/128), error ≤ d/256, one more multiply-add per product. Logits stay
+    /// within 0.05 of HF transformers' float32 (the fixture tests).
+    case int16
+}
+
 /// How `CPULlamaModel` multiplies activations by its weights.
 public enum CPUMatmul: Sendable, Equatable, CustomStringConvertible {
     /// Each weight row dequantized to float32 for a float dot product: the reference. F32, F16 and BF16 weights
     /// always take this path.
     case float32
-    /// Each input row quantized once to 8 bits per block of 32, then dotted with Q4_0, Q4_1 and Q8_0 weights in
-    /// their stored format with integer multiply-adds on the given instruction set.
-    case integer(CPUInstructionSet)
+    /// Each input row quantized once per block of 32, then dotted with Q4_0, Q4_1 and Q8_0 weights in their stored
+    /// format with integer multiply-adds on the given instruction set.
+    case integer(CPUInstructionSet, ActivationPrecision)
 
-    /// Integer kernels on the best instruction set of this machine.
-    public static var best: CPUMatmul { .integer(.best) }
+    /// Integer kernels on the best instruction set of this machine, 16-bit activations.
+    public static var best: CPUMatmul { .integer(.best, .int16) }
 
     public var description: String {
         switch self {
-        case .float32: "float32 (dequantized weights)"
-        case .integer(let isa): "integer, \(isa)"
+        case .float32: "float32 matmul"
+        case .integer(let isa, .int16): "integer matmul on \(isa)"
+        case .integer(let isa, .int8): "integer matmul on \(isa), 8-bit activations"
         }
     }
 }
@@ -51,13 +61,14 @@ struct Linear: @unchecked Sendable {
     /// Whether the kernel reads the activations' residual bytes as well (16-bit activations).
     let residual: Bool
 
-    init(_ weight: WeightTensor, _ matmul: CPUMatmul, residual: Bool = true) {
+    init(_ weight: WeightTensor, _ matmul: CPUMatmul) {
         self.weight = weight
-        self.residual = residual
-        guard case .integer(let isa) = matmul, let kernels = isa.kernels?.pointee else {
+        guard case .integer(let isa, let precision) = matmul, let kernels = isa.kernels?.pointee else {
             kernel = nil
+            residual = false
             return
         }
+        residual = precision == .int16
         switch weight.type {
         case .q4_0: kernel = residual ? kernels.q4_0_residual : kernels.q4_0
         case .q4_1: kernel = residual ? kernels.q4_1_residual : kernels.q4_1

@@ -1,4 +1,5 @@
 import Model
+import Kernels
 
 /// What the engine needs of a model: run one iteration's chunks and pick the next token of every chunk that wants
 /// one. The CPU model samples on the host; the CUDA model samples on the GPU and copies back only the token ids.
@@ -41,7 +42,7 @@ extension TokenDraw {
 }
 
 extension CPULlamaModel: ModelRunner {
-    public var deviceDescription: String { "cpu" }
+    public var deviceDescription: String { "cpu, \(defaultThreadCount) threads, \(matmulInUse)" }
 
     public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
         let logits = forward(chunks, kv: kv)

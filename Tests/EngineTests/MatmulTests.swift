@@ -53,8 +53,8 @@ struct IntegerMatmulTests {
     }
 
     /// y via the given path, `tokens` rows at once.
-    static func run(_ w: WeightTensor, _ x: [Float], tokens: Int, _ matmul: CPUMatmul, residual: Bool) -> [Float] {
-        let linear = Linear(w, matmul, residual: residual)
+    static func run(_ w: WeightTensor, _ x: [Float], tokens: Int, _ isa: CPUInstructionSet, residual: Bool) -> [Float] {
+        let linear = Linear(w, .integer(isa, residual ? .int16 : .int8))
         let scratch = QuantizedRows(capacity: tokens * w.rowLength)
         defer { scratch.free() }
         var y = [Float](repeating: .nan, count: tokens * w.rowCount)
@@ -116,7 +116,7 @@ struct IntegerMatmulTests {
             for residual in [false, true] {
                 let xq = Self.quantizedInput(x, tokens: tokens, k: k, residual: residual)
                 for isa in Self.instructionSets {
-                    let y = Self.run(w, x, tokens: tokens, .integer(isa), residual: residual)
+                    let y = Self.run(w, x, tokens: tokens, isa, residual: residual)
                     for t in 0..<tokens {
                         for r in 0..<rows {
                             var exact = 0.0, magnitude = 0.0, rounding = 0.0, unquantized = 0.0
@@ -146,10 +146,10 @@ struct IntegerMatmulTests {
         for isa in Self.instructionSets {
             for residual in [false, true] {
             let alone = (0..<most).map { t in
-                Self.run(w, Array(x[(t * k)..<((t + 1) * k)]), tokens: 1, .integer(isa), residual: residual)
+                Self.run(w, Array(x[(t * k)..<((t + 1) * k)]), tokens: 1, isa, residual: residual)
             }
             for tokens in 1...most {
-                let batched = Self.run(w, Array(x[0..<(tokens * k)]), tokens: tokens, .integer(isa), residual: residual)
+                let batched = Self.run(w, Array(x[0..<(tokens * k)]), tokens: tokens, isa, residual: residual)
                 for t in 0..<tokens {
                     #expect(Array(batched[(t * rows)..<((t + 1) * rows)]) == alone[t],
                             "\(isa) \(type) residual \(residual): \(tokens) tokens, token \(t)")
@@ -165,7 +165,7 @@ struct IntegerMatmulTests {
             let w = Self.randomWeights(type, rows: 8, k: 1536, seed: 5)
             let x = Self.randomInput(tokens: 5, k: 1536, seed: 6)
             for residual in [false, true] {
-                let results = Self.instructionSets.map { Self.run(w, x, tokens: 5, .integer($0), residual: residual) }
+                let results = Self.instructionSets.map { Self.run(w, x, tokens: 5, $0, residual: residual) }
                 for y in results.dropFirst() {
                     for (a, b) in zip(results[0], y) { #expect(abs(a - b) <= 1e-4 * max(1, abs(a)), "\(type)") }
                 }
