@@ -47,6 +47,14 @@ extension CPULlamaModel: ModelRunner {
     public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
         let logits = forward(chunks, kv: kv)
         precondition(logits.count == sampling.count, "one draw per chunk that wants logits")
-        return zip(logits, sampling).map { l, d in l.withUnsafeBufferPointer { sampleToken($0, d) } }
+        // Sampling a 49K vocabulary with top-k/top-p is ~0.1 ms a request: in parallel, as the forward is.
+        var tokens = [TokenID](repeating: 0, count: logits.count)
+        tokens.withUnsafeMutableBufferPointer { out in
+            let out = SendablePointer(out.baseAddress!)
+            parallelFor(logits.count) { i in
+                out.pointer[i] = logits[i].withUnsafeBufferPointer { sampleToken($0, sampling[i]) }
+            }
+        }
+        return tokens
     }
 }
