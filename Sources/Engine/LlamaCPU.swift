@@ -153,12 +153,15 @@ public final class CPULlamaModel: @unchecked Sendable {
         let decodeQuery = Buffer(decodeRows.count * qDim), decodeOut = Buffer(decodeRows.count * qDim)
         defer { decodeQuery.free(); decodeOut.free() }
 
+        let rowPositions = positions
         for (layerIndex, layer) in layers.enumerated() {
-            rmsNorm(x.p, layer.attentionNorm, rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p)
+            eachRow(n) { r in
+                rmsNorm(x.p + r * dModel, layer.attentionNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
+            }
             multiply([(layer.q, q.p), (layer.k, k.p), (layer.v, v.p)], h.p, tokens: n, quantized: quantized)
-            for r in 0..<n {
-                rope(q.p + r * qDim, heads: hp.headCount, position: positions[r])
-                rope(k.p + r * kvDim, heads: hp.headCountKV, position: positions[r])
+            eachRow(n) { r in
+                self.rope(q.p + r * qDim, heads: hp.headCount, position: rowPositions[r])
+                self.rope(k.p + r * kvDim, heads: hp.headCountKV, position: rowPositions[r])
             }
             kv.append(layer: layerIndex, keys: k.p, values: v.p, slots: slots, positions: positions)
             if !decodeRows.isEmpty {
@@ -173,11 +176,15 @@ public final class CPULlamaModel: @unchecked Sendable {
             }
             multiply(layer.o, attn.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
-            rmsNorm(x.p, layer.ffnNorm, rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p)
+            eachRow(n) { r in
+                rmsNorm(x.p + r * dModel, layer.ffnNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
+            }
             multiply([(layer.gate, gate.p), (layer.up, up.p)], h.p, tokens: n, quantized: quantized)
-            for i in 0..<(n * ffn) {
-                let g = gate.p[i]
-                gate.p[i] = g / (1 + exp(-g)) * up.p[i]
+            eachRow(n) { r in
+                for i in (r * ffn)..<((r + 1) * ffn) {
+                    let g = gate.p[i]
+                    gate.p[i] = g / (1 + exp(-g)) * up.p[i]
+                }
             }
             multiply(layer.down, gate.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
@@ -194,7 +201,7 @@ public final class CPULlamaModel: @unchecked Sendable {
         let last = Buffer(wanted.count * dModel)
         defer { last.free() }
         for (i, r) in wanted.enumerated() {
-            rmsNorm(x.p + r * dModel, outputNorm, rows: 1, width: dModel, epsilon: hp.rmsNormEpsilon,
+            rmsNorm(x.p + r * dModel, outputNorm, width: dModel, epsilon: hp.rmsNormEpsilon,
                     into: last.p + i * dModel)
         }
         let vocab = output.weight.rowCount
@@ -221,23 +228,31 @@ public final class CPULlamaModel: @unchecked Sendable {
     }
 }
 
-private func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], rows: Int, width: Int, epsilon: Float,
-                     into y: UnsafeMutablePointer<Float>) {
-    for r in 0..<rows {
-        let xr = x + r * width, yr = y + r * width
-        var sum: Double = 0
-        for i in 0..<width { sum += Double(xr[i] * xr[i]) }
-        let inv = 1 / Float((sum / Double(width) + Double(epsilon)).squareRoot())
-        for i in 0..<width { yr[i] = xr[i] * inv * weight[i] }
+/// Runs `body` for rows 0..<n, on every thread when there are enough rows to pay for it (a prefill chunk or a
+/// large batch). Rows are independent, so the results are the same either way.
+private func eachRow(_ n: Int, _ body: @Sendable (Int) -> Void) {
+    if n >= 16 {
+        parallelFor(n, body)
+    } else {
+        for r in 0..<n { body(r) }
     }
+}
+
+private func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], width: Int, epsilon: Float,
+                     into y: UnsafeMutablePointer<Float>) {
+    var sum: Double = 0
+    for i in 0..<width { sum += Double(x[i] * x[i]) }
+    let inv = 1 / Float((sum / Double(width) + Double(epsilon)).squareRoot())
+    for i in 0..<width { y[i] = x[i] * inv * weight[i] }
 }
 
 private func add(_ a: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
     for i in 0..<count { x[i] += a[i] }
 }
 
-/// A float scratch buffer with manual lifetime (freed by the forward pass that made it).
-struct Buffer {
+/// A float scratch buffer with manual lifetime (freed by the forward pass that made it); parallel row bodies write
+/// disjoint rows of it.
+struct Buffer: @unchecked Sendable {
     let p: UnsafeMutablePointer<Float>
     init(_ count: Int) {
         p = .allocate(capacity: max(count, 1))

@@ -102,10 +102,20 @@ struct QuantizedRows {
         sums.deallocate()
     }
 
-    /// Quantizes `tokens` rows of `k` floats, each row on its own, with residual bytes or without.
+    /// Quantizes `tokens` rows of `k` floats, each row on its own (so in parallel when there are many), with
+    /// residual bytes or without.
     func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool) -> vq_activations {
         precondition(tokens * k <= capacity && k % 32 == 0)
-        vq_quantize_rows(x, Int32(tokens), Int32(k), qs, residual ? residuals : nil, scales, sums)
+        let rowsPerItem = 8, nb = k / 32
+        let scratch = SendableScratch(qs: qs, residuals: residual ? residuals : nil, scales: scales, sums: sums)
+        let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+        parallelFor(tokens >= 2 * rowsPerItem ? (tokens + rowsPerItem - 1) / rowsPerItem : 1) { item in
+            let first = tokens >= 2 * rowsPerItem ? item * rowsPerItem : 0
+            let count = tokens >= 2 * rowsPerItem ? min(rowsPerItem, tokens - first) : tokens
+            vq_quantize_rows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
+                             scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
+                             scratch.sums + first * nb)
+        }
         return vq_activations(qs: qs, residual: residual ? residuals : nil, d: scales, sum: sums, k: Int32(k))
     }
 }
@@ -186,6 +196,12 @@ func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Floa
 struct SendablePointer<T>: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<T>
     init(_ p: UnsafeMutablePointer<T>) { pointer = p }
+}
+
+/// `QuantizedRows`' buffers handed to `parallelFor` bodies, which write disjoint rows.
+private struct SendableScratch: @unchecked Sendable {
+    let qs: UnsafeMutablePointer<Int8>, residuals: UnsafeMutablePointer<Int8>?
+    let scales: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>
 }
 
 /// Quantized activations handed to `parallelFor` bodies, which only read them.
