@@ -178,6 +178,7 @@ struct WeightSourceTests {
     @Test("dummy weights run through CPULlamaModel and LLMEngine: finite logits, full outputs")
     func dummyThroughEngine() throws {
         let model = try CPULlamaModel(weights: DummyWeights(hyperparameters: Self.tiny, seed: 1))
+        #expect(model.matmulInUse == .float32, "F32 weights take the float32 path")
         let logits = try logitsTrace(model, prompt: [1, 2, 3, 4], decodes: 2)
         #expect(logits.allSatisfy { $0.count == 80 && $0.allSatisfy(\.isFinite) })
         #expect(Set(logits.map { $0.max()! }).count > 1, "not constant")
