@@ -8,6 +8,7 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
 enum { Q4_0, Q4_1, Q8_0 };
+enum { PREFETCH_ROWS = 16 };
 
 // A weight block: unsigned quants (Q8_0: magnitudes; `signs` holds the signed bytes), its scale in every lane, and
 // the offset term's weight side (Q4_0: −8·d, Q4_1: m).
@@ -82,7 +83,11 @@ INLINE void tile(int format, int fine, int R, int T, const uint8_t *w, size_t ro
         for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         row_step rows[2];
-        for (int r = 0; r < R; r++) rows[r] = load_row(format, w + r * row_bytes + (size_t)b * bytes);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *at = w + r * row_bytes + (size_t)b * bytes;
+            _mm_prefetch((const char *)(at + PREFETCH_ROWS * row_bytes), _MM_HINT_T0);  // as in avx512_vnni.c
+            rows[r] = load_row(format, at);
+        }
         for (int t = 0; t < T; t++) {
             const size_t at = (size_t)t * k + 32 * b;
             const token_step tk = load_token(format, fine, xq + at, fine ? xr + at : NULL, xd + (size_t)t * nb + b,
