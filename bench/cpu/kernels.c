@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
             if (format == 1) memcpy(w + r * row_bytes + (size_t)b * block + 2, &scale, 2);
         }
     float *x = malloc(sizeof(float) * tokens * k), *y = malloc(sizeof(float) * tokens * rows);
-    for (int i = 0; i < tokens * k; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < tokens * k; i++) x[i] = (float)(rand() / (RAND_MAX + 1.0) - 0.5);
     int8_t *qs = malloc((size_t)tokens * k), *res = malloc((size_t)tokens * k);
     float *d = malloc(sizeof(float) * tokens * k / 32), *sum = malloc(sizeof(float) * tokens * k / 32);
     vq_quantize_rows(x, tokens, k, qs, residual ? res : NULL, d, sum);
