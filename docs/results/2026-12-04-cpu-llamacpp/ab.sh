@@ -2,7 +2,7 @@
 # The A/B runs of the report, interleaved: the demo on main's binary (BASE) and on this one with each matmul path,
 # then vattn bench cpu with 16- vs 8-bit activations. Raw output under $OUT.
 set -euo pipefail
-BASE=${BASE:?main's release vattn}
+BASE=${BASE:?the release vattn of main}
 NEW=${NEW:-.build-rel/release/vattn}
 OUT=${OUT:?directory}
 mkdir -p "$OUT"
