@@ -17,7 +17,9 @@ typedef struct { __m256i w, signs; __m256 d, m; } row_step;
 // sum to it).
 typedef struct { __m256i a, residual; __m256 d, s; } token_step;
 
-INLINE int block_bytes(int format) { return format == Q4_0 ? VQ_Q4_0_BYTES : format == Q4_1 ? VQ_Q4_1_BYTES : VQ_Q8_0_BYTES; }
+INLINE int block_bytes(int format) {
+    return format == Q4_0 ? VQ_Q4_0_BYTES : format == Q4_1 ? VQ_Q4_1_BYTES : VQ_Q8_0_BYTES;
+}
 
 INLINE row_step load_row(int format, const uint8_t *b) {
     row_step r;
@@ -42,13 +44,13 @@ INLINE row_step load_row(int format, const uint8_t *b) {
     return r;
 }
 
-INLINE token_step load_token(int format, int fine, const int8_t *q, const int8_t *residual, const float *d,
+INLINE token_step load_token(int format, int with_residual, const int8_t *q, const int8_t *residual, const float *d,
                              const float *sum) {
     token_step t;
     t.a = _mm256_loadu_si256((const __m256i *)q);
-    t.residual = fine ? _mm256_loadu_si256((const __m256i *)residual) : _mm256_setzero_si256();
+    t.residual = with_residual ? _mm256_loadu_si256((const __m256i *)residual) : _mm256_setzero_si256();
     t.d = _mm256_broadcast_ss(d);
-    if (fine) t.d = _mm256_mul_ps(t.d, _mm256_set1_ps(1.0f / 128));
+    if (with_residual) t.d = _mm256_mul_ps(t.d, _mm256_set1_ps(1.0f / 128));
     t.s = format == Q8_0 ? _mm256_setzero_ps() : _mm256_mul_ps(_mm256_broadcast_ss(sum), _mm256_set1_ps(0.125f));
     return t;
 }
@@ -60,9 +62,9 @@ INLINE __m256i dot_pairs(int format, row_step r, __m256i a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(r.w, a), _mm256_set1_epi16(1));
 }
 
-INLINE __m256 step(int format, int fine, row_step r, token_step t, __m256 acc) {
+INLINE __m256 step(int format, int with_residual, row_step r, token_step t, __m256 acc) {
     __m256i sums = dot_pairs(format, r, t.a);
-    if (fine) sums = _mm256_add_epi32(_mm256_slli_epi32(sums, 7), dot_pairs(format, r, t.residual));
+    if (with_residual) sums = _mm256_add_epi32(_mm256_slli_epi32(sums, 7), dot_pairs(format, r, t.residual));
     const __m256 products = _mm256_cvtepi32_ps(sums);
     acc = _mm256_fmadd_ps(_mm256_mul_ps(products, t.d), r.d, acc);
     if (format != Q8_0) acc = _mm256_fmadd_ps(r.m, t.s, acc);
@@ -75,7 +77,7 @@ INLINE float sum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
 }
 
-INLINE void tile(int format, int fine, int R, int T, const uint8_t *w, size_t row_bytes, const int8_t *xq,
+INLINE void tile(int format, int with_residual, int R, int T, const uint8_t *w, size_t row_bytes, const int8_t *xq,
                  const int8_t *xr, const float *xd, const float *xs, int k, float *y, size_t y_stride) {
     const int nb = k / 32, bytes = block_bytes(format);
     __m256 acc[2][2];
@@ -90,26 +92,26 @@ INLINE void tile(int format, int fine, int R, int T, const uint8_t *w, size_t ro
         }
         for (int t = 0; t < T; t++) {
             const size_t at = (size_t)t * k + 32 * b;
-            const token_step tk = load_token(format, fine, xq + at, fine ? xr + at : NULL, xd + (size_t)t * nb + b,
-                                             xs + (size_t)t * nb + b);
-            for (int r = 0; r < R; r++) acc[r][t] = step(format, fine, rows[r], tk, acc[r][t]);
+            const token_step tk = load_token(format, with_residual, xq + at, with_residual ? xr + at : NULL,
+                                             xd + (size_t)t * nb + b, xs + (size_t)t * nb + b);
+            for (int r = 0; r < R; r++) acc[r][t] = step(format, with_residual, rows[r], tk, acc[r][t]);
         }
     }
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) y[(size_t)t * y_stride + r] = sum8(acc[r][t]);
 }
 
-#define TILE(R, T) tile(format, fine, R, T, row, row_bytes, xq, xr, xd, xs, x.k, out, y_stride)
+#define TILE(R, T) tile(format, with_residual, R, T, row, row_bytes, xq, xr, xd, xs, x.k, out, y_stride)
 
-INLINE void matmul(int format, int fine, const void *weights, size_t row_bytes, int row_begin, int row_end, vq_activations x,
-                   int tokens, float *y, size_t y_stride) {
+INLINE void matmul(int format, int with_residual, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                   vq_activations x, int tokens, float *y, size_t y_stride) {
     const int nb = x.k / 32;
     for (int r = row_begin; r < row_end; r += 2) {
         const int nr = row_end - r < 2 ? row_end - r : 2;
         const uint8_t *row = (const uint8_t *)weights + (size_t)r * row_bytes;
         for (int t = 0; t < tokens; t += 2) {
             const int nt = tokens - t < 2 ? tokens - t : 2;
-            const int8_t *xq = x.qs + (size_t)t * x.k, *xr = fine ? x.residual + (size_t)t * x.k : NULL;
+            const int8_t *xq = x.qs + (size_t)t * x.k, *xr = with_residual ? x.residual + (size_t)t * x.k : NULL;
             const float *xd = x.d + (size_t)t * nb, *xs = x.sum + (size_t)t * nb;
             float *out = y + (size_t)t * y_stride + r;
             switch (nr * 2 + nt) {
@@ -122,10 +124,10 @@ INLINE void matmul(int format, int fine, const void *weights, size_t row_bytes, 
     }
 }
 
-#define KERNEL(name, format, fine)                                                                                \
+#define KERNEL(name, format, with_residual)                                                                \
     static TARGET void name(const void *w, size_t rb, int r0, int r1, vq_activations x, int n, float *y,      \
                             size_t ys) {                                                                       \
-        matmul(format, fine, w, rb, r0, r1, x, n, y, ys);                                                          \
+        matmul(format, with_residual, w, rb, r0, r1, x, n, y, ys);                                              \
     }
 KERNEL(matmul_q4_0, Q4_0, 0)
 KERNEL(matmul_q4_1, Q4_1, 0)

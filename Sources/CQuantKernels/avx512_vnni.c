@@ -17,7 +17,9 @@ typedef struct { __m512i w; __m512 d, m; __mmask64 negative; } row_step;
 // (8 lanes of offset · sum/8 sum to it).
 typedef struct { __m512i a, residual; __m512 d, s; } token_step;
 
-INLINE int block_bytes(int format) { return format == Q4_0 ? VQ_Q4_0_BYTES : format == Q4_1 ? VQ_Q4_1_BYTES : VQ_Q8_0_BYTES; }
+INLINE int block_bytes(int format) {
+    return format == Q4_0 ? VQ_Q4_0_BYTES : format == Q4_1 ? VQ_Q4_1_BYTES : VQ_Q8_0_BYTES;
+}
 
 // [v[0] in lanes 0–7, v[1] in lanes 8–15].
 INLINE __m512 spread_pair(__m128 v) {
@@ -56,7 +58,8 @@ INLINE row_step load_row(int format, const uint8_t *b0, int two) {
         r.d = spread_pair(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)));
         r.m = _mm512_mul_ps(r.d, _mm512_set1_ps(-8));
     } else {
-        const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, two ? (int)vq_load_u32(b0 + bytes) : 0, (int)vq_load_u32(b0)));
+        const int dm1 = two ? (int)vq_load_u32(b0 + bytes) : 0;
+        const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, dm1, (int)vq_load_u32(b0)));
         const __m512 v = _mm512_castps128_ps512(dm);  // d0 m0 d1 m1
         r.d = _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), v);
         r.m = _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), v);
@@ -68,13 +71,13 @@ INLINE __m512i load_quants(const int8_t *q, int two) {
     return two ? _mm512_loadu_si512(q) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
 }
 
-INLINE token_step load_token(int format, int fine, const int8_t *q, const int8_t *residual, const float *d,
+INLINE token_step load_token(int format, int with_residual, const int8_t *q, const int8_t *residual, const float *d,
                              const float *sum, int two) {
     token_step t;
     t.a = load_quants(q, two);
-    t.residual = fine ? load_quants(residual, two) : _mm512_setzero_si512();
+    t.residual = with_residual ? load_quants(residual, two) : _mm512_setzero_si512();
     t.d = spread_pair(two ? _mm_castpd_ps(_mm_load_sd((const double *)d)) : _mm_load_ss(d));
-    if (fine) t.d = _mm512_mul_ps(t.d, _mm512_set1_ps(1.0f / 128));
+    if (with_residual) t.d = _mm512_mul_ps(t.d, _mm512_set1_ps(1.0f / 128));
     t.s = format == Q8_0 ? _mm512_setzero_ps()
                          : _mm512_mul_ps(spread_pair(two ? _mm_castpd_ps(_mm_load_sd((const double *)sum))
                                                          : _mm_load_ss(sum)),
@@ -84,22 +87,22 @@ INLINE token_step load_token(int format, int fine, const int8_t *q, const int8_t
 
 // The same operations for every (row, token), whatever tile it is in.
 // With residuals the integer sum is Σ w·(128·q + residual): exact in int32 (|·| < 2^28).
-INLINE __m512 step(int format, int fine, row_step r, token_step t, __m512 acc) {
+INLINE __m512 step(int format, int with_residual, row_step r, token_step t, __m512 acc) {
     const __m512i zero = _mm512_setzero_si512();
     __m512i a = t.a, residual = t.residual;
     if (format == Q8_0) {
         a = _mm512_mask_sub_epi8(a, r.negative, zero, a);
-        if (fine) residual = _mm512_mask_sub_epi8(residual, r.negative, zero, residual);
+        if (with_residual) residual = _mm512_mask_sub_epi8(residual, r.negative, zero, residual);
     }
     __m512i sums = _mm512_dpbusd_epi32(zero, r.w, a);
-    if (fine) sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 7), r.w, residual);
+    if (with_residual) sums = _mm512_dpbusd_epi32(_mm512_slli_epi32(sums, 7), r.w, residual);
     const __m512 products = _mm512_cvtepi32_ps(sums);
     acc = _mm512_fmadd_ps(_mm512_mul_ps(products, t.d), r.d, acc);
     if (format != Q8_0) acc = _mm512_fmadd_ps(r.m, t.s, acc);
     return acc;
 }
 
-INLINE void tile(int format, int fine, int R, int T, const uint8_t *w, size_t row_bytes, const int8_t *xq,
+INLINE void tile(int format, int with_residual, int R, int T, const uint8_t *w, size_t row_bytes, const int8_t *xq,
                  const int8_t *xr, const float *xd, const float *xs, int k, float *y, size_t y_stride) {
     const int nb = k / 32, bytes = block_bytes(format);
     __m512 acc[4][4];
@@ -118,9 +121,9 @@ INLINE void tile(int format, int fine, int R, int T, const uint8_t *w, size_t ro
         }
         for (int t = 0; t < T; t++) {
             const size_t at = (size_t)t * k + 32 * b;
-            const token_step tk = load_token(format, fine, xq + at, fine ? xr + at : NULL, xd + (size_t)t * nb + b,
-                                             xs + (size_t)t * nb + b, 1);
-            for (int r = 0; r < R; r++) acc[r][t] = step(format, fine, rows[r], tk, acc[r][t]);
+            const token_step tk = load_token(format, with_residual, xq + at, with_residual ? xr + at : NULL,
+                                             xd + (size_t)t * nb + b, xs + (size_t)t * nb + b, 1);
+            for (int r = 0; r < R; r++) acc[r][t] = step(format, with_residual, rows[r], tk, acc[r][t]);
         }
     }
     if (b < nb) {
@@ -128,26 +131,26 @@ INLINE void tile(int format, int fine, int R, int T, const uint8_t *w, size_t ro
         for (int r = 0; r < R; r++) rows[r] = load_row(format, w + r * row_bytes + (size_t)b * bytes, 0);
         for (int t = 0; t < T; t++) {
             const size_t at = (size_t)t * k + 32 * b;
-            const token_step tk = load_token(format, fine, xq + at, fine ? xr + at : NULL, xd + (size_t)t * nb + b,
-                                             xs + (size_t)t * nb + b, 0);
-            for (int r = 0; r < R; r++) acc[r][t] = step(format, fine, rows[r], tk, acc[r][t]);
+            const token_step tk = load_token(format, with_residual, xq + at, with_residual ? xr + at : NULL,
+                                             xd + (size_t)t * nb + b, xs + (size_t)t * nb + b, 0);
+            for (int r = 0; r < R; r++) acc[r][t] = step(format, with_residual, rows[r], tk, acc[r][t]);
         }
     }
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) y[(size_t)t * y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-#define TILE(R, T) tile(format, fine, R, T, row, row_bytes, xq, xr, xd, xs, x.k, out, y_stride)
+#define TILE(R, T) tile(format, with_residual, R, T, row, row_bytes, xq, xr, xd, xs, x.k, out, y_stride)
 
-INLINE void matmul(int format, int fine, const void *weights, size_t row_bytes, int row_begin, int row_end, vq_activations x,
-                   int tokens, float *y, size_t y_stride) {
+INLINE void matmul(int format, int with_residual, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                   vq_activations x, int tokens, float *y, size_t y_stride) {
     const int nb = x.k / 32;
     for (int r = row_begin; r < row_end; r += 4) {
         const int nr = row_end - r < 4 ? row_end - r : 4;
         const uint8_t *row = (const uint8_t *)weights + (size_t)r * row_bytes;
         for (int t = 0; t < tokens; t += 4) {
             const int nt = tokens - t < 4 ? tokens - t : 4;
-            const int8_t *xq = x.qs + (size_t)t * x.k, *xr = fine ? x.residual + (size_t)t * x.k : NULL;
+            const int8_t *xq = x.qs + (size_t)t * x.k, *xr = with_residual ? x.residual + (size_t)t * x.k : NULL;
             const float *xd = x.d + (size_t)t * nb, *xs = x.sum + (size_t)t * nb;
             float *out = y + (size_t)t * y_stride + r;
             switch (nr * 4 + nt) {
@@ -172,10 +175,10 @@ INLINE void matmul(int format, int fine, const void *weights, size_t row_bytes, 
     }
 }
 
-#define KERNEL(name, format, fine)                                                                                \
+#define KERNEL(name, format, with_residual)                                                                \
     static TARGET void name(const void *w, size_t rb, int r0, int r1, vq_activations x, int n, float *y,      \
                             size_t ys) {                                                                       \
-        matmul(format, fine, w, rb, r0, r1, x, n, y, ys);                                                          \
+        matmul(format, with_residual, w, rb, r0, r1, x, n, y, ys);                                              \
     }
 KERNEL(matmul_q4_0, Q4_0, 0)
 KERNEL(matmul_q4_1, Q4_1, 0)

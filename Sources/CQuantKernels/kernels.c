@@ -105,7 +105,8 @@ static float dot_q4_0(const uint8_t *row, const int8_t *q, const int8_t *res, co
         const int8_t *qb = q + 32 * b, *rb = res ? res + 32 * b : NULL;
         const float dw = half_to_float(vq_load_u16(blk));
         int isum = 0;
-        for (int j = 0; j < 16; j++) isum += (blk[2 + j] & 15) * act(qb, rb, j) + (blk[2 + j] >> 4) * act(qb, rb, 16 + j);
+        for (int j = 0; j < 16; j++)
+            isum += (blk[2 + j] & 15) * act(qb, rb, j) + (blk[2 + j] >> 4) * act(qb, rb, 16 + j);
         acc += dw * act_scale(res, da[b]) * (float)isum;
         acc += -8 * dw * sum[b];
     }
@@ -121,7 +122,8 @@ static float dot_q4_1(const uint8_t *row, const int8_t *q, const int8_t *res, co
         const int8_t *qb = q + 32 * b, *rb = res ? res + 32 * b : NULL;
         const float dw = half_to_float(vq_load_u16(blk)), m = half_to_float(vq_load_u16(blk + 2));
         int isum = 0;
-        for (int j = 0; j < 16; j++) isum += (blk[4 + j] & 15) * act(qb, rb, j) + (blk[4 + j] >> 4) * act(qb, rb, 16 + j);
+        for (int j = 0; j < 16; j++)
+            isum += (blk[4 + j] & 15) * act(qb, rb, j) + (blk[4 + j] >> 4) * act(qb, rb, 16 + j);
         acc += dw * act_scale(res, da[b]) * (float)isum;
         acc += m * sum[b];
     }
