@@ -33,6 +33,8 @@ let package = Package(
     targets: [
         .target(name: "CCUDA"),
         .target(name: "CSystemShims"),
+        // Integer matmul kernels per instruction set (portable C, AVX2, AVX-512 VNNI), picked at run time.
+        .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // A seeded generator shared by randomized tests and the synthetic workloads of `vattn bench`.
         .target(name: "Randomness"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
@@ -49,7 +51,7 @@ let package = Package(
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims", "Randomness"], swiftSettings: optimized),
         // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
-        .target(name: "Engine", dependencies: ["Model", "Kernels", "VAttention", "Randomness", "CUDADriver", "CUDAKernels"],
+        .target(name: "Engine", dependencies: ["Model", "Kernels", "CQuantKernels", "VAttention", "Randomness", "CUDADriver", "CUDAKernels"],
                 swiftSettings: optimized),
         // OpenAI-compatible HTTP server: one task owns the engine; Hummingbird routes; Prometheus metrics.
         .target(name: "Server", dependencies: [
@@ -81,7 +83,7 @@ let package = Package(
         .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels",
                                                       "Randomness", "VAttentionC", "CVAttentionABI"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention"],
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention", "Randomness"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "ServerTests", dependencies: [
             "Server", "Engine", "Model", "VAttention", "CUDADriver", "CUDADriverTesting",

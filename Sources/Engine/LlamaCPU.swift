@@ -27,24 +27,31 @@ public final class CPULlamaModel: @unchecked Sendable {
     public let hyperparameters: LlamaHyperparameters
     /// Kept so the weights outlive the model whatever their source (tensors also retain their own storage).
     public let weights: any LlamaWeights
+    /// How the projections multiply (the integer kernels on this CPU's best instruction set unless asked otherwise).
+    public let matmul: CPUMatmul
+    /// What runs: `matmul`, or `.float32` when no weight is in a format the integer kernels take.
+    public let matmulInUse: CPUMatmul
     private let embeddings: WeightTensor
     private let outputNorm: [Float]
-    private let output: WeightTensor
+    private let output: Linear
     private let layers: [Layer]
     /// θ_i for the rotary embedding (hyperparameters' frequencies, divided by `rope_freqs.weight` if present).
     private let inverseFrequencies: [Float]
 
     struct Layer {
-        var attentionNorm: [Float], q: WeightTensor, k: WeightTensor, v: WeightTensor, o: WeightTensor
-        var ffnNorm: [Float], gate: WeightTensor, up: WeightTensor, down: WeightTensor
+        var attentionNorm: [Float], q: Linear, k: Linear, v: Linear, o: Linear
+        var ffnNorm: [Float], gate: Linear, up: Linear, down: Linear
     }
 
     /// Loads every tensor the forward pass needs and checks its shape against the hyperparameters, so a bad file is
-    /// an error here rather than a crash mid-forward.
-    public init(weights: any LlamaWeights) throws {
+    /// an error here rather than a crash mid-forward. `matmul` must be `.float32` or an instruction set this CPU
+    /// supports.
+    public init(weights: any LlamaWeights, matmul: CPUMatmul = .best) throws {
+        if case .integer(let isa, _) = matmul { precondition(isa.isSupported, "this CPU cannot run \(isa) kernels") }
         let hp = weights.hyperparameters
         hyperparameters = hp
         self.weights = weights
+        self.matmul = matmul
         let dModel = hp.embeddingLength, dHead = hp.headDim
         let qDim = hp.headCount * dHead, kvDim = hp.headCountKV * dHead, ffn = hp.feedForwardLength
         func tensor(_ name: String, rows: Int, rowLength: Int) throws -> WeightTensor {
@@ -54,26 +61,33 @@ public final class CPULlamaModel: @unchecked Sendable {
             }
             return t
         }
+        func linear(_ name: String, rows: Int, rowLength: Int) throws -> Linear {
+            Linear(try tensor(name, rows: rows, rowLength: rowLength), matmul)
+        }
         func norm(_ name: String) throws -> [Float] { try tensor(name, rows: 1, rowLength: dModel).dequantizeRow(0) }
         embeddings = try tensor("token_embd.weight", rows: hp.vocabSize, rowLength: dModel)
         outputNorm = try norm("output_norm.weight")
-        output = hp.tiedEmbeddings ? embeddings : try tensor("output.weight", rows: hp.vocabSize, rowLength: dModel)
+        output = Linear(hp.tiedEmbeddings ? embeddings : try tensor("output.weight", rows: hp.vocabSize, rowLength: dModel),
+                        matmul)
         // A loop, not `(0..<n).map`: map reserves n layers up front, and a lying block count must fail at the first
         // missing tensor, not allocate (GGUFWeights checks the count too; other weight sources may not).
         var layers: [Layer] = []
         for i in 0..<hp.blockCount {
             let p = "blk.\(i)."
             layers.append(Layer(attentionNorm: try norm(p + "attn_norm.weight"),
-                                q: try tensor(p + "attn_q.weight", rows: qDim, rowLength: dModel),
-                                k: try tensor(p + "attn_k.weight", rows: kvDim, rowLength: dModel),
-                                v: try tensor(p + "attn_v.weight", rows: kvDim, rowLength: dModel),
-                                o: try tensor(p + "attn_output.weight", rows: dModel, rowLength: qDim),
+                                q: try linear(p + "attn_q.weight", rows: qDim, rowLength: dModel),
+                                k: try linear(p + "attn_k.weight", rows: kvDim, rowLength: dModel),
+                                v: try linear(p + "attn_v.weight", rows: kvDim, rowLength: dModel),
+                                o: try linear(p + "attn_output.weight", rows: dModel, rowLength: qDim),
                                 ffnNorm: try norm(p + "ffn_norm.weight"),
-                                gate: try tensor(p + "ffn_gate.weight", rows: ffn, rowLength: dModel),
-                                up: try tensor(p + "ffn_up.weight", rows: ffn, rowLength: dModel),
-                                down: try tensor(p + "ffn_down.weight", rows: dModel, rowLength: ffn)))
+                                gate: try linear(p + "ffn_gate.weight", rows: ffn, rowLength: dModel),
+                                up: try linear(p + "ffn_up.weight", rows: ffn, rowLength: dModel),
+                                down: try linear(p + "ffn_down.weight", rows: dModel, rowLength: ffn)))
         }
         self.layers = layers
+        let integer = layers.contains { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down].contains { $0.kernel != nil } }
+            || output.kernel != nil
+        matmulInUse = integer ? matmul : .float32
         var frequencies = hp.ropeInverseFrequencies
         // llama.cpp's converter stores Llama 3.1's RoPE scaling as per-pair divisors.
         if weights.hasTensor("rope_freqs.weight") {
@@ -84,8 +98,8 @@ public final class CPULlamaModel: @unchecked Sendable {
     }
 
     /// A model straight from a parsed GGUF file.
-    public convenience init(file: GGUFFile) throws {
-        try self.init(weights: GGUFWeights(file: file))
+    public convenience init(file: GGUFFile, matmul: CPUMatmul = .best) throws {
+        try self.init(weights: GGUFWeights(file: file), matmul: matmul)
     }
 
     public var attentionShape: AttentionShape {
@@ -109,7 +123,11 @@ public final class CPULlamaModel: @unchecked Sendable {
         let x = Buffer(n * dModel), h = Buffer(n * dModel)
         let q = Buffer(n * qDim), k = Buffer(n * kvDim), v = Buffer(n * kvDim), attn = Buffer(n * qDim)
         let gate = Buffer(n * ffn), up = Buffer(n * ffn)
-        defer { [x, h, q, k, v, attn, gate, up].forEach { $0.free() } }
+        let quantized = QuantizedRows(capacity: n * max(dModel, qDim, ffn))
+        defer {
+            [x, h, q, k, v, attn, gate, up].forEach { $0.free() }
+            quantized.free()
+        }
 
         var t = 0
         for c in chunks {
@@ -135,14 +153,15 @@ public final class CPULlamaModel: @unchecked Sendable {
         let decodeQuery = Buffer(decodeRows.count * qDim), decodeOut = Buffer(decodeRows.count * qDim)
         defer { decodeQuery.free(); decodeOut.free() }
 
+        let rowPositions = positions
         for (layerIndex, layer) in layers.enumerated() {
-            rmsNorm(x.p, layer.attentionNorm, rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p)
-            matmul(layer.q, h.p, tokens: n, q.p)
-            matmul(layer.k, h.p, tokens: n, k.p)
-            matmul(layer.v, h.p, tokens: n, v.p)
-            for r in 0..<n {
-                rope(q.p + r * qDim, heads: hp.headCount, position: positions[r])
-                rope(k.p + r * kvDim, heads: hp.headCountKV, position: positions[r])
+            eachRow(n) { r in
+                rmsNorm(x.p + r * dModel, layer.attentionNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
+            }
+            multiply([(layer.q, q.p), (layer.k, k.p), (layer.v, v.p)], h.p, tokens: n, quantized: quantized)
+            eachRow(n) { r in
+                self.rope(q.p + r * qDim, heads: hp.headCount, position: rowPositions[r])
+                self.rope(k.p + r * kvDim, heads: hp.headCountKV, position: rowPositions[r])
             }
             kv.append(layer: layerIndex, keys: k.p, values: v.p, slots: slots, positions: positions)
             if !decodeRows.isEmpty {
@@ -155,16 +174,19 @@ public final class CPULlamaModel: @unchecked Sendable {
                 kv.prefill(layer: layerIndex, query: q.p + r * qDim, chunkLength: c.tokens.count, offset: c.start,
                            slot: c.slot, shape: shape, scale: scale, output: attn.p + r * qDim)
             }
-            matmul(layer.o, attn.p, tokens: n, h.p)
+            multiply(layer.o, attn.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
-            rmsNorm(x.p, layer.ffnNorm, rows: n, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p)
-            matmul(layer.gate, h.p, tokens: n, gate.p)
-            matmul(layer.up, h.p, tokens: n, up.p)
-            for i in 0..<(n * ffn) {
-                let g = gate.p[i]
-                gate.p[i] = g / (1 + exp(-g)) * up.p[i]
+            eachRow(n) { r in
+                rmsNorm(x.p + r * dModel, layer.ffnNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
             }
-            matmul(layer.down, gate.p, tokens: n, h.p)
+            multiply([(layer.gate, gate.p), (layer.up, up.p)], h.p, tokens: n, quantized: quantized)
+            eachRow(n) { r in
+                for i in (r * ffn)..<((r + 1) * ffn) {
+                    let g = gate.p[i]
+                    gate.p[i] = g / (1 + exp(-g)) * up.p[i]
+                }
+            }
+            multiply(layer.down, gate.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
         }
 
@@ -179,12 +201,14 @@ public final class CPULlamaModel: @unchecked Sendable {
         let last = Buffer(wanted.count * dModel)
         defer { last.free() }
         for (i, r) in wanted.enumerated() {
-            rmsNorm(x.p + r * dModel, outputNorm, rows: 1, width: dModel, epsilon: hp.rmsNormEpsilon,
+            rmsNorm(x.p + r * dModel, outputNorm, width: dModel, epsilon: hp.rmsNormEpsilon,
                     into: last.p + i * dModel)
         }
-        let vocab = output.rowCount
+        let vocab = output.weight.rowCount
         var logits = [Float](repeating: 0, count: wanted.count * vocab)
-        logits.withUnsafeMutableBufferPointer { matmul(output, last.p, tokens: wanted.count, $0.baseAddress!) }
+        logits.withUnsafeMutableBufferPointer {
+            multiply(output, last.p, tokens: wanted.count, $0.baseAddress!, quantized: quantized)
+        }
         return (0..<wanted.count).map { Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
     }
 
@@ -204,23 +228,31 @@ public final class CPULlamaModel: @unchecked Sendable {
     }
 }
 
-private func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], rows: Int, width: Int, epsilon: Float,
-                     into y: UnsafeMutablePointer<Float>) {
-    for r in 0..<rows {
-        let xr = x + r * width, yr = y + r * width
-        var sum: Double = 0
-        for i in 0..<width { sum += Double(xr[i] * xr[i]) }
-        let inv = 1 / Float((sum / Double(width) + Double(epsilon)).squareRoot())
-        for i in 0..<width { yr[i] = xr[i] * inv * weight[i] }
+/// Runs `body` for rows 0..<n, on every thread when there are enough rows to pay for it (a prefill chunk or a
+/// large batch). Rows are independent, so the results are the same either way.
+private func eachRow(_ n: Int, _ body: @Sendable (Int) -> Void) {
+    if n >= 16 {
+        parallelFor(n, body)
+    } else {
+        for r in 0..<n { body(r) }
     }
+}
+
+private func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], width: Int, epsilon: Float,
+                     into y: UnsafeMutablePointer<Float>) {
+    var sum: Double = 0
+    for i in 0..<width { sum += Double(x[i] * x[i]) }
+    let inv = 1 / Float((sum / Double(width) + Double(epsilon)).squareRoot())
+    for i in 0..<width { y[i] = x[i] * inv * weight[i] }
 }
 
 private func add(_ a: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {
     for i in 0..<count { x[i] += a[i] }
 }
 
-/// A float scratch buffer with manual lifetime (freed by the forward pass that made it).
-struct Buffer {
+/// A float scratch buffer with manual lifetime (freed by the forward pass that made it); parallel row bodies write
+/// disjoint rows of it.
+struct Buffer: @unchecked Sendable {
     let p: UnsafeMutablePointer<Float>
     init(_ count: Int) {
         p = .allocate(capacity: max(count, 1))

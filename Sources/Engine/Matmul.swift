@@ -1,23 +1,178 @@
+import CQuantKernels
 import Kernels
 import Model
 
-/// y[t, m] = W[m, :] · x[t, :] for a weight W (rows = outputs) and `tokens` input rows.
-///
-/// Every product dequantizes the weight row once into float32 and then takes plain dot products in a fixed order,
-/// whatever the number of tokens: a token's result never depends on what else is in the batch, so batched,
-/// chunked and preempted-then-recomputed requests give the same numbers.
-func matmul(_ w: WeightTensor, _ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>) {
-    let k = w.rowLength, m = w.rowCount
-    let rowsPerItem = 16
-    let items = (m + rowsPerItem - 1) / rowsPerItem
-    let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ys = SendablePointer(y)
-    parallelFor(items) { item in
-        let row = UnsafeMutablePointer<Float>.allocate(capacity: k)
-        defer { row.deallocate() }
-        for r in (item * rowsPerItem)..<min(m, (item + 1) * rowsPerItem) {
-            Quant.dequantize(w.type, w.rowData(r), into: row, count: k)
-            for t in 0..<tokens { ys.pointer[t * m + r] = dot(row, xs.pointer + t * k, k) }
+/// The instruction sets the integer matmul kernels (target CQuantKernels) are built for.
+public enum CPUInstructionSet: Int, CaseIterable, Sendable, CustomStringConvertible {
+    case portable, avx2, avx512VNNI
+
+    /// The best one this CPU and OS support, found once (cpuid, xgetbv).
+    public static let best = CPUInstructionSet(rawValue: Int(vq_best_isa().rawValue))!
+
+    public var isSupported: Bool { vq_isa_supported(vq_isa(UInt32(rawValue))) != 0 }
+
+    /// The kernels, or nil where this CPU cannot run them.
+    var kernels: UnsafePointer<vq_kernels>? { vq_kernels_for(vq_isa(UInt32(rawValue))) }
+
+    public var description: String {
+        switch self {
+        case .portable: "portable C"
+        case .avx2: "AVX2"
+        case .avx512VNNI: "AVX-512 VNNI"
         }
+    }
+}
+
+/// How finely the integer kernels quantize each block of 32 activations.
+public enum ActivationPrecision: Sendable, Equatable {
+    /// 8 bits: d·q, error ≤ d/2 (llama.cpp's Q8_0/Q8_1). SmolLM2's logits move by up to ~1 from the float32 path.
+    case int8
+    /// 8 bits and an 8-bit residual: d·(q + r/128), error ≤ d/256, one more multiply-add per product. Logits stay
+    /// within 0.05 of HF transformers' float32 (the fixture tests).
+    case int16
+}
+
+/// How `CPULlamaModel` multiplies activations by its weights.
+public enum CPUMatmul: Sendable, Equatable, CustomStringConvertible {
+    /// Each weight row dequantized to float32 for a float dot product: the reference. F32, F16 and BF16 weights
+    /// always take this path.
+    case float32
+    /// Each input row quantized once per block of 32, then dotted with Q4_0, Q4_1 and Q8_0 weights in their stored
+    /// format with integer multiply-adds on the given instruction set.
+    case integer(CPUInstructionSet, ActivationPrecision)
+
+    /// Integer kernels on the best instruction set of this machine, 16-bit activations.
+    public static var best: CPUMatmul { .integer(.best, .int16) }
+
+    public var description: String {
+        switch self {
+        case .float32: "float32 matmul"
+        case .integer(let isa, .int16): "integer matmul on \(isa)"
+        case .integer(let isa, .int8): "integer matmul on \(isa), 8-bit activations"
+        }
+    }
+}
+
+/// A weight matrix with the kernel that multiplies by it, chosen once when the model loads.
+struct Linear: @unchecked Sendable {
+    let weight: WeightTensor
+    /// The integer kernel for the weight's format, or nil for the float32 path.
+    let kernel: vq_matmul_fn?
+    /// Whether the kernel reads the activations' residual bytes as well (16-bit activations).
+    let residual: Bool
+
+    init(_ weight: WeightTensor, _ matmul: CPUMatmul) {
+        self.weight = weight
+        guard case .integer(let isa, let precision) = matmul, let kernels = isa.kernels?.pointee else {
+            kernel = nil
+            residual = false
+            return
+        }
+        residual = precision == .int16
+        switch weight.type {
+        case .q4_0: kernel = residual ? kernels.q4_0_residual : kernels.q4_0
+        case .q4_1: kernel = residual ? kernels.q4_1_residual : kernels.q4_1
+        case .q8_0: kernel = residual ? kernels.q8_0_residual : kernels.q8_0
+        case .f32, .f16, .bf16: kernel = nil
+        }
+    }
+}
+
+/// Scratch for input rows quantized for the integer kernels: per token, `k` int8, `k / 32` block scales and block
+/// sums, for up to `capacity` elements (tokens × k).
+struct QuantizedRows {
+    let capacity: Int
+    private let qs: UnsafeMutablePointer<Int8>
+    private let residuals: UnsafeMutablePointer<Int8>
+    private let scales: UnsafeMutablePointer<Float>
+    private let sums: UnsafeMutablePointer<Float>
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        qs = .allocate(capacity: max(capacity, 1))
+        residuals = .allocate(capacity: max(capacity, 1))
+        scales = .allocate(capacity: max(capacity / 32, 1))
+        sums = .allocate(capacity: max(capacity / 32, 1))
+    }
+
+    func free() {
+        qs.deallocate()
+        residuals.deallocate()
+        scales.deallocate()
+        sums.deallocate()
+    }
+
+    /// Quantizes `tokens` rows of `k` floats, each row on its own (so in parallel when there are many), with
+    /// residual bytes or without.
+    func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool) -> vq_activations {
+        precondition(tokens * k <= capacity && k % 32 == 0)
+        let rowsPerItem = 8, nb = k / 32
+        let scratch = SendableScratch(qs: qs, residuals: residual ? residuals : nil, scales: scales, sums: sums)
+        let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+        parallelFor(tokens >= 2 * rowsPerItem ? (tokens + rowsPerItem - 1) / rowsPerItem : 1) { item in
+            let first = tokens >= 2 * rowsPerItem ? item * rowsPerItem : 0
+            let count = tokens >= 2 * rowsPerItem ? min(rowsPerItem, tokens - first) : tokens
+            vq_quantize_rows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
+                             scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
+                             scratch.sums + first * nb)
+        }
+        return vq_activations(qs: qs, residual: residual ? residuals : nil, d: scales, sum: sums, k: Int32(k))
+    }
+}
+
+/// Rows per work item of a parallel matmul: a multiple of every kernel's row tile.
+private let rowsPerItem = 32
+
+/// For each (linear, output): output[t, m] = W[m, :] · x[t, :] for `tokens` input rows of `x`, in one parallel
+/// pass over all of their rows. Linears with an integer kernel read `x` through `quantized` (quantized here, once,
+/// when any of them needs it); the others dequantize each weight row once and take float dot products.
+///
+/// A token's result never depends on what else is in the batch: the float path takes the same dot products in the
+/// same order whatever the number of tokens, and every integer kernel computes each (row, token) by the same
+/// operations in any tile. Batched, chunked and preempted-then-recomputed requests give the same numbers.
+func multiply(_ products: [(Linear, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, tokens: Int,
+            quantized: QuantizedRows) {
+    let k = products[0].0.weight.rowLength
+    precondition(products.allSatisfy { $0.0.weight.rowLength == k && $0.0.residual == products[0].0.residual })
+    let activations = SendableActivations(
+        value: products.contains { $0.0.kernel != nil }
+            ? quantized.quantize(x, k: k, tokens: tokens, residual: products[0].0.residual) : nil)
+    var itemStarts: [Int] = [0]
+    for (linear, _) in products {
+        itemStarts.append(itemStarts.last! + (linear.weight.rowCount + rowsPerItem - 1) / rowsPerItem)
+    }
+    let firstItem = itemStarts
+    let outputs = products.map { SendablePointer($0.1) }
+    let linears = products.map(\.0)
+    let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+    parallelFor(firstItem.last!) { item in
+        var p = 0
+        while firstItem[p + 1] <= item { p += 1 }
+        let w = linears[p].weight, y = outputs[p].pointer
+        let begin = (item - firstItem[p]) * rowsPerItem, end = min(w.rowCount, begin + rowsPerItem)
+        if let kernel = linears[p].kernel, let x = activations.value {
+            kernel(w.data.baseAddress!, w.rowBytes, Int32(begin), Int32(end), x, Int32(tokens), y, w.rowCount)
+        } else {
+            floatRows(w, begin..<end, input.pointer, tokens: tokens, y)
+        }
+    }
+}
+
+/// One linear, for callers with a single product.
+func multiply(_ linear: Linear, _ x: UnsafePointer<Float>, tokens: Int, _ y: UnsafeMutablePointer<Float>,
+            quantized: QuantizedRows) {
+    multiply([(linear, y)], x, tokens: tokens, quantized: quantized)
+}
+
+/// The float32 path for `rows` of `w`: each row dequantized once, then one dot product per token.
+private func floatRows(_ w: WeightTensor, _ rows: Range<Int>, _ x: UnsafePointer<Float>, tokens: Int,
+                       _ y: UnsafeMutablePointer<Float>) {
+    let k = w.rowLength, m = w.rowCount
+    let row = UnsafeMutablePointer<Float>.allocate(capacity: k)
+    defer { row.deallocate() }
+    for r in rows {
+        Quant.dequantize(w.type, w.rowData(r), into: row, count: k)
+        for t in 0..<tokens { y[t * m + r] = dot(row, x + t * k, k) }
     }
 }
 
@@ -41,4 +196,15 @@ func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Floa
 struct SendablePointer<T>: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<T>
     init(_ p: UnsafeMutablePointer<T>) { pointer = p }
+}
+
+/// `QuantizedRows`' buffers handed to `parallelFor` bodies, which write disjoint rows.
+private struct SendableScratch: @unchecked Sendable {
+    let qs: UnsafeMutablePointer<Int8>, residuals: UnsafeMutablePointer<Int8>?
+    let scales: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>
+}
+
+/// Quantized activations handed to `parallelFor` bodies, which only read them.
+private struct SendableActivations: @unchecked Sendable {
+    let value: vq_activations?
 }

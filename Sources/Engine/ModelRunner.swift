@@ -1,4 +1,5 @@
 import Model
+import Kernels
 
 /// What the engine needs of a model: run one iteration's chunks and pick the next token of every chunk that wants
 /// one. The CPU model samples on the host; the CUDA model samples on the GPU and copies back only the token ids.
@@ -41,11 +42,19 @@ extension TokenDraw {
 }
 
 extension CPULlamaModel: ModelRunner {
-    public var deviceDescription: String { "cpu" }
+    public var deviceDescription: String { "cpu, \(defaultThreadCount) threads, \(matmulInUse)" }
 
     public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
         let logits = forward(chunks, kv: kv)
         precondition(logits.count == sampling.count, "one draw per chunk that wants logits")
-        return zip(logits, sampling).map { l, d in l.withUnsafeBufferPointer { sampleToken($0, d) } }
+        // Sampling a 49K vocabulary with top-k/top-p is ~0.1 ms a request: in parallel, as the forward is.
+        var tokens = [TokenID](repeating: 0, count: logits.count)
+        tokens.withUnsafeMutableBufferPointer { out in
+            let out = SendablePointer(out.baseAddress!)
+            parallelFor(logits.count) { i in
+                out.pointer[i] = logits[i].withUnsafeBufferPointer { sampleToken($0, sampling[i]) }
+            }
+        }
+        return tokens
     }
 }

@@ -58,7 +58,7 @@ public func sampleToken(_ logits: UnsafeBufferPointer<Float>, _ d: TokenDraw) ->
     let keys = logits.map(orderedKey)
     var threshold: UInt32 = 0
     if p.topK > 0 && p.topK < logits.count {
-        threshold = keys.sorted(by: >)[p.topK - 1]
+        threshold = kthLargest(keys, p.topK)
     }
     let weights: [UInt64] = logits.indices.map { i in
         keys[i] >= threshold ? fixedPointWeight(logits[i], top, p.temperature) : 0
@@ -66,10 +66,15 @@ public func sampleToken(_ logits: UnsafeBufferPointer<Float>, _ d: TokenDraw) ->
     if p.topP < 1 {
         let total = weights.reduce(0, +)
         let target = max(1, UInt64(Double(p.topP) * Double(total)))
+        // Candidates as key << 32 | id, largest key first. Among equal keys the order cannot change the key at which
+        // the mass reaches the target, so an unstable sort of plain integers does.
+        var candidates: [UInt64] = []
+        for i in logits.indices where weights[i] > 0 { candidates.append(UInt64(keys[i]) << 32 | UInt64(i)) }
+        candidates.sort(by: >)
         var acc: UInt64 = 0
-        for i in logits.indices.filter({ weights[$0] > 0 }).sorted(by: { keys[$0] > keys[$1] }) {
-            acc += weights[i]
-            if acc >= target { threshold = max(threshold, keys[i]); break }
+        for c in candidates {
+            acc += weights[Int(truncatingIfNeeded: c & 0xffff_ffff)]
+            if acc >= target { threshold = max(threshold, UInt32(truncatingIfNeeded: c >> 32)); break }
         }
     }
     var kept: UInt64 = 0
@@ -82,6 +87,29 @@ public func sampleToken(_ logits: UnsafeBufferPointer<Float>, _ d: TokenDraw) ->
         if target < acc { return TokenID(i) }
     }
     return TokenID(best)  // unreachable: target < kept
+}
+
+/// The k-th largest of `keys`, counting repeats (1 ≤ k < keys.count): a min-heap of the k largest so far, one pass.
+func kthLargest(_ keys: [UInt32], _ k: Int) -> UInt32 {
+    var heap = Array(keys[0..<k])
+    func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < k && heap[l] < heap[m] { m = l }
+            if r < k && heap[r] < heap[m] { m = r }
+            if m == i { return }
+            heap.swapAt(i, m)
+            i = m
+        }
+    }
+    for i in stride(from: k / 2 - 1, through: 0, by: -1) { siftDown(i) }
+    for x in keys[k...] where x > heap[0] {
+        heap[0] = x
+        siftDown(0)
+    }
+    return heap[0]
 }
 
 /// Float bits mapped so that unsigned order is float order.

@@ -10,8 +10,9 @@ public let defaultThreadCount: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ON
 /// (the caller is one of them) and returns when all are done. Items are handed
 /// out dynamically (atomic counter), so uneven items such as long and short
 /// sequences balance themselves. The helper threads live in one persistent pool
-/// (a model step calls this hundreds of times: creating threads per call would
-/// cost more than a small matrix product). A call made while the pool is busy
+/// and spin on an atomic between calls for a while before sleeping: a forward
+/// pass makes ~120 calls a token, microseconds apart, and waking a sleeping
+/// thread each time cost more than the work. A call made while the pool is busy
 /// (another thread's job, or a nested call) runs on the calling thread alone.
 /// `body` runs concurrently, hence `@Sendable`.
 public func parallelFor(_ count: Int, threads: Int = defaultThreadCount, _ body: @Sendable (Int) -> Void) {
@@ -26,26 +27,40 @@ public func parallelFor(_ count: Int, threads: Int = defaultThreadCount, _ body:
     }
 }
 
-/// Helper threads that sleep until a job is posted, drain it with the caller, and report back.
+/// Helper threads that wait for a job (spinning, then asleep), drain it with the caller, and report back.
+///
+/// `state` is the generation of the current job, a closed bit and the number of helpers inside it. The caller
+/// writes `job`, publishes a new generation, works, then closes the job and waits only for the helpers that joined
+/// before it closed; a helper joins by incrementing the count while the job is open, and leaves by decrementing it.
+/// A helper that comes late (descheduled on a busy machine) finds the job closed and never touches it, so the
+/// caller never waits for a thread that has not started.
 private final class WorkerPool: @unchecked Sendable {
     static let shared = WorkerPool(helpers: defaultThreadCount - 1)
+    /// State checks a helper makes before it sleeps: about a third of a millisecond, longer than the gaps between
+    /// the calls of a forward pass, shorter than an idle engine's.
+    private static let spinLimit = 200_000
+    private static let closed: UInt64 = 1 << 31
+    private static let countMask: UInt64 = closed - 1
 
     private let helpers: Int
+    /// Held for the length of a job: one job at a time.
+    private let busy = Atomic<Bool>(false)
+    /// generation << 32 | closed | helpers inside the job.
+    private let state = Atomic<UInt64>(closed)
+    /// Helpers asleep or about to sleep on `wake`: the caller broadcasts only when there are some. Sequentially
+    /// consistent with `state`, so either the caller sees a sleeper or the sleeper sees the new generation.
+    private let sleepers = Atomic<Int>(0)
+    /// The current job's generation; only the caller holding `busy` touches it.
+    private var generation: UInt32 = 0
+    /// The current job, unretained (the caller keeps it alive); written only while no helper is inside a job.
+    private var job: Unmanaged<ParallelJob>?
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    /// Held for the length of a job: one job at a time.
-    private let busy = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var job: ParallelJob?  // guarded by lock
-    private var generation: UInt64 = 0  // guarded by lock
-    private var running = 0  // helpers still inside the current job; guarded by lock
 
     init(helpers: Int) {
         self.helpers = helpers
         pthread_mutex_init(lock, nil)
-        pthread_mutex_init(busy, nil)
         pthread_cond_init(wake, nil)
-        pthread_cond_init(done, nil)
         for _ in 0..<helpers {
             var tid = pthread_t()
             let arg = Unmanaged.passUnretained(self).toOpaque()
@@ -57,43 +72,66 @@ private final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Runs `job` with every helper; false if the pool is busy (the caller then runs it alone).
+    /// Runs `job` with the helpers that join in time; false if the pool is busy (the caller then runs it alone).
     func run(_ job: ParallelJob) -> Bool {
-        guard helpers > 0, pthread_mutex_trylock(busy) == 0 else { return false }
-        defer { pthread_mutex_unlock(busy) }
-        pthread_mutex_lock(lock)
-        self.job = job
-        running = helpers
+        guard helpers > 0, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            return false
+        }
+        self.job = .passUnretained(job)
         generation &+= 1
-        pthread_cond_broadcast(wake)
-        pthread_mutex_unlock(lock)
+        state.store(UInt64(generation) << 32, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(lock)
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(lock)
+        }
         job.work()
-        pthread_mutex_lock(lock)
-        while running > 0 { pthread_cond_wait(done, lock) }
+        var current = state.bitwiseOr(Self.closed, ordering: .acquiringAndReleasing).newValue
+        var spins = 0
+        while current & Self.countMask != 0 {
+            spins += 1
+            if spins > 1000 { sched_yield() }  // a helper inside the job lost its core: let it run
+            current = state.load(ordering: .acquiring)
+        }
         self.job = nil
-        pthread_mutex_unlock(lock)
+        busy.store(false, ordering: .releasing)
         return true
     }
 
     private func loop() {
-        var seen: UInt64 = 0
+        var seen: UInt32 = 0
         while true {
-            pthread_mutex_lock(lock)
-            while generation == seen { pthread_cond_wait(wake, lock) }
-            seen = generation
-            var current = job
-            pthread_mutex_unlock(lock)
-            current?.work()
-            // Drop the job (and the caller's non-escaping closure it holds) before reporting done: the caller's
-            // `withoutActuallyEscaping` checks that nothing kept it.
-            current = nil
-            pthread_mutex_lock(lock)
-            running -= 1
-            if running == 0 { pthread_cond_signal(done) }
-            pthread_mutex_unlock(lock)
+            var spins = 0
+            var current = state.load(ordering: .acquiring)
+            while UInt32(truncatingIfNeeded: current >> 32) == seen {
+                spins += 1
+                if spins >= Self.spinLimit {
+                    pthread_mutex_lock(lock)
+                    sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                    while UInt32(truncatingIfNeeded: state.load(ordering: .sequentiallyConsistent) >> 32) == seen {
+                        pthread_cond_wait(wake, lock)
+                    }
+                    sleepers.wrappingSubtract(1, ordering: .relaxed)
+                    pthread_mutex_unlock(lock)
+                    spins = 0
+                }
+                current = state.load(ordering: .acquiring)
+            }
+            seen = UInt32(truncatingIfNeeded: current >> 32)
+            // Join while the job is open; the count changes under us only by other helpers joining or leaving.
+            while current & Self.closed == 0 {
+                let (joined, found) = state.compareExchange(expected: current, desired: current + 1, ordering: .acquiring)
+                if joined {
+                    job!._withUnsafeGuaranteedRef { $0.work() }
+                    state.wrappingSubtract(1, ordering: .releasing)
+                    break
+                }
+                current = found
+            }
         }
     }
 }
+
 private final class ParallelJob: @unchecked Sendable {
     let next = Atomic<Int>(0)
     let count: Int

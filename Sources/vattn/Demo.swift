@@ -40,7 +40,8 @@ struct Demo: ParsableCommand {
         let (engine, loaded) = try options.makeEngine(defaultTokenBudget: 64)
         let template = try loaded.chatTemplate()
         let tokenizer = try loaded.requireTokenizer(for: "demo")
-        let device = engine.model is CPULlamaModel ? "the CPU (\(defaultThreadCount) threads)" : engine.model.deviceDescription
+        let device = (engine.model as? CPULlamaModel).map { "the CPU (\(defaultThreadCount) threads, \($0.matmulInUse))" }
+            ?? engine.model.deviceDescription
         printErr("vattn demo — \(options.model) on \(device), KV cache: \(engine.kv.name), "
                  + "\(options.slots) slots, \(engine.configuration.tokenBudget) tokens per step; loaded in "
                  + "\(fmt(Double(nowNanos() - loadStart) / 1e9, 1)) s")

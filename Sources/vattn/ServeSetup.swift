@@ -27,6 +27,12 @@ struct ModelOptions: ParsableArguments {
     var blockSize = 16
     @Option(help: "Where the model runs: auto (the GPU if a CUDA driver and a GPU are found, else the CPU), cpu, or cuda.")
     var backend: ModelBackend = .auto
+    @Option(name: .customLong("cpu-matmul"),
+            help: "How the CPU engine multiplies by Q4_0/Q4_1/Q8_0 weights: auto (integer kernels for the best instruction set this CPU has: \(CPUInstructionSet.best.optionName) here), integer kernels for one instruction set (\(CPUInstructionSet.allCases.map(\.optionName).joined(separator: ", "))), or float32 (every weight row dequantized for a float dot product, the reference).")
+    var cpuMatmul: CPUMatmulChoice = .auto
+    @Option(name: .customLong("cpu-activations"),
+            help: "Bits per activation in the CPU engine's integer matmul: 16 (8-bit blocks plus an 8-bit residual; logits within 0.05 of float32 on SmolLM2) or 8 (llama.cpp's precision, faster prefill; logits move by up to ~1).")
+    var cpuActivationBits = 16
     @Flag(inversion: .prefixedEnableDisable, help: "On a GPU, replay decode steps as CUDA graphs (one launch instead of hundreds).")
     var cudaGraphs = true
     @Option(name: .customLong("kv-mib"), help: "KV memory budget, MiB (default: 512 on the CPU; on a GPU, 90% of the memory left after weights and scratch).")
@@ -38,6 +44,9 @@ struct ModelOptions: ParsableArguments {
     var maxContextOption: Int?
     @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks). Default: 256; 64 for the demo, whose first answers then start sooner.")
     var tokenBudget: Int?
+
+    /// `--cpu-matmul` and `--cpu-activations` together.
+    var cpuMatmulInUse: CPUMatmul { cpuMatmul.matmul(activations: cpuActivationBits == 8 ? .int8 : .int16) }
 
     /// `--max-context` as asked for (before it is fitted to the model and the KV pool: see `makeKVStore`).
     var maxContext: Int { maxContextOption ?? 2048 }
@@ -59,12 +68,39 @@ struct ModelOptions: ParsableArguments {
         guard (1...1 << 20).contains(pageKiB), pageKiB % 4 == 0 else {
             throw ValidationError("--page-kib must be a positive multiple of 4 (at most \(1 << 20)), got \(pageKiB)")
         }
+        guard cpuActivationBits == 8 || cpuActivationBits == 16 else {
+            throw ValidationError("--cpu-activations must be 8 or 16, got \(cpuActivationBits)")
+        }
+        if let isa = cpuMatmul.instructionSet, !isa.isSupported {
+            throw ValidationError("--cpu-matmul \(cpuMatmul.rawValue): this CPU cannot run \(isa) kernels "
+                                  + "(best here: \(CPUInstructionSet.best.optionName))")
+        }
         guard (1...1 << 16).contains(blockSize) else {
             throw ValidationError("--block-size must be between 1 and 65536 tokens, got \(blockSize)")
         }
     }
 
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vattention, paged }
+    enum CPUMatmulChoice: String, ExpressibleByArgument, CaseIterable {
+        case auto, portable, avx2, avx512VNNI = "avx512-vnni", float32
+
+        var instructionSet: CPUInstructionSet? {
+            switch self {
+            case .portable: .portable
+            case .avx2: .avx2
+            case .avx512VNNI: .avx512VNNI
+            case .auto, .float32: nil
+            }
+        }
+
+        func matmul(activations: ActivationPrecision) -> CPUMatmul {
+            switch self {
+            case .auto: .integer(.best, activations)
+            case .float32: .float32
+            case .portable, .avx2, .avx512VNNI: .integer(instructionSet!, activations)
+            }
+        }
+    }
     enum ModelBackend: String, ExpressibleByArgument, CaseIterable { case auto, cpu, cuda }
 
     /// Resolves `--model` (pulling a known name not yet in the cache) to a weight source and, for real models, a
@@ -129,7 +165,7 @@ struct ModelOptions: ParsableArguments {
                         + "much for the CPU engine (limit \(formatBytes(cpuDummyLimitBytes))); this shape is for the GPU engine")
                 }
             }
-            model = try CPULlamaModel(weights: loaded.weights)
+            model = try CPULlamaModel(weights: loaded.weights, matmul: cpuMatmulInUse)
         }
         let engine = LLMEngine(model: model, tokenizer: loaded.tokenizer, kv: try makeKVStore(model),
                                configuration: EngineConfiguration(tokenBudget: tokenBudget, maxRunning: slots))
@@ -292,3 +328,8 @@ extension KVCacheSpec.Layout: ExpressibleByArgument {}
 #if canImport(Glibc)
 import Glibc
 #endif
+
+extension CPUInstructionSet {
+    /// The spelling of `--cpu-matmul`.
+    var optionName: String { ModelOptions.CPUMatmulChoice.allCases.first { $0.instructionSet == self }!.rawValue }
+}

@@ -22,8 +22,8 @@ struct Vattn: AsyncParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure the memory manager (and, later, kernels and serving).",
-        subcommands: [BenchAlloc.self, BenchServe.self, BenchTrace.self, BenchPrefill.self, BenchAttention.self, BenchDecode.self, BenchPrompt.self, BenchMapping.self])
+        abstract: "Measure the memory manager, the kernels, the CPU engine and serving.",
+        subcommands: [BenchAlloc.self, BenchServe.self, BenchCPU.self, BenchTrace.self, BenchPrefill.self, BenchAttention.self, BenchDecode.self, BenchPrompt.self, BenchMapping.self])
 }
 
 struct Check: ParsableCommand {

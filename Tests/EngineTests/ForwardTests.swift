@@ -27,6 +27,20 @@ struct ForwardTests {
         }
     }
 
+    @Test("every integer path this CPU runs (and float32) matches HF on the first prompt",
+          arguments: [CPUMatmul.float32] + CPUInstructionSet.allCases.filter(\.isSupported).map { .integer($0, .int16) })
+    func everyMatmulPath(matmul: CPUMatmul) throws {
+        let (file, _, _) = try Fixtures.loaded.get()
+        let model = try CPULlamaModel(file: file, matmul: matmul)
+        #expect(model.matmulInUse == matmul)
+        let c = try Fixtures.forward().cases[0]
+        let kv = try Fixtures.vattentionStore(model)
+        let slot = try kv.allocateSlot(expectedLength: c.prompt_ids.count)
+        try kv.step([(slot, c.prompt_ids.count)])
+        let logits = model.forward([SequenceChunk(slot: slot, start: 0, tokens: c.prompt_ids, wantsLogits: true)], kv: kv)[0]
+        check(logits, c.top5.last!, "\(matmul)")
+    }
+
     @Test("chunked prefill then decode: every early position matches, greedy continuation matches")
     func decodeLogitsAndGreedy() throws {
         let (_, model, _) = try Fixtures.loaded.get()

@@ -14,6 +14,52 @@ struct SamplerTests {
         Int(l.withUnsafeBufferPointer { sampleToken($0, TokenDraw(parameters: p, uniform: u)) })
     }
 
+    /// The rule as first written, with whole sorts: the oracle for the heap selection and the integer sort.
+    func sortingReference(_ logits: [Float], _ p: SamplingParameters, _ u: UInt32) -> Int {
+        var best = 0
+        for i in logits.indices where logits[i] > logits[best] { best = i }
+        if p.temperature <= 0 { return best }
+        let keys = logits.map(orderedKey)
+        var threshold: UInt32 = 0
+        if p.topK > 0 && p.topK < logits.count { threshold = keys.sorted(by: >)[p.topK - 1] }
+        let weights: [UInt64] = logits.indices.map { i in
+            keys[i] >= threshold ? fixedPointWeight(logits[i], logits[best], p.temperature) : 0
+        }
+        if p.topP < 1 {
+            let target = max(1, UInt64(Double(p.topP) * Double(weights.reduce(0, +))))
+            var acc: UInt64 = 0
+            for i in logits.indices.filter({ weights[$0] > 0 }).sorted(by: { keys[$0] > keys[$1] }) {
+                acc += weights[i]
+                if acc >= target { threshold = max(threshold, keys[i]); break }
+            }
+        }
+        var kept: UInt64 = 0
+        for i in logits.indices where keys[i] >= threshold { kept += weights[i] }
+        let r = UInt64(u).multipliedFullWidth(by: kept)
+        let target = (r.high << 40) | (r.low >> 24)
+        var acc: UInt64 = 0
+        for i in logits.indices where keys[i] >= threshold {
+            acc += weights[i]
+            if target < acc { return i }
+        }
+        return best
+    }
+
+    @Test("the same token as whole sorts pick, with ties, any k and p")
+    func sameAsSortingReference() {
+        var rng = SplitMix64(seed: 99)
+        for trial in 0..<400 {
+            // Coarse logits make many ties.
+            var l = logits(1 + Int(rng.next() % 3000), &rng)
+            if trial % 2 == 0 { l = l.map { ($0 * 4).rounded() / 4 } }
+            let k = [0, 1, 2, 40, 1000, l.count - 1, l.count][Int(rng.next() % 7)]
+            let p = SamplingParameters(temperature: [0.3, 0.7, 1.5][trial % 3], topK: k,
+                                       topP: [1, 0.95, 0.5, 0.01][Int(rng.next() % 4)])
+            let u = UInt32(truncatingIfNeeded: rng.next() >> 40)
+            #expect(sample(l, p, u) == sortingReference(l, p, u), "trial \(trial)")
+        }
+    }
+
     @Test("greedy: arg-max, lowest id on ties, whatever the draw")
     func greedy() {
         var rng = SplitMix64(seed: 1)

@@ -178,6 +178,7 @@ struct WeightSourceTests {
     @Test("dummy weights run through CPULlamaModel and LLMEngine: finite logits, full outputs")
     func dummyThroughEngine() throws {
         let model = try CPULlamaModel(weights: DummyWeights(hyperparameters: Self.tiny, seed: 1))
+        #expect(model.matmulInUse == .float32, "F32 weights take the float32 path")
         let logits = try logitsTrace(model, prompt: [1, 2, 3, 4], decodes: 2)
         #expect(logits.allSatisfy { $0.count == 80 && $0.allSatisfy(\.isFinite) })
         #expect(Set(logits.map { $0.max()! }).count > 1, "not constant")
@@ -207,9 +208,11 @@ struct WeightSourceTests {
         let hf = try SafetensorsModel(directory: dir)
         #expect(hf.hyperparameters == gguf.hyperparameters)
         let prompt = tokenizer.encode("The capital of France is")
-        let expected = try logitsTrace(gguf, prompt: prompt, decodes: 2)
+        // On the float32 path Q4_1 rows are dequantized before every dot product, so F32 copies of them compute the
+        // same sums (F32 weights always take that path).
+        let expected = try logitsTrace(CPULlamaModel(file: file, matmul: .float32), prompt: prompt, decodes: 2)
         let got = try logitsTrace(CPULlamaModel(weights: hf), prompt: prompt, decodes: 2)
-        // Q4_1 rows are dequantized to float32 before every dot product, so F32 copies of them compute the same sums.
         #expect(got == expected)
+        #expect(gguf.matmul == .best)
     }
 }

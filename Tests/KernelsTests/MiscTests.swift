@@ -174,6 +174,31 @@ import Testing
         parallelFor(count, threads: 3) { i in box.hit(i) }
         #expect(box.counts() == [Int](repeating: 1, count: count))
     }
+
+    /// Calls back to back (helpers spinning), after pauses (helpers asleep), nested, and from two threads at once:
+    /// every index once, every time.
+    @Test func everyCallVisitsEachIndexOnce() async {
+        func check(_ count: Int) -> Bool {
+            let box = HitBox(count)
+            parallelFor(count) { i in box.hit(i) }
+            return box.counts() == [Int](repeating: 1, count: count)
+        }
+        #expect((0..<2000).allSatisfy { check($0 % 17) })
+        for _ in 0..<3 {
+            usleep(5_000)  // longer than the helpers spin
+            #expect(check(64))
+        }
+        let outer = HitBox(8), inner = HitBox(8 * 8)
+        parallelFor(8) { i in
+            outer.hit(i)
+            parallelFor(8) { j in inner.hit(i * 8 + j) }
+        }
+        #expect(outer.counts() == [Int](repeating: 1, count: 8) && inner.counts() == [Int](repeating: 1, count: 64))
+        async let a = Task.detached { (0..<500).allSatisfy { check(1 + $0 % 9) } }.value
+        async let b = Task.detached { (0..<500).allSatisfy { check(1 + $0 % 13) } }.value
+        let (x, y) = await (a, b)
+        #expect(x && y)
+    }
 }
 
 final class HitBox: @unchecked Sendable {
