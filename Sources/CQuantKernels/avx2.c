@@ -7,8 +7,6 @@
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
-enum { Q4_0, Q4_1, Q8_0 };
-enum { PREFETCH_ROWS = 16 };
 
 // A weight block: unsigned quants (Q8_0: magnitudes; `signs` holds the signed bytes), its scale in every lane, and
 // the offset term's weight side (Q4_0: −8·d, Q4_1: m).
@@ -16,10 +14,6 @@ typedef struct { __m256i w, signs; __m256 d, m; } row_step;
 // A token's block: quants (and residuals), scale (/128 with residuals), block sum / 8 (8 lanes of offset · sum/8
 // sum to it).
 typedef struct { __m256i a, residual; __m256 d, s; } token_step;
-
-INLINE int block_bytes(int format) {
-    return format == Q4_0 ? VQ_Q4_0_BYTES : format == Q4_1 ? VQ_Q4_1_BYTES : VQ_Q8_0_BYTES;
-}
 
 INLINE row_step load_row(int format, const uint8_t *b) {
     row_step r;
@@ -79,7 +73,7 @@ INLINE float sum8(__m256 v) {
 
 INLINE void tile(int format, int with_residual, int R, int T, const uint8_t *w, size_t row_bytes, const int8_t *xq,
                  const int8_t *xr, const float *xd, const float *xs, int k, float *y, size_t y_stride) {
-    const int nb = k / 32, bytes = block_bytes(format);
+    const int nb = k / 32, bytes = vq_block_bytes(format);
     __m256 acc[2][2];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
@@ -87,7 +81,7 @@ INLINE void tile(int format, int with_residual, int R, int T, const uint8_t *w, 
         row_step rows[2];
         for (int r = 0; r < R; r++) {
             const uint8_t *at = w + r * row_bytes + (size_t)b * bytes;
-            _mm_prefetch((const char *)(at + PREFETCH_ROWS * row_bytes), _MM_HINT_T0);  // as in avx512_vnni.c
+            _mm_prefetch((const char *)(at + VQ_PREFETCH_ROWS * row_bytes), _MM_HINT_T0);
             rows[r] = load_row(format, at);
         }
         for (int t = 0; t < T; t++) {

@@ -7,8 +7,6 @@
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
-enum { Q4_0, Q4_1, Q8_0 };
-enum { PREFETCH_ROWS = 16 };  // docs/decisions/001-cpu-integer-matmul.md
 
 // A weight row's two blocks: unsigned quants (Q8_0: magnitudes, with the signs in `negative`), the scale of each
 // block in 8 lanes, and the offset term's weight side (Q4_0: −8·d, Q4_1: m).
@@ -16,10 +14,6 @@ typedef struct { __m512i w; __m512 d, m; __mmask64 negative; } row_step;
 // A token's two blocks: quants (and residuals), scale in 8 lanes (/128 with residuals), block sum / 8 in 8 lanes
 // (8 lanes of offset · sum/8 sum to it).
 typedef struct { __m512i a, residual; __m512 d, s; } token_step;
-
-INLINE int block_bytes(int format) {
-    return format == Q4_0 ? VQ_Q4_0_BYTES : format == Q4_1 ? VQ_Q4_1_BYTES : VQ_Q8_0_BYTES;
-}
 
 // [v[0] in lanes 0–7, v[1] in lanes 8–15].
 INLINE __m512 spread_pair(__m128 v) {
@@ -29,7 +23,7 @@ INLINE __m512 spread_pair(__m128 v) {
 
 INLINE row_step load_row(int format, const uint8_t *b0, int two) {
     row_step r;
-    const int bytes = block_bytes(format);
+    const int bytes = vq_block_bytes(format);
     if (format == Q8_0) {
         const __m256i q0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
         const __m512i z = two ? _mm512_inserti64x4(_mm512_castsi256_si512(q0),
@@ -104,7 +98,7 @@ INLINE __m512 step(int format, int with_residual, row_step r, token_step t, __m5
 
 INLINE void tile(int format, int with_residual, int R, int T, const uint8_t *w, size_t row_bytes, const int8_t *xq,
                  const int8_t *xr, const float *xd, const float *xs, int k, float *y, size_t y_stride) {
-    const int nb = k / 32, bytes = block_bytes(format);
+    const int nb = k / 32, bytes = vq_block_bytes(format);
     __m512 acc[4][4];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
@@ -113,10 +107,9 @@ INLINE void tile(int format, int with_residual, int R, int T, const uint8_t *w, 
         row_step rows[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *at = w + r * row_bytes + (size_t)b * bytes;
-            // The same blocks PREFETCH_ROWS rows on: in decode the weights stream from DRAM once per token, and the
-            // hardware prefetcher alone left the kernel waiting on them (~2.5× slower on SmolLM2's shapes).
-            _mm_prefetch((const char *)(at + PREFETCH_ROWS * row_bytes), _MM_HINT_T0);
-            _mm_prefetch((const char *)(at + PREFETCH_ROWS * row_bytes + 64), _MM_HINT_T0);
+            // Both blocks, VQ_PREFETCH_ROWS rows on (without it ~2.5× slower on SmolLM2's shapes).
+            _mm_prefetch((const char *)(at + VQ_PREFETCH_ROWS * row_bytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(at + VQ_PREFETCH_ROWS * row_bytes + 64), _MM_HINT_T0);
             rows[r] = load_row(format, at, 1);
         }
         for (int t = 0; t < T; t++) {

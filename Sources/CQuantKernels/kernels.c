@@ -97,37 +97,33 @@ static inline int act(const int8_t *q, const int8_t *r, int j) { return r ? 128 
 static inline float act_scale(const int8_t *r, float d) { return r ? d * (1.0f / 128) : d; }
 
 // Q4_0: w = d·(U − 8), so w·a summed = d·da·Σ U·q − 8·d·(da·Σ q).
-static float dot_q4_0(const uint8_t *row, const int8_t *q, const int8_t *res, const float *da, const float *sum,
-                      int nb) {
+// Q4_1: w = d·U + m, so the offset term is m·(da·Σ q).
+static inline float dot_q4(int format, const uint8_t *row, const int8_t *q, const int8_t *res, const float *da,
+                           const float *sum, int nb) {
+    const int bytes = vq_block_bytes(format), quants = format == Q4_0 ? 2 : 4;
     float acc = 0;
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = row + VQ_Q4_0_BYTES * b;
+        const uint8_t *blk = row + bytes * b;
         const int8_t *qb = q + 32 * b, *rb = res ? res + 32 * b : NULL;
         const float dw = half_to_float(vq_load_u16(blk));
+        const float offset = format == Q4_0 ? -8 * dw : half_to_float(vq_load_u16(blk + 2));
         int isum = 0;
         for (int j = 0; j < 16; j++)
-            isum += (blk[2 + j] & 15) * act(qb, rb, j) + (blk[2 + j] >> 4) * act(qb, rb, 16 + j);
+            isum += (blk[quants + j] & 15) * act(qb, rb, j) + (blk[quants + j] >> 4) * act(qb, rb, 16 + j);
         acc += dw * act_scale(res, da[b]) * (float)isum;
-        acc += -8 * dw * sum[b];
+        acc += offset * sum[b];
     }
     return acc;
 }
 
-// Q4_1: w = d·U + m.
+static float dot_q4_0(const uint8_t *row, const int8_t *q, const int8_t *res, const float *da, const float *sum,
+                      int nb) {
+    return dot_q4(Q4_0, row, q, res, da, sum, nb);
+}
+
 static float dot_q4_1(const uint8_t *row, const int8_t *q, const int8_t *res, const float *da, const float *sum,
                       int nb) {
-    float acc = 0;
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = row + VQ_Q4_1_BYTES * b;
-        const int8_t *qb = q + 32 * b, *rb = res ? res + 32 * b : NULL;
-        const float dw = half_to_float(vq_load_u16(blk)), m = half_to_float(vq_load_u16(blk + 2));
-        int isum = 0;
-        for (int j = 0; j < 16; j++)
-            isum += (blk[4 + j] & 15) * act(qb, rb, j) + (blk[4 + j] >> 4) * act(qb, rb, 16 + j);
-        acc += dw * act_scale(res, da[b]) * (float)isum;
-        acc += m * sum[b];
-    }
-    return acc;
+    return dot_q4(Q4_1, row, q, res, da, sum, nb);
 }
 
 static float dot_q8_0(const uint8_t *row, const int8_t *q, const int8_t *res, const float *da, const float *sum,

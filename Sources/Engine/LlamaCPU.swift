@@ -27,9 +27,8 @@ public final class CPULlamaModel: @unchecked Sendable {
     public let hyperparameters: LlamaHyperparameters
     /// Kept so the weights outlive the model whatever their source (tensors also retain their own storage).
     public let weights: any LlamaWeights
-    /// How the projections multiply (the integer kernels on this CPU's best instruction set unless asked otherwise).
-    public let matmul: CPUMatmul
-    /// What runs: `matmul`, or `.float32` when no weight is in a format the integer kernels take.
+    /// How the projections multiply: the `matmul` asked for at load, or `.float32` when no weight is in a format the
+    /// integer kernels take.
     public let matmulInUse: CPUMatmul
     private let embeddings: WeightTensor
     private let outputNorm: [Float]
@@ -51,7 +50,6 @@ public final class CPULlamaModel: @unchecked Sendable {
         let hp = weights.hyperparameters
         hyperparameters = hp
         self.weights = weights
-        self.matmul = matmul
         let dModel = hp.embeddingLength, dHead = hp.headDim
         let qDim = hp.headCount * dHead, kvDim = hp.headCountKV * dHead, ffn = hp.feedForwardLength
         func tensor(_ name: String, rows: Int, rowLength: Int) throws -> WeightTensor {

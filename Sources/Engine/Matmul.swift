@@ -106,12 +106,14 @@ struct QuantizedRows {
     /// residual bytes or without.
     func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool) -> vq_activations {
         precondition(tokens * k <= capacity && k % 32 == 0)
-        let rowsPerItem = 8, nb = k / 32
+        let nb = k / 32
+        // Items of 8 rows from 16 rows on; fewer rows are one item.
+        let tokensPerItem = tokens >= 16 ? 8 : max(tokens, 1)
         let scratch = SendableScratch(qs: qs, residuals: residual ? residuals : nil, scales: scales, sums: sums)
         let input = SendablePointer(UnsafeMutablePointer(mutating: x))
-        parallelFor(tokens >= 2 * rowsPerItem ? (tokens + rowsPerItem - 1) / rowsPerItem : 1) { item in
-            let first = tokens >= 2 * rowsPerItem ? item * rowsPerItem : 0
-            let count = tokens >= 2 * rowsPerItem ? min(rowsPerItem, tokens - first) : tokens
+        parallelFor((tokens + tokensPerItem - 1) / tokensPerItem) { item in
+            let first = item * tokensPerItem
+            let count = min(tokensPerItem, tokens - first)
             vq_quantize_rows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
                              scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
                              scratch.sums + first * nb)

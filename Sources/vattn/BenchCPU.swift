@@ -40,7 +40,7 @@ struct BenchCPU: ParsableCommand {
         var options = options
         options.backend = .cpu
         let loaded = try options.loadModel()
-        let model = try CPULlamaModel(weights: loaded.weights, matmul: options.cpuMatmulInUse)
+        let model = try CPULlamaModel(weights: loaded.weights, matmul: options.requestedCPUMatmul)
         let promptLengths = parseList(promptTests)!, depthList = parseList(depths)!, streamCounts = parseList(streams)!
         let longest = max((promptLengths.max() ?? 0), (depthList.max() ?? 0) + generateTest, prompt + generate)
         options.slots = max(streamCounts.max() ?? 1, 1)

@@ -45,8 +45,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Tokens computed per engine step (decodes first, then prompt chunks). Default: 256; 64 for the demo, whose first answers then start sooner.")
     var tokenBudget: Int?
 
-    /// `--cpu-matmul` and `--cpu-activations` together.
-    var cpuMatmulInUse: CPUMatmul { cpuMatmul.matmul(activations: cpuActivationBits == 8 ? .int8 : .int16) }
+    /// `--cpu-matmul` and `--cpu-activations` together (the model uses float32 where no weight suits the kernels).
+    var requestedCPUMatmul: CPUMatmul { cpuMatmul.matmul(activations: cpuActivationBits == 8 ? .int8 : .int16) }
 
     /// `--max-context` as asked for (before it is fitted to the model and the KV pool: see `makeKVStore`).
     var maxContext: Int { maxContextOption ?? 2048 }
@@ -165,7 +165,7 @@ struct ModelOptions: ParsableArguments {
                         + "much for the CPU engine (limit \(formatBytes(cpuDummyLimitBytes))); this shape is for the GPU engine")
                 }
             }
-            model = try CPULlamaModel(weights: loaded.weights, matmul: cpuMatmulInUse)
+            model = try CPULlamaModel(weights: loaded.weights, matmul: requestedCPUMatmul)
         }
         let engine = LLMEngine(model: model, tokenizer: loaded.tokenizer, kv: try makeKVStore(model),
                                configuration: EngineConfiguration(tokenBudget: tokenBudget, maxRunning: slots))
