@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 import vattn_server
-from vattn_server import MODEL
+from vattn_server import MODEL, proc_status
 
 
 class Server(vattn_server.Server):
@@ -86,15 +86,6 @@ def wait_fds(s: Server, limit: int, timeout: float) -> int:
         if n <= limit or time.time() > deadline:
             return n
         time.sleep(0.2)
-
-
-def rss_anon(s: Server) -> int:
-    """The server's anonymous resident memory in bytes (malloc'd memory; not the model file or the KV pool)."""
-    with open(f"/proc/{s.proc.pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no RssAnon in /proc/PID/status")
 
 
 def head_and_body(raw: bytes):
@@ -434,7 +425,7 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
             victim()
         baseline = sorted(victim() for _ in range(5))[2]
         base_fds = s.fds()
-        base_heap = rss_anon(s)
+        base_heap = proc_status(s.proc.pid)["RssAnon"]  # malloc'd memory: not the model file or the KV pool
 
         def loop(name, attack, stop, counts, errors):
             def run():
@@ -476,7 +467,8 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
 
         def stop_strings():
             r = httpx.post(s.base + "/v1/completions", timeout=60,
-                           json=completion("Once upon a time", max_tokens=16, stop=["e" * 1023 + "!", " " + "é" * 511 + "!"]))
+                           json=completion("Once upon a time", max_tokens=16,
+                                           stop=["e" * 1023 + "!", " " + "é" * 511 + "!"]))
             assert r.status_code == 200, r.text[:200]
 
         def attack_round(label):
@@ -501,7 +493,8 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
             print(f"{label}: baseline {baseline:.3f} s; under attack {[round(x, 3) for x in latencies]}; "
                   f"/health {[round(x, 3) for x in health_latencies]}; attacks made {counts}")
             assert not errors, errors
-            assert all(counts.get(name, 0) > 0 for name in ["long prompt", "1 MB header", "5 MB body", "malformed JSON"]), counts
+            assert all(counts.get(name, 0) > 0
+                       for name in ["long prompt", "1 MB header", "5 MB body", "malformed JSON"]), counts
             # On two cores the attackers' own work and theirs on the server share the CPU with the victim: 2-5x
             # slower is fair share (more when other jobs load the machine). What must not happen is a stall: the
             # tokenizer attack once held every request, /health included, for ~590 s.
@@ -510,7 +503,7 @@ def test_a_well_behaved_client_keeps_its_latency_while_others_attack():
             assert max(health_latencies) < 3, health_latencies
             n = wait_fds(s, base_fds + 3, 15)
             assert n <= base_fds + 3, f"{label}: open fds {base_fds} -> {n}"
-            return rss_anon(s)
+            return proc_status(s.proc.pid)["RssAnon"]
 
         # The first rounds raise the allocator's high-water mark (the buffers of the connections in flight at once,
         # spread over one malloc arena per busy thread: on a 16-core machine that takes more than one round); a leak

@@ -46,6 +46,8 @@ import time
 import httpx
 import pytest
 
+from vattn_server import free_port, proc_status
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("VATTN_BIN", os.path.join(ROOT, ".build", "debug", "vattn"))
 MODEL = "smollm2-135m"
@@ -103,22 +105,6 @@ def long_request_bytes():
 
 WORDS = ("the cat sat on a mat while seven quiet engines hummed under old bridges near rivers of light and every "
          "student wrote long letters about memory pages kernels tokens caches and distant mountains").split()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 def metrics(base: str) -> dict:

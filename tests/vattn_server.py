@@ -30,6 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_status(pid: int) -> dict:
+    """VmRSS, RssAnon, RssFile, RssShmem of a process, in bytes (/proc/PID/status)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
 class Server:
     """`vattn serve --slots 4 --max-context CONTEXT *args $VATTN_SERVE_ARGS`, up once /health answers 200."""
 
