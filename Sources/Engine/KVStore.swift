@@ -2,40 +2,62 @@ import CUDADriver
 import Kernels
 import VAttention
 
-/// Where the engine keeps K/V: the vAttention manager (contiguous virtual tensors) or the paged baseline (block
-/// tables). Everything else in the engine is identical, so comparing the two measures paging alone.
-public protocol KVStore: AnyObject {
+/// The scheduler's side of a KV store: slots, lengths, capacity. No K/V data passes through it.
+public protocol KVAllocator: AnyObject {
     var name: String { get }
     /// A new request of `tokens` tokens fits now (a free slot and memory for it).
     func canAdmit(tokens: Int) -> Bool
     func allocateSlot(expectedLength: Int) throws -> Int
-    /// Backs every listed slot up to its length before the iteration; throws `KVOutOfMemory` (state unchanged).
-    func step(_ lengths: [(slot: Int, length: Int)]) throws
-    /// Asks for `tokens` of `slot` to be backed ahead of time, in the background (vAttention: the mapper maps a
-    /// prompt admitted now while this step computes). No-op where memory is not mapped on demand.
-    func prepare(_ slot: Int, tokens: Int) throws
+    /// Backs every listed slot up to its length before the step; throws `KVOutOfMemory` (state unchanged).
+    func reserve(_ lengths: [(slot: Int, length: Int)]) throws
     /// Whether memory is mapped as sequences grow (so admitting a request a step ahead hides its mapping).
     var mapsOnDemand: Bool { get }
+    /// Asks for `tokens` of `slot` to be backed ahead of time, in the background (vAttention: the mapper maps a
+    /// prompt admitted now while this step computes). Only called where `mapsOnDemand`.
+    func mapAhead(_ slot: Int, tokens: Int) throws
     func free(_ slot: Int) throws
     /// The longest sequence a slot can hold.
     var maxContext: Int { get }
     /// The longest sequence one request can reach with the whole pool to itself (every other slot idle): a request
     /// that would grow past it can never run, whatever `maxContext` says. A pool smaller than `maxContext` × 1
-    /// request is a configuration the engine must refuse prompts for (`LLMEngine.add`) and end requests at.
+    /// request is a configuration the engine must refuse prompts for and end requests at.
     var capacityTokens: Int { get }
     var slotCount: Int { get }
     var memory: KVMemoryReport { get }
-
-    func append(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, slots: [Int], positions: [Int])
-    func decode(layer: Int, query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape,
-                scale: Float, output: UnsafeMutablePointer<Float>)
-    func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
-                 shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>)
 }
 
-extension KVStore {
-    public func prepare(_ slot: Int, tokens: Int) throws {}
-    public var mapsOnDemand: Bool { false }
+/// Where the engine keeps K/V: the vAttention manager (contiguous virtual tensors) or the paged baseline (block
+/// tables). The scheduler sees the allocator; a model reaches a layer's K/V through its `binding` — the kernels are
+/// the model's, the store only says where the data is.
+public protocol KVStore: KVAllocator {
+    /// Host memory for the CPU model, device memory for the CUDA model (`LLMEngine` refuses a mismatch).
+    var location: MemoryLocation { get }
+    func binding(layer: Int) -> KVLayerBinding
+}
+
+/// How a model reaches one layer's K and V.
+public enum KVLayerBinding {
+    /// vAttention: K and V as strided tensors `[slot, token, head, dim]` (both layouts are only strides).
+    case strided(keys: KVTensorView, values: KVTensorView)
+    /// The paged baseline: K and V block pools with one block table per slot.
+    case paged(PagedKVBinding)
+}
+
+/// One layer of a paged store: pool addresses `[blocks, blockSize, kvHeads, headDim]` and the slots' block tables.
+public struct PagedKVBinding {
+    public let keys: UInt
+    public let values: UInt
+    public let elementType: KVElementType
+    public let blockCount: Int
+    public let blockSize: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    /// Width of a block-table row covering the store's context.
+    public let tableStride: Int
+    let store: PagedKVStore
+
+    /// The physical blocks of a slot, in order.
+    public func blockTable(slot: Int) -> [Int32] { store.blockTable(slot: slot) }
 }
 
 /// Not enough KV memory for a step: the scheduler preempts a request and retries.
@@ -73,17 +95,12 @@ extension KVElementType {
 public final class VAttentionKVStore: KVStore {
     public let manager: KVCacheManager
     public let name = "vattention"
-    private let keys: [StridedKV]
-    private let values: [StridedKV]
 
-    public init(manager: KVCacheManager) {
-        self.manager = manager
-        func strided(_ v: KVTensorView) -> StridedKV {
-            StridedKV(base: UnsafeMutableRawPointer(bitPattern: v.address)!, elementType: KVElementType(v.dtype),
-                      strideSlot: v.slotStride, strideToken: v.tokenStride, strideHead: v.headStride)
-        }
-        keys = (0..<manager.spec.layers).map { strided(manager.view(layer: $0, .key)) }
-        values = (0..<manager.spec.layers).map { strided(manager.view(layer: $0, .value)) }
+    public init(manager: KVCacheManager) { self.manager = manager }
+
+    public var location: MemoryLocation { manager.backend.location }
+    public func binding(layer: Int) -> KVLayerBinding {
+        .strided(keys: manager.view(layer: layer, .key), values: manager.view(layer: layer, .value))
     }
 
     public var maxContext: Int { manager.spec.maxContext }
@@ -96,7 +113,7 @@ public final class VAttentionKVStore: KVStore {
     public func allocateSlot(expectedLength: Int) throws -> Int {
         try manager.allocateSlot(expectedLength: min(expectedLength, manager.spec.maxContext))
     }
-    public func step(_ lengths: [(slot: Int, length: Int)]) throws {
+    public func reserve(_ lengths: [(slot: Int, length: Int)]) throws {
         do { try manager.step(lengths) } catch let e as KVCacheError {
             if case .outOfPages = e { throw KVOutOfMemory(detail: e.description) }
             throw e
@@ -104,8 +121,8 @@ public final class VAttentionKVStore: KVStore {
     }
     public func free(_ slot: Int) throws { try manager.free(slot) }
     public var mapsOnDemand: Bool { true }
-    public func prepare(_ slot: Int, tokens: Int) throws {
-        try manager.prepare(slot, tokens: min(tokens, manager.spec.maxContext))
+    public func mapAhead(_ slot: Int, tokens: Int) throws {
+        try manager.mapAhead(slot, tokens: min(tokens, manager.spec.maxContext))
     }
     public var memory: KVMemoryReport {
         let s = manager.stats
@@ -113,30 +130,11 @@ public final class VAttentionKVStore: KVStore {
                               criticalMaps: s.criticalMaps, backgroundMaps: s.backgroundMaps,
                               capacityBytes: s.poolPages * manager.spec.pageSize, activeSlots: s.activeSlots, criticalNanos: s.criticalNanos)
     }
-
-    public func append(layer: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, slots: [Int],
-                       positions: [Int]) {
-        let spec = manager.spec
-        appendKV(keys: k, values: v, slots: slots, positions: positions, kvHeads: spec.kvHeads, headDim: spec.headDim,
-                 into: keys[layer], values[layer])
-    }
-
-    public func decode(layer: Int, query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape,
-                       scale: Float, output: UnsafeMutablePointer<Float>) {
-        decodeAttention(query: query, keys: keys[layer], values: values[layer], slots: slots, lengths: lengths,
-                        shape: shape, scale: scale, output: output)
-    }
-
-    public func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
-                        shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>) {
-        prefillAttention(query: query, chunkLength: chunkLength, offset: offset, keys: keys[layer],
-                         values: values[layer], slot: slot, shape: shape, scale: scale, output: output)
-    }
 }
 
 /// The paged baseline (vLLM layout): per layer a K and a V block pool `[blocks, blockSize, kvHeads, headDim]`, a
 /// block table per slot, blocks from a `BlockAllocator`. Memory is allocated up front (as PagedAttention does), in
-/// host memory (the CPU model) or device memory (`device:`, the CUDA model, which reads `devicePools`/`blockTable`).
+/// host memory (the CPU model) or device memory (`device:`, the CUDA model).
 public final class PagedKVStore: KVStore {
     public let name: String
     public let layers: Int, kvHeads: Int, headDim: Int, blockSize: Int, maxContext: Int, slotCount: Int
@@ -193,12 +191,13 @@ public final class PagedKVStore: KVStore {
 
     public var capacityTokens: Int { allocator.blockCount * blockSize }
 
-    /// Whether the pools live in device memory.
-    public var isOnDevice: Bool { !deviceK.isEmpty }
-    /// Device addresses of a layer's K and V pools `[blocks, blockSize, kvHeads, headDim]`.
-    public func devicePools(layer: Int) -> (keys: UInt64, values: UInt64) {
-        precondition(isOnDevice, "host pools")
-        return (deviceK[layer].address, deviceV[layer].address)
+    public var location: MemoryLocation { deviceK.isEmpty ? .host : .device }
+    public func binding(layer: Int) -> KVLayerBinding {
+        let (k, v) = deviceK.isEmpty ? (UInt(bitPattern: kPools[layer]), UInt(bitPattern: vPools[layer]))
+                                     : (UInt(deviceK[layer].address), UInt(deviceV[layer].address))
+        return .paged(PagedKVBinding(keys: k, values: v, elementType: elementType, blockCount: allocator.blockCount,
+                                     blockSize: blockSize, kvHeads: kvHeads, headDim: headDim,
+                                     tableStride: tableStride, store: self))
     }
     /// Width of a block-table row covering `maxContext`.
     public var tableStride: Int { blocks(for: maxContext) }
@@ -222,7 +221,7 @@ public final class PagedKVStore: KVStore {
         return slot
     }
 
-    public func step(_ lengths: [(slot: Int, length: Int)]) throws {
+    public func reserve(_ lengths: [(slot: Int, length: Int)]) throws {
         let needed = lengths.reduce(0) { $0 + max(0, blocks(for: $1.length) - tables[$1.slot].count) }
         guard allocator.canAllocate(blocks: needed) else {
             throw KVOutOfMemory(detail: "need \(needed) blocks, \(allocator.freeCount) free")
@@ -233,6 +232,10 @@ public final class PagedKVStore: KVStore {
             self.lengths[slot] = length
         }
     }
+
+    /// Blocks are taken at `reserve`: nothing is mapped ahead.
+    public var mapsOnDemand: Bool { false }
+    public func mapAhead(_ slot: Int, tokens: Int) throws {}
 
     public func free(_ slot: Int) throws {
         precondition(active[slot], "slot \(slot) freed twice")
@@ -248,34 +251,5 @@ public final class PagedKVStore: KVStore {
         return KVMemoryReport(reservedBytes: allocator.blockCount * blockBytes * 2 * layers, mappedBytes: mapped,
                               usedBytes: used, capacityBytes: allocator.blockCount * blockBytes * 2 * layers,
                               activeSlots: active.filter { $0 }.count)
-    }
-
-    private func paged(_ pools: [UnsafeMutableRawPointer], layer: Int, slots: [Int]) -> PagedKV {
-        precondition(!isOnDevice, "the host kernels cannot read device pools")
-        return PagedKV(pool: pools[layer], elementType: elementType, numBlocks: allocator.blockCount, blockSize: blockSize,
-                       kvHeads: kvHeads, headDim: headDim, blockTables: slots.map { tables[$0] })
-    }
-
-    public func append(layer: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, slots: [Int],
-                       positions: [Int]) {
-        let distinct = Array(Set(slots)).sorted()
-        let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
-        appendKVPaged(keys: keys, values: values, sequences: slots.map { index[$0]! }, positions: positions,
-                      into: paged(kPools, layer: layer, slots: distinct), paged(vPools, layer: layer, slots: distinct))
-    }
-
-    public func decode(layer: Int, query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape,
-                       scale: Float, output: UnsafeMutablePointer<Float>) {
-        decodeAttention(query: query, keys: paged(kPools, layer: layer, slots: slots),
-                        values: paged(vPools, layer: layer, slots: slots), lengths: lengths, shape: shape,
-                        scale: scale, output: output)
-    }
-
-    public func prefill(layer: Int, query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int,
-                        shape: AttentionShape, scale: Float, output: UnsafeMutablePointer<Float>) {
-        prefillAttention(query: query, chunkLength: chunkLength, offset: offset,
-                         keys: paged(kPools, layer: layer, slots: [slot]),
-                         values: paged(vPools, layer: layer, slots: [slot]), sequence: 0, shape: shape, scale: scale,
-                         output: output)
     }
 }

@@ -33,73 +33,47 @@ public struct EngineConfiguration: Sendable {
     }
 }
 
-/// Continuous batching over one model and one KV store: scheduler + KV store + model runner, one loop.
+/// Continuous batching over one model and one KV store: a `Scheduler` plans each step over the store's slots, the
+/// model runs the plan, an `OutputProcessor` turns the sampled tokens into text and finish reasons.
 ///
-/// Every `step()`: pick the batch (running decodes, then prompt chunks under the token budget, admitting waiting
-/// requests while memory allows), back it in the KV store (preempting the youngest request by recompute when memory
-/// runs out — it goes back to the queue and loses nothing), run the model, sample, and report new text.
+/// Every `step()`: plan the batch (running decodes, then prompt chunks under the token budget, admitting waiting
+/// requests while memory allows; out of memory, the youngest request is preempted by recompute — it goes back to the
+/// queue and loses nothing), run the model, sample, and report new text.
 public final class LLMEngine {
     public let model: any ModelRunner
     /// nil for models without one (dummy weights): prompts are token ids, events carry no text, no EOS.
-    public let tokenizer: Tokenizer?
+    public var tokenizer: Tokenizer? { outputs.tokenizer }
     public let kv: any KVStore
     public let configuration: EngineConfiguration
+    public let scheduler: Scheduler
+    public let outputs: OutputProcessor
     public private(set) var stats = EngineStats()
 
-    final class Request {
-        let id: Int
-        let prompt: [TokenID]
+    /// What the engine keeps of a request beyond the scheduler: how it samples, what it has said.
+    struct Request {
         let parameters: SamplingParameters
-        var output: [TokenID] = []
         var sampler: Sampler
-        var detokenizer: StreamingDetokenizer?
-        /// The stop strings, and the text decoded but not yet emitted (it may be the start of one).
-        var stops: StopScanner
-        var emittedText = ""
-        var slot: Int?
-        /// Tokens of `prompt + output` whose K/V are in the cache.
-        var cached = 0
-        var finished: FinishReason?
-        let arrival: Int
-
-        init(id: Int, prompt: [TokenID], parameters: SamplingParameters, tokenizer: Tokenizer?, arrival: Int) {
-            self.id = id
-            self.prompt = prompt
-            self.parameters = parameters
-            sampler = Sampler(seed: parameters.seed ?? UInt64(id) &* 0x9E37_79B9_7F4A_7C15)
-            detokenizer = tokenizer.map { StreamingDetokenizer(tokenizer: $0) }
-            stops = StopScanner(parameters.stop)
-            self.arrival = arrival
-        }
-
-        /// Everything that must be in the cache before the next token: prompt and all generated tokens.
-        var sequence: [TokenID] { prompt + output }
-        var length: Int { prompt.count + output.count }
+        var output: OutputProcessor.State
+        /// Set when the scheduler has let go of it (the tokens it produced).
+        var finalTokens: [TokenID]?
     }
-
-    private var waiting: [Request] = []
-    /// Admitted one step ahead: a slot, and their first chunk being mapped in the background (`KVStore.prepare`)
-    /// while the current step computes; they start running next step.
-    private var admitted: [Request] = []
-    private var running: [Request] = []
     private var requests: [Int: Request] = [:]
     private var nextID = 0
 
     public init(model: any ModelRunner, tokenizer: Tokenizer?, kv: any KVStore,
                 configuration: EngineConfiguration = EngineConfiguration()) {
+        precondition(model.kvLocation == kv.location,
+                     "a model running on the \(model.kvLocation) cannot use a KV store in \(kv.location) memory")
         self.model = model
-        self.tokenizer = tokenizer
         self.kv = kv
-        // A budget or a batch of 0 would never schedule anything: every step would return at once, for ever.
-        var configuration = configuration
-        configuration.tokenBudget = max(1, configuration.tokenBudget)
-        configuration.maxRunning = max(1, configuration.maxRunning)
-        self.configuration = configuration
+        outputs = OutputProcessor(tokenizer: tokenizer)
+        scheduler = Scheduler(kv: kv, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunning)
+        self.configuration = EngineConfiguration(tokenBudget: scheduler.tokenBudget, maxRunning: scheduler.maxRunning)
     }
 
     /// The longest sequence (prompt + output) one request can reach: the KV store's context, or less when its pool
     /// cannot hold that much even for a request alone.
-    public var maxContext: Int { min(kv.maxContext, kv.capacityTokens) }
+    public var maxContext: Int { scheduler.maxContext }
 
     /// The tokenizer, for callers that work with text (a dummy-weight model has none).
     public func requireTokenizer() throws -> Tokenizer {
@@ -110,39 +84,33 @@ public final class LLMEngine {
     /// Queues a request; returns its id. Prompts longer than the context are refused, and so are prompts the KV
     /// pool could not hold even with nothing else running (they would wait for ever).
     public func add(prompt: [TokenID], parameters: SamplingParameters) throws -> Int {
-        guard !prompt.isEmpty else { throw EngineError.emptyPrompt }
-        guard prompt.count < kv.maxContext else {
-            throw EngineError.promptTooLong(tokens: prompt.count, context: kv.maxContext)
-        }
-        guard prompt.count < kv.capacityTokens else {
-            throw EngineError.promptTooLargeForMemory(tokens: prompt.count, capacity: kv.capacityTokens)
-        }
         let id = nextID
+        try scheduler.add(id: id, prompt: prompt, maxTokens: parameters.maxTokens)
         nextID += 1
-        let r = Request(id: id, prompt: prompt, parameters: parameters, tokenizer: tokenizer, arrival: id)
-        waiting.append(r)
-        requests[id] = r
+        requests[id] = Request(parameters: parameters,
+                               sampler: Sampler(seed: parameters.seed ?? UInt64(id) &* 0x9E37_79B9_7F4A_7C15),
+                               output: outputs.start(parameters))
         return id
     }
 
     /// Stops a request at once and frees its slot (e.g. its client went away).
     public func cancel(_ id: Int) throws {
-        guard let r = requests[id] else { return }
+        guard requests[id] != nil, requests[id]!.finished == nil else { return }
         try model.bindCallingThread()  // freeing a slot may reach the device (a fence)
-        try complete(r, .cancelled)
+        try finish(id, .cancelled)
     }
 
-    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty || !admitted.isEmpty }
-    public var waitingCount: Int { waiting.count }
-    public var runningCount: Int { running.count }
+    public var hasWork: Bool { scheduler.hasWork }
+    public var waitingCount: Int { scheduler.waitingCount }
+    public var runningCount: Int { scheduler.runningCount }
     /// Requests given a slot for the next step (admitted ahead), not running yet.
-    public var admittedCount: Int { admitted.count }
+    public var admittedCount: Int { scheduler.admittedCount }
     /// Requests whose bookkeeping the engine keeps: queued, running, or finished and not yet `remove`d. A server
     /// removes every request it is done with, so when idle this is 0 (a soak test checks it).
     public var trackedRequests: Int { requests.count }
 
     /// The generated tokens of a request (finished or not).
-    public func output(of id: Int) -> [TokenID]? { requests[id]?.output }
+    public func output(of id: Int) -> [TokenID]? { requests[id]?.finalTokens ?? scheduler.output(of: id) }
 
     /// One iteration. Returns the events of every request that produced text or finished.
     ///
@@ -152,202 +120,57 @@ public final class LLMEngine {
     public func step() throws -> [EngineEvent] {
         // Whichever thread steps the engine drives the device: the KV store maps pages below, the model runs.
         try model.bindCallingThread()
-        var chunks: [(Request, SequenceChunk)] = []
-        var admit = true
-        while true {
-            chunks = schedule(admitting: admit)
-            guard !chunks.isEmpty else {
-                // Nothing runs and the head of the queue cannot be admitted with the whole pool free: it never will.
-                if admit, running.isEmpty, admitted.isEmpty, let head = waiting.first {
-                    return [try endForMemory(head)]
-                }
-                return []
-            }
-            do {
-                try kv.step(chunks.map { ($0.1.slot, $0.1.start + $0.1.tokens.count) })
-                break
-            } catch is KVOutOfMemory {
-                if try releaseAdmitted() { continue }  // first give back what was only reserved ahead
-                if try preemptYoungest() {
-                    admit = false  // re-admitting what was just preempted would only fail again
-                    continue
-                }
-                // One request runs, alone, with every other slot idle, and its next token does not fit: the pool is
-                // its context. It ends as a full context does (preempting it would only recompute it into the same
-                // wall, for ever).
-                guard let lone = running.first else { throw EngineError.requestTooLargeForMemory }
-                return [try endForMemory(lone)]
-            }
-        }
-        let draws = chunks.filter(\.1.wantsLogits).map { r, _ in
-            TokenDraw(parameters: r.parameters, uniform: r.sampler.nextDraw())
-        }
-        try admitAhead()
-        let tokens = try model.run(chunks.map(\.1), kv: kv, sampling: draws)
-        stats.steps += 1
-        stats.tokensComputed += chunks.reduce(0) { $0 + $1.1.tokens.count }
+        let plan = try scheduler.schedule()
+        stats.preemptions += plan.preempted.count
         var events: [EngineEvent] = []
-        var next = tokens.makeIterator()
-        for (r, chunk) in chunks {
-            r.cached = chunk.start + chunk.tokens.count
-            guard chunk.wantsLogits, let token = next.next() else { continue }
-            r.output.append(token)
-            stats.tokensGenerated += 1
-            events.append(try emit(r, token))
+        for id in plan.endedForMemory {
+            let text = outputs.end(&requests[id]!.output, .length)
+            try finish(id, .length)
+            stats.endedByMemory += 1
+            events.append(EngineEvent(request: id, tokens: [], text: text, finished: .length))
+        }
+        guard !plan.chunks.isEmpty else { return events }
+        let draws = plan.sampledChunks.map { i in
+            let id = plan.requests[i]
+            return TokenDraw(parameters: requests[id]!.parameters, uniform: requests[id]!.sampler.nextDraw())
+        }
+        let tokens = try model.run(plan.chunks, kv: kv, sampling: draws)
+        stats.steps += 1
+        stats.tokensComputed += plan.chunks.reduce(0) { $0 + $1.tokens.count }
+        stats.tokensGenerated += tokens.count
+        scheduler.update(plan, sampled: tokens)
+        for (i, token) in zip(plan.sampledChunks, tokens) {
+            let id = plan.requests[i]
+            let (text, finished) = outputs.push(token, into: &requests[id]!.output,
+                                                length: scheduler.length(of: id)!, maxContext: kv.maxContext)
+            if let finished { try finish(id, finished) }
+            events.append(EngineEvent(request: id, tokens: [token], text: text, finished: finished))
         }
         return events
     }
 
-    /// Runs until every queued request has finished; returns their outputs by id.
+    /// Runs until every queued request has finished.
     public func runToCompletion(onEvent: (EngineEvent) -> Void = { _ in }) throws {
         while hasWork {
             for e in try step() { onEvent(e) }
         }
     }
 
-    // MARK: Scheduling
-
-    private func schedule(admitting: Bool) -> [(Request, SequenceChunk)] {
-        var budget = configuration.tokenBudget
-        var batch: [(Request, SequenceChunk)] = []
-        // Decodes first: one token each for requests whose whole sequence but the last token is cached.
-        for r in running where r.cached == r.length - 1 && budget > 0 {
-            batch.append((r, SequenceChunk(slot: r.slot!, start: r.cached, tokens: [r.sequence[r.cached]], wantsLogits: true)))
-            budget -= 1
-        }
-        // Then prompt (or recompute) chunks of running requests, then those admitted ahead, then admissions.
-        for r in running where r.cached < r.length - 1 && budget > 0 {
-            batch.append((r, chunk(r, budget: &budget)))
-        }
-        while budget > 0, !admitted.isEmpty {
-            let r = admitted.removeFirst()
-            running.append(r)
-            batch.append((r, chunk(r, budget: &budget)))
-        }
-        while admitting, budget > 0, let r = admitNext() {
-            running.append(r)
-            batch.append((r, chunk(r, budget: &budget)))
-        }
-        return batch
-    }
-
-    /// The first waiting request with a KV slot of its own, if one may run (a free place under `maxRunning`, and
-    /// memory for its prompt); it leaves the queue.
-    private func admitNext() -> Request? {
-        guard let r = waiting.first, running.count + admitted.count < configuration.maxRunning,
-              kv.canAdmit(tokens: min(r.length, kv.maxContext)),
-              let slot = try? kv.allocateSlot(expectedLength: r.length + r.parameters.maxTokens)
-        else { return nil }
-        waiting.removeFirst()
-        r.slot = slot
-        r.cached = 0
-        return r
-    }
-
-    private func chunk(_ r: Request, budget: inout Int) -> SequenceChunk {
-        let remaining = r.length - r.cached
-        let n = min(remaining, budget)
-        budget -= n
-        let tokens = Array(r.sequence[r.cached..<(r.cached + n)])
-        return SequenceChunk(slot: r.slot!, start: r.cached, tokens: tokens, wantsLogits: r.cached + n == r.length)
-    }
-
-    /// Admits waiting requests for the next step now, so their first chunk's memory is mapped in the background
-    /// while this step computes (only where the store maps on demand; elsewhere admission stays in `schedule`).
-    private func admitAhead() throws {
-        guard kv.mapsOnDemand, admitted.isEmpty else { return }
-        // Next step's decodes come first (about one token per running request).
-        var budget = configuration.tokenBudget - running.count
-        while budget > 0, let r = admitNext() {
-            admitted.append(r)
-            let first = min(r.length, budget)
-            try kv.prepare(r.slot!, tokens: first)
-            budget -= first
-        }
-    }
-
-    /// Gives the slots of requests admitted ahead back (they wait again, first in line). False if there were none.
-    private func releaseAdmitted() throws -> Bool {
-        guard !admitted.isEmpty else { return false }
-        for r in admitted {
-            try kv.free(r.slot!)
-            r.slot = nil
-        }
-        waiting.insert(contentsOf: admitted, at: 0)
-        admitted.removeAll()
-        return true
-    }
-
-    /// Out of KV memory: the most recently admitted running request gives its slot back and will be recomputed.
-    /// False when one request runs alone: nothing can make room for it.
-    private func preemptYoungest() throws -> Bool {
-        guard running.count > 1, let victim = running.max(by: { $0.arrival < $1.arrival })
-        else { return false }
-        try kv.free(victim.slot!)
-        victim.slot = nil
-        victim.cached = 0
-        running.removeAll { $0 === victim }
-        waiting.insert(victim, at: 0)
-        stats.preemptions += 1
-        return true
-    }
-
-    // MARK: Output
-
-    private func emit(_ r: Request, _ token: TokenID) throws -> EngineEvent {
-        var finish: FinishReason?
-        let isEOS = tokenizer.map { token == $0.eosID || $0.type(of: token) == .control } ?? false
-        var piece = ""
-        if isEOS && !r.parameters.ignoreEOS {
-            finish = .stop
-        } else if r.detokenizer != nil {
-            piece = r.detokenizer!.push(token)
-        }
-        // Stop strings: cut at the first match; otherwise hold back a tail that could still become one. Only the new
-        // piece is scanned (`StopScanner` keeps its state), so a token costs the same whatever the text so far.
-        var (text, stopped) = r.stops.push(piece)
-        if stopped {
-            finish = .stop
-        } else {
-            if finish == nil && (r.output.count >= r.parameters.maxTokens || r.length >= kv.maxContext) {
-                finish = .length
-            }
-            // Finishing: nothing can become a stop string any more, so all held text goes out.
-            if finish != nil {
-                text += r.stops.flush()
-                if r.detokenizer != nil { text += r.detokenizer!.flush() }
-            }
-        }
-        r.emittedText += text
-        if let f = finish { try complete(r, f) }
-        return EngineEvent(request: r.id, tokens: [token], text: text, finished: finish)
-    }
-
-    /// Ends a request that the KV pool cannot hold any longer (or at all) with `.length`, flushing the text it holds.
-    private func endForMemory(_ r: Request) throws -> EngineEvent {
-        var text = r.stops.flush()
-        if r.detokenizer != nil { text += r.detokenizer!.flush() }
-        r.emittedText += text
-        try complete(r, .length)
-        stats.endedByMemory += 1
-        return EngineEvent(request: r.id, tokens: [], text: text, finished: .length)
-    }
-
-    private func complete(_ r: Request, _ reason: FinishReason) throws {
-        r.finished = reason
-        if let slot = r.slot { try kv.free(slot) }
-        r.slot = nil
-        running.removeAll { $0 === r }
-        waiting.removeAll { $0 === r }
-        admitted.removeAll { $0 === r }
+    private func finish(_ id: Int, _ reason: FinishReason) throws {
+        requests[id]!.output.finished = reason
+        requests[id]!.finalTokens = try scheduler.finish(id)
         stats.finished += 1
     }
 
     /// The full text a request has produced so far.
-    public func text(of id: Int) -> String? { requests[id]?.emittedText }
+    public func text(of id: Int) -> String? { requests[id]?.output.text }
     public func finishReason(of id: Int) -> FinishReason? { requests[id]?.finished }
     /// Forgets a finished request's bookkeeping.
     public func remove(_ id: Int) { if requests[id]?.finished != nil { requests[id] = nil } }
+}
+
+extension LLMEngine.Request {
+    var finished: FinishReason? { output.finished }
 }
 
 extension LLMEngine {

@@ -1,11 +1,12 @@
 import Kernels
 import Model
+import VAttention
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// One sequence's tokens in a forward pass: `tokens` sit at positions `start ..< start + tokens.count` of `slot`.
-public struct SequenceChunk: Sendable {
+public struct SequenceChunk: Sendable, Equatable {
     public var slot: Int
     public var start: Int
     public var tokens: [TokenID]
@@ -108,6 +109,7 @@ public final class CPULlamaModel: @unchecked Sendable {
     /// Runs the chunks through the model, writing their K/V into `kv` (whose `step` must already back every slot to
     /// `start + tokens.count`), and returns the logits of the last token of each chunk that wants them, in order.
     public func forward(_ chunks: [SequenceChunk], kv: any KVStore) -> [[Float]] {
+        precondition(kv.location == .host, "the CPU model reads K/V from host memory; this store is on the device")
         let hp = hyperparameters
         let dModel = hp.embeddingLength, dHead = hp.headDim
         let qDim = hp.headCount * dHead, kvDim = hp.headCountKV * dHead, ffn = hp.feedForwardLength
@@ -153,6 +155,7 @@ public final class CPULlamaModel: @unchecked Sendable {
 
         let rowPositions = positions
         for (layerIndex, layer) in layers.enumerated() {
+            let cache = LayerKV(kv.binding(layer: layerIndex))
             eachRow(n) { r in
                 rmsNorm(x.p + r * dModel, layer.attentionNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
             }
@@ -161,16 +164,17 @@ public final class CPULlamaModel: @unchecked Sendable {
                 self.rope(q.p + r * qDim, heads: hp.headCount, position: rowPositions[r])
                 self.rope(k.p + r * kvDim, heads: hp.headCountKV, position: rowPositions[r])
             }
-            kv.append(layer: layerIndex, keys: k.p, values: v.p, slots: slots, positions: positions)
+            cache.append(keys: k.p, values: v.p, slots: slots, positions: positions, kvHeads: hp.headCountKV,
+                         headDim: dHead)
             if !decodeRows.isEmpty {
                 for (i, r) in decodeRows.enumerated() { (decodeQuery.p + i * qDim).update(from: q.p + r * qDim, count: qDim) }
-                kv.decode(layer: layerIndex, query: decodeQuery.p, slots: decodeSlots, lengths: decodeLengths,
-                          shape: shape, scale: scale, output: decodeOut.p)
+                cache.decode(query: decodeQuery.p, slots: decodeSlots, lengths: decodeLengths, shape: shape,
+                             scale: scale, output: decodeOut.p)
                 for (i, r) in decodeRows.enumerated() { (attn.p + r * qDim).update(from: decodeOut.p + i * qDim, count: qDim) }
             }
             for (r, c) in prefill {
-                kv.prefill(layer: layerIndex, query: q.p + r * qDim, chunkLength: c.tokens.count, offset: c.start,
-                           slot: c.slot, shape: shape, scale: scale, output: attn.p + r * qDim)
+                cache.prefill(query: q.p + r * qDim, chunkLength: c.tokens.count, offset: c.start, slot: c.slot,
+                              shape: shape, scale: scale, output: attn.p + r * qDim)
             }
             multiply(layer.o, attn.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
@@ -222,6 +226,77 @@ public final class CPULlamaModel: @unchecked Sendable {
                 p[0] = a * c - b * s
                 p[1] = a * s + b * c
             }
+        }
+    }
+}
+
+/// One layer's K/V as the CPU kernels address it: strided tensors (vAttention) or block pools and tables (paged).
+private enum LayerKV {
+    case strided(keys: StridedKV, values: StridedKV)
+    case paged(PagedKVBinding)
+
+    init(_ binding: KVLayerBinding) {
+        switch binding {
+        case .strided(let k, let v):
+            func strided(_ view: KVTensorView) -> StridedKV {
+                StridedKV(base: UnsafeMutableRawPointer(bitPattern: view.address)!, elementType: KVElementType(view.dtype),
+                          strideSlot: view.slotStride, strideToken: view.tokenStride, strideHead: view.headStride)
+            }
+            self = .strided(keys: strided(k), values: strided(v))
+        case .paged(let p):
+            self = .paged(p)
+        }
+    }
+
+    /// The pools of a paged layer as the kernels take them, with the block tables of `slots` (sequence i = slots[i]).
+    private static func pools(_ p: PagedKVBinding, slots: [Int]) -> (keys: PagedKV, values: PagedKV) {
+        let tables = slots.map(p.blockTable(slot:))
+        func pool(_ address: UInt) -> PagedKV {
+            PagedKV(pool: UnsafeMutableRawPointer(bitPattern: address)!, elementType: p.elementType,
+                    numBlocks: p.blockCount, blockSize: p.blockSize, kvHeads: p.kvHeads, headDim: p.headDim,
+                    blockTables: tables)
+        }
+        return (pool(p.keys), pool(p.values))
+    }
+
+    func append(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, slots: [Int], positions: [Int],
+                kvHeads: Int, headDim: Int) {
+        switch self {
+        case .strided(let k, let v):
+            appendKV(keys: keys, values: values, slots: slots, positions: positions, kvHeads: kvHeads,
+                     headDim: headDim, into: k, v)
+        case .paged(let p):
+            let distinct = Array(Set(slots)).sorted()
+            let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
+            let (k, v) = Self.pools(p, slots: distinct)
+            appendKVPaged(keys: keys, values: values, sequences: slots.map { index[$0]! }, positions: positions,
+                          into: k, v)
+        }
+    }
+
+    func decode(query: UnsafePointer<Float>, slots: [Int], lengths: [Int], shape: AttentionShape, scale: Float,
+                output: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .strided(let k, let v):
+            decodeAttention(query: query, keys: k, values: v, slots: slots, lengths: lengths, shape: shape,
+                            scale: scale, output: output)
+        case .paged(let p):
+            let (k, v) = Self.pools(p, slots: slots)
+            decodeAttention(query: query, keys: k, values: v, lengths: lengths, shape: shape, scale: scale,
+                            output: output)
+        }
+    }
+
+    func prefill(query: UnsafePointer<Float>, chunkLength: Int, offset: Int, slot: Int, shape: AttentionShape,
+                 scale: Float, output: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .strided(let k, let v):
+            prefillAttention(query: query, chunkLength: chunkLength, offset: offset, keys: k, values: v, slot: slot,
+                             shape: shape, scale: scale, output: output)
+        case .paged(let p):
+            let (k, v) = Self.pools(p, slots: [slot])
+            prefillAttention(query: query, chunkLength: chunkLength, offset: offset, keys: k, values: v, sequence: 0,
+                             shape: shape, scale: scale, output: output)
         }
     }
 }

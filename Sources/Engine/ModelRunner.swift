@@ -1,5 +1,6 @@
-import Model
 import Kernels
+import Model
+import VAttention
 
 /// What the engine needs of a model: run one iteration's chunks and pick the next token of every chunk that wants
 /// one. The CPU model samples on the host; the CUDA model samples on the GPU and copies back only the token ids.
@@ -7,6 +8,8 @@ public protocol ModelRunner: AnyObject {
     var hyperparameters: LlamaHyperparameters { get }
     /// Where the model runs ("cpu", "cuda: NVIDIA H100 …"), for summaries.
     var deviceDescription: String { get }
+    /// The memory its kernels read K/V from: a store elsewhere cannot serve it.
+    var kvLocation: MemoryLocation { get }
     /// Runs `chunks` (K/V written into `kv`, which must already back every slot to `start + tokens.count`) and
     /// returns one token per chunk with `wantsLogits`, in order, drawn with the matching entry of `sampling`.
     func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID]
@@ -43,6 +46,7 @@ extension TokenDraw {
 
 extension CPULlamaModel: ModelRunner {
     public var deviceDescription: String { "cpu, \(defaultThreadCount) threads, \(matmulInUse)" }
+    public var kvLocation: MemoryLocation { .host }
 
     public func run(_ chunks: [SequenceChunk], kv: any KVStore, sampling: [TokenDraw]) throws -> [TokenID] {
         let logits = forward(chunks, kv: kv)

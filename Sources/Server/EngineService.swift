@@ -44,14 +44,8 @@ public struct EngineSnapshot: Sendable {
     /// Requests accepted but not yet running (in the inbox or the engine's waiting queue).
     public var waiting = 0
     public var running = 0
-    public var steps = 0
-    public var preemptions = 0
-    public var tokensGenerated = 0
-    public var kvMappedBytes = 0
-    public var kvUsedBytes = 0
-    public var kvReservedBytes = 0
-    public var kvCapacityBytes = 0
-    public var kvActiveSlots = 0
+    public var engine = EngineStats()
+    public var kv = KVMemoryReport()
     /// Requests the engine still keeps bookkeeping for (0 when idle, or something leaks).
     public var trackedRequests = 0
     /// Requests whose event stream to an HTTP handler is open (0 when idle).
@@ -126,12 +120,7 @@ public final class EngineService: Service, @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         let m = engine.kv.memory
-        state.withLock {
-            $0.snapshot.kvMappedBytes = m.mappedBytes
-            $0.snapshot.kvUsedBytes = m.usedBytes
-            $0.snapshot.kvReservedBytes = m.reservedBytes
-            $0.snapshot.kvCapacityBytes = m.capacityBytes
-        }
+        state.withLock { $0.snapshot.kv = m }
     }
 
     public var snapshot: EngineSnapshot { state.withLock { $0.snapshot } }
@@ -373,20 +362,16 @@ public final class EngineService: Service, @unchecked Sendable {
         let snap = state.withLock { s in
             s.slotsBusy = busy
             let pending = s.inbox.reduce(0) { n, c in if case .add = c { return n + 1 } else { return n } }
-            s.snapshot = EngineSnapshot(waiting: waiting + pending, running: running, steps: stats.steps,
-                                        preemptions: stats.preemptions, tokensGenerated: stats.tokensGenerated,
-                                        kvMappedBytes: m.mappedBytes, kvUsedBytes: m.usedBytes,
-                                        kvReservedBytes: m.reservedBytes, kvCapacityBytes: m.capacityBytes,
-                                        kvActiveSlots: m.activeSlots, trackedRequests: engine.trackedRequests,
-                                        openStreams: openStreams)
+            s.snapshot = EngineSnapshot(waiting: waiting + pending, running: running, engine: stats, kv: m,
+                                        trackedRequests: engine.trackedRequests, openStreams: openStreams)
             return s.snapshot
         }
         metrics.queueDepth.record(snap.waiting)
         metrics.running.record(snap.running)
-        metrics.kvMapped.record(snap.kvMappedBytes)
-        metrics.kvUsed.record(snap.kvUsedBytes)
-        metrics.kvCapacity.record(snap.kvCapacityBytes)
-        metrics.kvActiveSlots.record(snap.kvActiveSlots)
+        metrics.kvMapped.record(snap.kv.mappedBytes)
+        metrics.kvUsed.record(snap.kv.usedBytes)
+        metrics.kvCapacity.record(snap.kv.capacityBytes)
+        metrics.kvActiveSlots.record(snap.kv.activeSlots)
         metrics.trackedRequests.record(snap.trackedRequests)
         metrics.openStreams.record(snap.openStreams)
     }

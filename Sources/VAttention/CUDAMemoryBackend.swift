@@ -7,6 +7,7 @@ import Synchronization
 /// VMM calls do not wait for queued kernels, so a page is only unmapped after the fence recorded when its slot was
 /// last used has completed (`recordFence` records an event on the compute stream).
 public final class CUDAMemoryBackend: MemoryBackend {
+    public var location: MemoryLocation { .device }
     public let name = "cuda"
     public let device: CUDADevice
     /// The stream the model's kernels run on: fences are recorded there.

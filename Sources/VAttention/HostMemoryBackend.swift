@@ -9,6 +9,7 @@ import Glibc
 /// range to an inaccessible (or, with `zeroPage`, read-as-zero) anonymous mapping. Any multiple of 4 KB is a valid page
 /// size — the small pages the paper needed a patched GPU driver for.
 public final class HostMemoryBackend: MemoryBackend {
+    public var location: MemoryLocation { .host }
     public let name = "host"
     public let granularity: Int
     /// When set, unbacked parts of a reservation read as zeros (the kernel's shared zero page) instead of faulting.

@@ -4,8 +4,8 @@ import Synchronization
 struct SlotState {
     var active = false
     var length = 0
-    /// Tokens the background mapper should back this slot to, beyond its length (`KVCacheManager.prepare`).
-    var prepared = 0
+    /// Tokens the background mapper should back this slot to, beyond its length (`KVCacheManager.mapAhead`).
+    var mapAheadTo = 0
     private(set) var pages: [[PhysicalPage]]
     /// min over tensors of `pages[t].count`, kept current so a step's common case (nothing to map) costs O(1) per
     /// slot instead of O(tensors): 64 tensors × 256 slots is otherwise ~0.5 ms per step.
@@ -83,7 +83,7 @@ struct ManagerState {
         lookAhead.removeAll(keepingCapacity: true)
         guard policy.background else { return }
         for (i, slot) in slots.enumerated() where slot.active {
-            let tokens = max(slot.length + policy.lookAheadTokens, slot.prepared)
+            let tokens = max(slot.length + policy.lookAheadTokens, slot.mapAheadTo)
             let target = spec.pagesPerTensor(tokens: min(spec.maxContext, tokens))
             if slot.missingPages(upTo: target) > 0 { lookAhead.append((i, target)) }
         }

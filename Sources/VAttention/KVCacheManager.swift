@@ -131,7 +131,7 @@ public final class KVCacheManager: Sendable {
             guard let chosen = best ?? largest else { throw KVCacheError.noFreeSlot }
             s.slots[chosen.slot].active = true
             s.slots[chosen.slot].length = 0
-            s.slots[chosen.slot].prepared = 0
+            s.slots[chosen.slot].mapAheadTo = 0
             return chosen.slot
         }
     }
@@ -153,14 +153,14 @@ public final class KVCacheManager: Sendable {
     /// Asks the background mapper to back `slot` up to `tokens` ahead of time — e.g. the prompt of a request admitted
     /// now whose prefill runs next iteration — so that step finds the pages mapped. Never maps synchronously and never
     /// reclaims from active requests for it; `step` still guarantees correctness if the mapper has not finished.
-    public func prepare(_ slot: Int, tokens: Int) throws {
+    public func mapAhead(_ slot: Int, tokens: Int) throws {
         try core.state.withLock { s in
             try s.checkOpen()
             try s.checkActive(slot)
             guard tokens >= 0, tokens <= spec.maxContext else {
                 throw KVCacheError.lengthOutOfRange(slot: slot, length: tokens, maxContext: spec.maxContext)
             }
-            s.slots[slot].prepared = tokens
+            s.slots[slot].mapAheadTo = tokens
             s.scheduleLookAhead(spec: spec, policy: policy)
         }
         if policy.background { core.signal.post() }

@@ -10,6 +10,11 @@ public protocol MemoryFence: AnyObject, Sendable {
     func wait() throws
 }
 
+/// Where memory lives: the host's address space or a GPU's.
+public enum MemoryLocation: String, Sendable {
+    case host, device
+}
+
 /// What vAttention needs from a memory system: virtual ranges that cost nothing until backed, physical pages made once
 /// at start, and map/unmap of one page at one address. Two real implementations: `CUDAMemoryBackend` (cuMem* VMM) and
 /// `HostMemoryBackend` (mmap + memfd).
@@ -18,6 +23,8 @@ public protocol MemoryFence: AnyObject, Sendable {
 public protocol MemoryBackend: AnyObject, Sendable {
     /// A short name for reports ("cuda", "host").
     var name: String { get }
+    /// Who can address the memory: host kernels read host memory only, device kernels device memory only.
+    var location: MemoryLocation { get }
     /// The smallest mappable page; page sizes must be multiples of it.
     var granularity: Int { get }
     /// Reserves `bytes` (a multiple of `granularity`) of virtual address space with no memory behind it.

@@ -127,9 +127,9 @@ public func vattn_step(_ m: OpaquePointer?, _ slots: UnsafePointer<Int64>?, _ le
     }
 }
 
-@_cdecl("vattn_prepare")
-public func vattn_prepare(_ m: OpaquePointer?, _ slot: Int64, _ tokens: Int64) -> Int32 {
-    guarded { try box(m).manager.prepare(Int(slot), tokens: Int(tokens)) }
+@_cdecl("vattn_map_ahead")
+public func vattn_map_ahead(_ m: OpaquePointer?, _ slot: Int64, _ tokens: Int64) -> Int32 {
+    guarded { try box(m).manager.mapAhead(Int(slot), tokens: Int(tokens)) }
 }
 
 @_cdecl("vattn_can_admit")

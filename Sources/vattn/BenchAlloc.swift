@@ -290,7 +290,7 @@ struct BenchAlloc: ParsableCommand {
                 guard manager.canAdmit(tokens: queue[0].prompt + arrivalsPerStep * 16) else { break }
                 let r = queue.removeFirst()
                 let slot = try manager.allocateSlot(expectedLength: r.target)
-                try manager.prepare(slot, tokens: r.prompt)
+                try manager.mapAhead(slot, tokens: r.prompt)
                 running[slot] = Request(prompt: r.prompt, target: r.target, length: 0)
                 admittedLastStep.insert(slot)
             }

@@ -63,9 +63,9 @@ struct BenchCPU: ParsableCommand {
 
         // Warm-up, as llama.cpp's benches do: the first pass faults the mapped weights in.
         let warm = try kv.allocateSlot(expectedLength: 17)
-        try kv.step([(warm, 16)])
+        try kv.reserve([(warm, 16)])
         _ = timed([SequenceChunk(slot: warm, start: 0, tokens: tokens(16), wantsLogits: true)])
-        try kv.step([(warm, 17)])
+        try kv.reserve([(warm, 17)])
         _ = timed([SequenceChunk(slot: warm, start: 16, tokens: tokens(1), wantsLogits: true)])
         try kv.free(warm)
 
@@ -73,7 +73,7 @@ struct BenchCPU: ParsableCommand {
             let rate = median((0..<repetitions).map { _ in
                 let slot = try! kv.allocateSlot(expectedLength: p)
                 defer { try! kv.free(slot) }
-                try! kv.step([(slot, p)])
+                try! kv.reserve([(slot, p)])
                 return Double(p) / timed([SequenceChunk(slot: slot, start: 0, tokens: tokens(p), wantsLogits: true)])
             })
             results.append(("pp\(p)", ["tokens_per_second": rate]))
@@ -84,12 +84,12 @@ struct BenchCPU: ParsableCommand {
                 let slot = try! kv.allocateSlot(expectedLength: depth + generateTest)
                 defer { try! kv.free(slot) }
                 if depth > 0 {
-                    try! kv.step([(slot, depth)])
+                    try! kv.reserve([(slot, depth)])
                     _ = timed([SequenceChunk(slot: slot, start: 0, tokens: tokens(depth), wantsLogits: false)])
                 }
                 var seconds = 0.0
                 for i in 0..<generateTest {
-                    try! kv.step([(slot, depth + i + 1)])
+                    try! kv.reserve([(slot, depth + i + 1)])
                     seconds += timed([SequenceChunk(slot: slot, start: depth + i, tokens: tokens(1), wantsLogits: true)])
                 }
                 return Double(generateTest) / seconds
@@ -103,13 +103,13 @@ struct BenchCPU: ParsableCommand {
             for _ in 0..<repetitions {
                 let slots = (0..<s).map { _ in try! kv.allocateSlot(expectedLength: prompt + generate) }
                 defer { for slot in slots { try! kv.free(slot) } }
-                try kv.step(slots.map { ($0, prompt) })
+                try kv.reserve(slots.map { ($0, prompt) })
                 let prefillSeconds = timed(slots.map {
                     SequenceChunk(slot: $0, start: 0, tokens: tokens(prompt), wantsLogits: true)
                 })
                 var decodeSeconds = 0.0
                 for i in 0..<generate {
-                    try kv.step(slots.map { ($0, prompt + i + 1) })
+                    try kv.reserve(slots.map { ($0, prompt + i + 1) })
                     decodeSeconds += timed(slots.map {
                         SequenceChunk(slot: $0, start: prompt + i, tokens: tokens(1), wantsLogits: true)
                     })

@@ -95,7 +95,7 @@ struct BenchDecode: ParsableCommand {
                 defer { for s in slots { try? store.free(s) } }
                 var lengths = slots.map { _ in context }
                 let setupStart = nowNanos()
-                do { try store.step(zip(slots, lengths).map { ($0, $1) }) } catch {
+                do { try store.reserve(zip(slots, lengths).map { ($0, $1) }) } catch {
                     say("\(pad(store.name, 13)) \(pad(b, 6)) does not fit: \(error)")
                     continue
                 }
@@ -104,7 +104,7 @@ struct BenchDecode: ParsableCommand {
                 var tokens = [TokenID](repeating: 1, count: b)
                 for i in 0..<(steps + 4) {
                     let t0 = nowNanos()
-                    try store.step(zip(slots, lengths).map { ($0, $1 + 1) })
+                    try store.reserve(zip(slots, lengths).map { ($0, $1 + 1) })
                     let t1 = nowNanos()
                     let chunks = (0..<b).map { SequenceChunk(slot: slots[$0], start: lengths[$0], tokens: [tokens[$0]], wantsLogits: true) }
                     tokens = try model.run(chunks, kv: store, sampling: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: b))
@@ -181,7 +181,7 @@ struct BenchPrompt: ParsableCommand {
                         var done = 0
                         while done < length {
                             let n = chunk == 0 ? length : min(chunk, length - done)
-                            try store.step([(slot, done + n)])
+                            try store.reserve([(slot, done + n)])
                             _ = try model.run([SequenceChunk(slot: slot, start: done, tokens: Array(prompt[done..<(done + n)]),
                                                              wantsLogits: done + n == length)],
                                               kv: store, sampling: done + n == length ? [TokenDraw(parameters: .greedy, uniform: 0)] : [])
@@ -232,13 +232,13 @@ struct BenchMapping: ParsableCommand {
                                               policy: MapAheadPolicy(background: background))
             let slots = try (0..<batch).map { _ in try store.allocateSlot(expectedLength: context + steps) }
             var length = context
-            try store.step(slots.map { ($0, length) })
+            try store.reserve(slots.map { ($0, length) })
             var tokens = [TokenID](repeating: 1, count: batch)
             var stepMs: [Double] = [], kvMs: [Double] = []
             let before = store.memory
             for _ in 0..<steps {
                 let t0 = nowNanos()
-                try store.step(slots.map { ($0, length + 1) })
+                try store.reserve(slots.map { ($0, length + 1) })
                 let t1 = nowNanos()
                 tokens = try model.run(slots.indices.map { SequenceChunk(slot: slots[$0], start: length, tokens: [tokens[$0]], wantsLogits: true) },
                                        kv: store, sampling: Array(repeating: TokenDraw(parameters: .greedy, uniform: 0), count: batch))

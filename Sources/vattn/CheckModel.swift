@@ -72,7 +72,7 @@ struct CheckModel: ParsableCommand {
         var failures = 0, worst = 0.0, checked = 0, greedyMatches: [Int] = []
         for (n, c) in fixture.cases.enumerated() {
             let slot = try kv.allocateSlot(expectedLength: c.prompt_ids.count + c.greedy.count)
-            try kv.step([(slot, c.prompt_ids.count)])
+            try kv.reserve([(slot, c.prompt_ids.count)])
             var byPosition: [Int: [Float]] = [:]
             byPosition[c.prompt_ids.count - 1] = try gpu.logits(
                 [SequenceChunk(slot: slot, start: 0, tokens: c.prompt_ids, wantsLogits: true)], kv: kv)[0]
@@ -86,12 +86,12 @@ struct CheckModel: ParsableCommand {
             // Chunked: four tokens, then one at a time (the decode kernel) through the prompt, then greedy.
             let s2 = try kv.allocateSlot(expectedLength: c.prompt_ids.count + c.greedy.count)
             let first = min(4, c.prompt_ids.count)
-            try kv.step([(s2, first)])
+            try kv.reserve([(s2, first)])
             byPosition = [first - 1: try gpu.logits(
                 [SequenceChunk(slot: s2, start: 0, tokens: Array(c.prompt_ids[0..<first]), wantsLogits: true)],
                 kv: kv)[0]]
             for p in stride(from: first, to: c.prompt_ids.count - 1, by: 1) {
-                try kv.step([(s2, p + 1)])
+                try kv.reserve([(s2, p + 1)])
                 byPosition[p] = try gpu.logits(
                     [SequenceChunk(slot: s2, start: p, tokens: [c.prompt_ids[p]], wantsLogits: true)], kv: kv)[0]
             }
@@ -104,7 +104,7 @@ struct CheckModel: ParsableCommand {
             var length = c.prompt_ids.count - 1
             var token = c.prompt_ids[length]
             while generated.count < c.greedy.count {
-                try kv.step([(s2, length + 1)])
+                try kv.reserve([(s2, length + 1)])
                 token = try gpu.run([SequenceChunk(slot: s2, start: length, tokens: [token], wantsLogits: true)],
                                     kv: kv, sampling: [TokenDraw(parameters: .greedy, uniform: 0)])[0]
                 generated.append(token)

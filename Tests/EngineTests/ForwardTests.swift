@@ -18,7 +18,7 @@ struct ForwardTests {
         let kv = try Fixtures.vattentionStore(model)
         for (n, c) in fixture.cases.enumerated() {
             let slot = try kv.allocateSlot(expectedLength: c.prompt_ids.count)
-            try kv.step([(slot, c.prompt_ids.count)])
+            try kv.reserve([(slot, c.prompt_ids.count)])
             let logits = model.forward([SequenceChunk(slot: slot, start: 0, tokens: c.prompt_ids, wantsLogits: true)],
                                        kv: kv)[0]
             let top = c.top5.last!
@@ -36,7 +36,7 @@ struct ForwardTests {
         let c = try Fixtures.forward().cases[0]
         let kv = try Fixtures.vattentionStore(model)
         let slot = try kv.allocateSlot(expectedLength: c.prompt_ids.count)
-        try kv.step([(slot, c.prompt_ids.count)])
+        try kv.reserve([(slot, c.prompt_ids.count)])
         let logits = model.forward([SequenceChunk(slot: slot, start: 0, tokens: c.prompt_ids, wantsLogits: true)], kv: kv)[0]
         check(logits, c.top5.last!, "\(matmul)")
     }
@@ -50,12 +50,12 @@ struct ForwardTests {
             let slot = try kv.allocateSlot(expectedLength: c.prompt_ids.count + c.greedy.count)
             // Positions 0...3 as one chunk, then one token at a time (decode kernel) through the prompt.
             let first = min(4, c.prompt_ids.count)
-            try kv.step([(slot, first)])
+            try kv.reserve([(slot, first)])
             var logits = model.forward([SequenceChunk(slot: slot, start: 0, tokens: Array(c.prompt_ids[0..<first]),
                                                       wantsLogits: true)], kv: kv)[0]
             var byPosition: [Int: [Float]] = [first - 1: logits]
             for p in first..<c.prompt_ids.count {
-                try kv.step([(slot, p + 1)])
+                try kv.reserve([(slot, p + 1)])
                 logits = model.forward([SequenceChunk(slot: slot, start: p, tokens: [c.prompt_ids[p]], wantsLogits: true)],
                                        kv: kv)[0]
                 byPosition[p] = logits
@@ -69,7 +69,7 @@ struct ForwardTests {
                 let next = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
                 generated.append(next)
                 if next == c.greedy.last && generated.count == c.greedy.count { break }
-                try kv.step([(slot, length + 1)])
+                try kv.reserve([(slot, length + 1)])
                 logits = model.forward([SequenceChunk(slot: slot, start: length, tokens: [next], wantsLogits: true)],
                                        kv: kv)[0]
                 length += 1

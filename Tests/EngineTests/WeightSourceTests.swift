@@ -90,13 +90,13 @@ func writeHuggingFace(_ weights: any LlamaWeights, to dir: String, dtype: String
 func logitsTrace(_ model: CPULlamaModel, prompt: [TokenID], decodes: Int) throws -> [[Float]] {
     let kv = try Fixtures.vattentionStore(model, slots: 1, maxContext: 64, budget: 32 << 20)
     let slot = try kv.allocateSlot(expectedLength: prompt.count + decodes)
-    try kv.step([(slot, prompt.count)])
+    try kv.reserve([(slot, prompt.count)])
     var out = model.forward([SequenceChunk(slot: slot, start: 0, tokens: prompt, wantsLogits: true)], kv: kv)
     var length = prompt.count
     for _ in 0..<decodes {
         let last = out.last!
         let next = TokenID(last.indices.max { last[$0] < last[$1] }!)
-        try kv.step([(slot, length + 1)])
+        try kv.reserve([(slot, length + 1)])
         out += model.forward([SequenceChunk(slot: slot, start: length, tokens: [next], wantsLogits: true)], kv: kv)
         length += 1
     }

@@ -19,6 +19,7 @@ final class DeviceRunner: ModelRunner, @unchecked Sendable {
     let scratch: DeviceBuffer
     let hyperparameters = DummyWeights.knownShape("smollm2-135m")!
     var deviceDescription: String { "cuda: recording driver" }
+    var kvLocation: MemoryLocation { .device }
 
     init(device: CUDADevice, binds: Bool = true) throws {
         self.device = device

@@ -320,7 +320,7 @@ struct ServerTests {
             try await waitFor { service.snapshot.running == 1 }
             consumer.cancel()
             try await waitFor { service.snapshot.running == 0 }
-            #expect(service.snapshot.tokensGenerated < 400)
+            #expect(service.snapshot.engine.tokensGenerated < 400)
         }
     }
 
@@ -351,18 +351,18 @@ struct ServerTests {
                 #expect(service.snapshot.running == 1)
                 close(fd)
                 try await waitFor { service.snapshot.running == 0 }
-                #expect(service.snapshot.tokensGenerated < 900)
+                #expect(service.snapshot.engine.tokensGenerated < 900)
                 // A client waiting for a whole (non-streaming) answer that goes away is noticed too.
-                let before = service.snapshot.tokensGenerated
+                let before = service.snapshot.engine.tokensGenerated
                 let plain = body.replacingOccurrences(of: ", \"stream\": true", with: "")
                 let fd2 = try connectLoopback(port: port)
                 let request2 = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     + "Content-Length: \(plain.utf8.count)\r\n\r\n\(plain)"
                 _ = request2.withCString { send(fd2, $0, strlen($0), 0) }
-                try await waitFor { service.snapshot.running == 1 && service.snapshot.tokensGenerated > before + 3 }
+                try await waitFor { service.snapshot.running == 1 && service.snapshot.engine.tokensGenerated > before + 3 }
                 close(fd2)
                 try await waitFor { service.snapshot.running == 0 }
-                #expect(service.snapshot.tokensGenerated - before < 900)
+                #expect(service.snapshot.engine.tokensGenerated - before < 900)
                 // Counted as the client's doing (499), not as a server error.
                 try await waitFor { routes.metrics.render().contains(#"status="499""#) }
                 #expect(!routes.metrics.render().contains(#"status="503""#))

@@ -254,7 +254,7 @@ struct AdmissionTests {
         #expect(m.canAdmit(tokens: 3 * perPage))
         #expect(!m.canAdmit(tokens: 3 * perPage + 1))
         let s = try m.allocateSlot()
-        try m.prepare(s, tokens: 2 * perPage)
+        try m.mapAhead(s, tokens: 2 * perPage)
         m.waitForBackgroundMapper()
         #expect(m.stats.backgroundMaps == 2 * spec.tensorCount)
         #expect(try m.step([(s, 2 * perPage)]).pagesMapped == 0, "prepared pages are found mapped")

@@ -80,7 +80,7 @@ def load_library(path=None):
     lib.vattn_allocate_slot.argtypes = [ctypes.c_void_p, ctypes.c_int64, P(ctypes.c_int64)]
     lib.vattn_free_slot.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     lib.vattn_step.argtypes = [ctypes.c_void_p, P(ctypes.c_int64), P(ctypes.c_int64), ctypes.c_size_t]
-    lib.vattn_prepare.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+    lib.vattn_map_ahead.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
     lib.vattn_can_admit.argtypes = [ctypes.c_void_p, ctypes.c_int64, P(ctypes.c_int32)]
     lib.vattn_view_of.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, P(_View)]
     lib.vattn_get_stats.argtypes = [ctypes.c_void_p, P(_Stats)]
@@ -151,8 +151,8 @@ class KVCache:
         lens = (ctypes.c_int64 * n)(*lengths.values())
         _check(self._lib.vattn_step(self._handle, slots, lens, n))
 
-    def prepare(self, slot, tokens):
-        _check(self._lib.vattn_prepare(self._handle, slot, tokens))
+    def map_ahead(self, slot, tokens):
+        _check(self._lib.vattn_map_ahead(self._handle, slot, tokens))
 
     def can_admit(self, tokens):
         answer = ctypes.c_int32()

@@ -58,7 +58,7 @@ void vattn_destroy(vattn_manager *m);
 int vattn_allocate_slot(vattn_manager *m, int64_t expected_length, int64_t *slot);
 int vattn_free_slot(vattn_manager *m, int64_t slot);
 int vattn_step(vattn_manager *m, const int64_t *slots, const int64_t *lengths, size_t count);
-int vattn_prepare(vattn_manager *m, int64_t slot, int64_t tokens);
+int vattn_map_ahead(vattn_manager *m, int64_t slot, int64_t tokens);
 int vattn_can_admit(vattn_manager *m, int64_t tokens, int32_t *answer);
 int vattn_view_of(vattn_manager *m, int64_t layer, int32_t kind, vattn_view *out);
 int vattn_get_stats(vattn_manager *m, vattn_stats *out);
