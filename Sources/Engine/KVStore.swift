@@ -79,6 +79,18 @@ public struct KVMemoryReport: Sendable {
     public var activeSlots = 0
     /// Time the engine waited inside `step` (mapping on the critical path, lock waits).
     public var criticalNanos: UInt64 = 0
+
+    public init(reservedBytes: Int = 0, mappedBytes: Int = 0, usedBytes: Int = 0, criticalMaps: Int = 0,
+                backgroundMaps: Int = 0, capacityBytes: Int = 0, activeSlots: Int = 0, criticalNanos: UInt64 = 0) {
+        self.reservedBytes = reservedBytes
+        self.mappedBytes = mappedBytes
+        self.usedBytes = usedBytes
+        self.criticalMaps = criticalMaps
+        self.backgroundMaps = backgroundMaps
+        self.capacityBytes = capacityBytes
+        self.activeSlots = activeSlots
+        self.criticalNanos = criticalNanos
+    }
 }
 
 extension KVElementType {

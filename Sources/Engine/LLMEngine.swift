@@ -209,4 +209,6 @@ public struct EngineStats: Sendable {
     public var finished = 0
     /// Requests ended with `.length` because the KV pool could not hold them any longer.
     public var endedByMemory = 0
+
+    public init() {}
 }
