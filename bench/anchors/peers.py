@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Peer attention kernels on the shapes of `vattn bench attention` and `vattn bench prefill`, timed the way
-../shared/notes/anchors.md timed them, in the same run as our benches (scripts/gpu/anchors.sh).
+docs/results/anchors.md records how they were timed, in the same run as our benches (scripts/gpu/anchors.sh).
 
 bf16, 32 query / 8 KV heads, d = 128.
 Decode (one query token per sequence), batch x context 1x32K, 16x8K, 64x4K, 128x2K, 256x1K:
