@@ -101,5 +101,6 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Randomness"], exclude: ["Fixtures"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Support"]),
     ]
 )
