@@ -6,8 +6,11 @@ import PackageDescription
 //   CSystemShims (memfd) ─┐
 //   VAttention (memory backends, PagePool, KVCacheManager)
 //   Kernels (CPU reference attention; CUDA sources)
-//   Model (GGUF reader, tokenizer)
-//   vattn (CLI)
+//   Model (GGUF reader, tokenizer, model sources)
+//   Engine (model runners, KV stores, scheduler; EngineConfig → EngineBuilder → LLMEngine)
+//   Lab (benches and checks), Server (HTTP)
+//   vattn (CLI: commands and option parsing)
+// Support (formatting, the clock, stdout/stderr lines) sits under all of them.
 // Numeric code is optimised even in debug builds: the tests run a real 135M-parameter model, which unoptimised
 // Swift makes ~50× slower.
 let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
@@ -32,6 +35,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CCUDA"),
+        // Plumbing every layer shares: report formatting, the monotonic clock, unbuffered stdout/stderr lines.
+        .target(name: "Support"),
         .target(name: "CSystemShims"),
         // Integer matmul kernels per instruction set (portable C, AVX2, AVX-512 VNNI), picked at run time.
         .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
@@ -45,14 +50,18 @@ let package = Package(
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
         .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CCUDA"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
-        .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
+        .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims", "Support"]),
         .target(name: "Kernels", swiftSettings: optimized),
         .target(name: "CVAttentionABI"),
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims", "Randomness"], swiftSettings: optimized),
         // The serving engine: Llama forward (CPU), KV stores (vAttention / paged), sampler, scheduler.
-        .target(name: "Engine", dependencies: ["Model", "Kernels", "CQuantKernels", "VAttention", "Randomness", "CUDADriver", "CUDAKernels"],
+        .target(name: "Engine", dependencies: ["Model", "Kernels", "CQuantKernels", "VAttention", "Randomness", "CUDADriver", "CUDAKernels",
+                                               "Support"],
                 swiftSettings: optimized),
+        // The benches and checks behind `vattn bench …` and `vattn check …` (no argument parsing: the CLI does that).
+        .target(name: "Lab", dependencies: ["Engine", "Model", "VAttention", "CUDADriver", "CUDAKernels", "Kernels",
+                                            "Randomness", "Support"]),
         // OpenAI-compatible HTTP server: one task owns the engine; Hummingbird routes; Prometheus metrics.
         .target(name: "Server", dependencies: [
             "Engine", "Model", "VAttention",
@@ -68,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "vattn",
             dependencies: [
-                "VAttention", "CUDADriver", "CUDAKernels", "Kernels", "Randomness", "Engine", "Model", "Server",
+                "VAttention", "Kernels", "Engine", "Model", "Server", "Lab", "Support",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -92,5 +101,6 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Randomness"], exclude: ["Fixtures"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "Support"]),
     ]
 )

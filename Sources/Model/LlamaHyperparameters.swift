@@ -42,6 +42,19 @@ public struct LlamaHyperparameters: Sendable, Equatable {
         self.ropeScaling = ropeScaling
     }
 
+    /// Weights of one layer's linear projections: Q, K, V, output, gate, up, down (2 FLOPs each per token).
+    public var projectionParametersPerLayer: Int {
+        let q = headCount * headDim, kv = headCountKV * headDim, d = embeddingLength
+        return d * (q + 2 * kv) + q * d + 3 * d * feedForwardLength
+    }
+
+    /// Every parameter of a model of this shape (the tensors `DummyWeights` generates): each layer's projections
+    /// and two norms, the token embedding, the output head unless tied to it, the final norm.
+    public var parameterCount: Int {
+        let d = embeddingLength
+        return blockCount * (projectionParametersPerLayer + 2 * d) + vocabSize * d * (tiedEmbeddings ? 1 : 2) + d
+    }
+
     public init(file: GGUFFile) throws {
         let arch = try file.string("general.architecture")
         architecture = arch

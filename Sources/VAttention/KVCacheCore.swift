@@ -1,3 +1,4 @@
+import Support
 import Synchronization
 
 /// One slot's bookkeeping: `pages[t][i]` is mapped at tensor t's base + slot·slotBytes + i·pageSize.

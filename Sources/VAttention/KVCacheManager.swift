@@ -1,3 +1,4 @@
+import Support
 import Synchronization
 
 /// vAttention: each layer's K and V live in one contiguous virtual tensor per layout (see `KVCacheSpec.Layout`), and

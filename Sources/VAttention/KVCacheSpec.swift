@@ -1,3 +1,5 @@
+import Support
+
 /// The shape of a model's KV cache and how vAttention lays it out in virtual memory.
 public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
     public enum DType: String, Hashable, Sendable, CaseIterable {
@@ -67,17 +69,6 @@ public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
 }
 
 @inline(__always) func roundUp(_ x: Int, to m: Int) -> Int { (x + m - 1) / m * m }
-
-/// "2.0 MiB"-style sizes for reports.
-public func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var v = Double(bytes)
-    var i = 0
-    while abs(v) >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
-    if i == 0 { return "\(bytes) B" }
-    let scaled = (v * 10).rounded() / 10
-    return "\(scaled) \(units[i])"
-}
 
 /// Where a kernel finds one layer's K or V: element (slot, token, head, d) is at
 /// `address + (slot·slotStride + token·tokenStride + head·headStride + d) · dtype.byteSize`.

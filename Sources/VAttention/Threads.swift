@@ -3,13 +3,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// Monotonic nanoseconds.
-@inline(__always) func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 /// A wake-up counter a worker thread sleeps on: `post` bumps it, `wait(after:)` sleeps until it moves.
 final class WakeSignal: @unchecked Sendable {
     // pthread objects must not move: heap-allocated once, owned here.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Model
+import Support
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -41,7 +42,8 @@ struct Chat: ParsableCommand {
     }
 
     func run() throws {
-        let (engine, loaded) = try options.makeEngine()
+        let built = try options.engineBuilder().build()
+        let (engine, loaded) = (built.engine, built.model)
         let template = try loaded.chatTemplate()
         let tokenizer = try loaded.requireTokenizer(for: "chat")
         let interactive = isatty(0) == 1
@@ -100,7 +102,7 @@ struct Chat: ParsableCommand {
             // A fixed seed still varies by turn, or every turn would draw the same random numbers.
             let parameters = sampling.parameters(maxTokens: maxTokens, seedOffset: UInt64(turn))
             if interactive { writeOut("\nbot> ") }
-            let start = nowNanos()
+            let start = monotonicNanos()
             let id = try engine.add(prompt: prompt.tokens, parameters: parameters)
             ChatInterrupt.replying()
             var stopped = false
@@ -128,7 +130,7 @@ struct Chat: ParsableCommand {
             let finish = engine.finishReason(of: id)
             engine.remove(id)
             conversation.append(user: message, assistant: reply)
-            let seconds = Double(nowNanos() - start) / 1e9
+            let seconds = Double(monotonicNanos() - start) / 1e9
             printErr("[\(tokens) tokens in \(fmt(seconds, 1)) s, prompt \(prompt.tokens.count) tokens, "
                      + "history \(conversation.turns.count) turn\(conversation.turns.count == 1 ? "" : "s")"
                      + (finish == .length ? "; cut at --max-tokens \(maxTokens)" : "") + "]")

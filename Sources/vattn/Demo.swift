@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Kernels
 import Model
+import Support
 import VAttention
 
 /// `vattn` with no arguments: the whole system in under a minute — fetch the model, serve a burst of chat requests
@@ -36,15 +37,16 @@ struct Demo: ParsableCommand {
     }
 
     func run() throws {
-        let loadStart = nowNanos()
-        let (engine, loaded) = try options.makeEngine(defaultTokenBudget: 64)
+        let loadStart = monotonicNanos()
+        let built = try options.engineBuilder(defaultTokenBudget: 64).build()
+        let (engine, loaded) = (built.engine, built.model)
         let template = try loaded.chatTemplate()
         let tokenizer = try loaded.requireTokenizer(for: "demo")
         let device = (engine.model as? CPULlamaModel).map { "the CPU (\(defaultThreadCount) threads, \($0.matmulInUse))" }
             ?? engine.model.deviceDescription
         printErr("vattn demo — \(options.model) on \(device), KV cache: \(engine.kv.name), "
                  + "\(options.slots) slots, \(engine.configuration.tokenBudget) tokens per step; loaded in "
-                 + "\(fmt(Double(nowNanos() - loadStart) / 1e9, 1)) s")
+                 + "\(fmt(Double(monotonicNanos() - loadStart) / 1e9, 1)) s")
 
         // Every request is queued before the first step: the scheduler admits them together and batches them.
         var prompts: [(question: String, tokens: [TokenID])] = []
@@ -52,7 +54,7 @@ struct Demo: ParsableCommand {
             let question = DemoPrompts.all[i % DemoPrompts.all.count]
             prompts.append((question, template.encode([.user(question)], addGenerationPrompt: true, tokenizer: tokenizer)))
         }
-        let start = nowNanos()
+        let start = monotonicNanos()
         var ids: [Int] = []
         for (i, p) in prompts.enumerated() {
             let parameters = SamplingParameters(temperature: temperature, topK: 40, topP: 0.95,
@@ -74,7 +76,7 @@ struct Demo: ParsableCommand {
         var finished = 0
         while engine.hasWork {
             let events = try engine.step()
-            let now = nowNanos()
+            let now = monotonicNanos()
             for e in events {
                 if firstToken[e.request] == nil { firstToken[e.request] = now }
                 lastToken[e.request] = now
@@ -100,7 +102,7 @@ struct Demo: ParsableCommand {
             mappedSum += Double(m.mappedBytes)
             wasteSum += Double(m.wasteBytes)
         }
-        let seconds = Double(nowNanos() - start) / 1e9
+        let seconds = Double(monotonicNanos() - start) / 1e9
 
         printErr("\n  #  prompt  answer  first token  finish  answer begins")
         for (i, id) in ids.enumerated() {

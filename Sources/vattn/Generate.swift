@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Model
+import Support
 import VAttention
 #if canImport(Glibc)
 import Glibc
@@ -27,21 +28,22 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try options.loadModel()
+        let builder = options.engineBuilder()
+        let loaded = try builder.loadModel()
         let tokenizer = try loaded.requireTokenizer(for: "generate")
-        let (engine, _) = try options.makeEngine(loaded)
+        let engine = try builder.build(loaded).engine
         // The prompt is the user's text either way: with the template, only the template's markup has control tokens.
         let tokens = raw ? tokenizer.encode(prompt, addSpecial: true, parseSpecial: false)
             : try loaded.chatTemplate().encode([.user(prompt)], addGenerationPrompt: true, tokenizer: tokenizer)
         let parameters = sampling.parameters(maxTokens: maxTokens, stop: stop)
-        let start = nowNanos()
+        let start = monotonicNanos()
         var firstToken: UInt64?
         let id = try engine.add(prompt: tokens, parameters: parameters)
         try engine.runToCompletion { event in
-            if firstToken == nil { firstToken = nowNanos() }
+            if firstToken == nil { firstToken = monotonicNanos() }
             writeOut(event.text)
         }
-        let end = nowNanos()
+        let end = monotonicNanos()
         let generated = engine.output(of: id)?.count ?? 0
         let decodeSeconds = Double(end - (firstToken ?? end)) / 1e9
         let memory = engine.kv.memory
@@ -66,18 +68,12 @@ struct Models: ParsableCommand {
             }
             print("\nShapes for --dummy-weights --model <shape> (seeded random weights, no tokenizer):")
             for (name, hp) in DummyWeights.knownShapes {
-                let params = Double(Models.dummyParameterCount(hp)) / 1e9
+                let params = Double(hp.parameterCount) / 1e9
                 print("\(name)\t\(hp.blockCount) layers, hidden \(hp.embeddingLength), \(hp.headCount)/\(hp.headCountKV) heads "
                       + "× \(hp.headDim), FFN \(hp.feedForwardLength), vocab \(hp.vocabSize), \(fmt(params, 2))B parameters")
             }
             print("Also: --model <HF directory> (config.json + safetensors), with or without --dummy-weights.")
         }
-    }
-
-    static func dummyParameterCount(_ hp: LlamaHyperparameters) -> Int {
-        let q = hp.headCount * hp.headDim, kv = hp.headCountKV * hp.headDim, d = hp.embeddingLength
-        let layer = d * (q + 2 * kv) + q * d + 3 * d * hp.feedForwardLength + 2 * d
-        return hp.blockCount * layer + hp.vocabSize * d * (hp.tiedEmbeddings ? 1 : 2) + d
     }
 
     struct Pull: ParsableCommand {

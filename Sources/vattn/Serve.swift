@@ -5,6 +5,7 @@ import Logging
 import Model
 import Server
 import ServiceLifecycle
+import Support
 import UnixSignals
 #if canImport(Glibc)
 import Glibc
@@ -55,8 +56,9 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "vattn.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         try checkCanListen(host: host, port: port)  // a port in use is said now, not after the model has loaded
-        let loaded = try options.loadModel()
-        let (engine, _) = try options.makeEngine(loaded)
+        let builder = options.engineBuilder()
+        let loaded = try builder.loadModel()
+        let engine = try builder.build(loaded).engine
         let metrics = ServerMetrics()
         let service = EngineService(engine: engine, maxWaiting: maxWaiting, metrics: metrics, logger: logger)
         let template: ChatTemplate?

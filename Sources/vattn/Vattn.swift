@@ -1,7 +1,5 @@
 import ArgumentParser
-import Engine
-import CUDADriver
-import VAttention
+import Lab
 
 @main
 struct Vattn: AsyncParsableCommand {
@@ -32,29 +30,4 @@ struct Check: ParsableCommand {
         subcommands: [CheckCUDA.self, CheckPrefill.self, CheckAttention.self, CheckModel.self])
 }
 
-enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
-    case host, cuda
-}
-
-/// A backend plus what keeps it alive (device, stream) for the length of a command.
-struct BackendHandle {
-    let backend: any MemoryBackend
-    let device: CUDADevice?
-    let stream: CUDAStream?
-    let description: String
-
-    static func make(_ choice: BackendChoice, zeroPage: Bool = false) throws -> BackendHandle {
-        switch choice {
-        case .host:
-            return BackendHandle(backend: HostMemoryBackend(zeroPage: zeroPage), device: nil, stream: nil,
-                                 description: "host (mmap + memfd)")
-        case .cuda:
-            let cuda = try CUDA.load()
-            let device = try CUDADevice(cuda)
-            let stream = try CUDAStream(cuda)
-            let backend = try CUDAMemoryBackend(device: device, stream: stream, zeroPage: zeroPage)
-            return BackendHandle(backend: backend, device: device, stream: stream,
-                                 description: "cuda: \(try device.name()), driver \(cuda.driverVersion)")
-        }
-    }
-}
+extension BackendChoice: ExpressibleByArgument {}

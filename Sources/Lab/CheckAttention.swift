@@ -1,28 +1,28 @@
-import ArgumentParser
 import CUDADriver
 import CUDAKernels
 import Kernels
 import Randomness
+import Support
 import VAttention
 
-struct CheckAttention: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "attention",
-        abstract: "On a GPU: decode attention kernels (contiguous through a KVCacheManager, both layouts, and paged "
-            + "16/256) and the KV append kernels against the CPU reference, bf16 and fp16, d 64/128, GQA 1/3/4/8.")
+/// `vattn check attention`: on a GPU, decode attention kernels (contiguous through a KVCacheManager, both layouts,
+/// and paged 16/256) and the KV append kernels against the CPU reference, bf16 and fp16, d 64/128, GQA 1/3/4/8.
+public struct AttentionCheck {
+    /// Random seed (default: from the clock).
+    public var seed: UInt64?
 
-    @Option(help: "Random seed (default: from the clock).")
-    var seed: UInt64?
+    public init() {}
 
-    func run() throws {
+    /// Prints each case and a PASS/FAIL line; false when a case failed.
+    public func run() throws -> Bool {
         let handle = try BackendHandle.make(.cuda)
         let device = handle.device!, stream = handle.stream!, cuda = device.cuda
         let nvrtc = try NVRTC()
-        let t0 = nowNanos()
+        let t0 = monotonicNanos()
         let kernels = try DecodeAttentionKernels(device: device, compiler: nvrtc)
-        let seed = self.seed ?? nowNanos()
+        let seed = self.seed ?? monotonicNanos()
         print("vattn check attention — \(handle.description), NVRTC \(nvrtc.version.major).\(nvrtc.version.minor), "
-              + "kernels loaded in \(fmt(Double(nowNanos() - t0) / 1e9, 2)) s, seed \(seed)")
+              + "kernels loaded in \(fmt(Double(monotonicNanos() - t0) / 1e9, 2)) s, seed \(seed)")
         var rng = SplitMix64(seed: seed)
         var passed = 0, failed = 0
         let kvHeads = 2
@@ -56,7 +56,7 @@ struct CheckAttention: ParsableCommand {
         }
         print(failed == 0 ? "PASS vattn check attention (\(passed) cases)"
                           : "FAIL vattn check attention (\(failed) of \(passed + failed) cases)")
-        if failed > 0 { throw ExitCode(1) }
+        return failed == 0
     }
 
     struct CaseError { var maxRel: Double; var nanCount: Int }
@@ -152,13 +152,4 @@ struct CheckAttention: ParsableCommand {
         }
         return CaseError(maxRel: maxRel, nanCount: nans)
     }
-}
-
-func sci(_ x: Double) -> String {
-    if x == 0 { return "0" }
-    if x.isNaN { return "NaN" }
-    var e = 0, m = x
-    while m >= 10 { m /= 10; e += 1 }
-    while m < 1 { m *= 10; e -= 1 }
-    return "\(fmt(m, 2))e\(e)"
 }

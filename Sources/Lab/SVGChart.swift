@@ -1,4 +1,7 @@
-/// Minimal SVG line charts for benchmark reports (no dependencies): a few series over a shared x axis.
+import Support
+
+/// Minimal SVG line charts for benchmark reports (no dependencies): a few series over a shared x axis. The benches
+/// write their pictures with it beside their JSON (`svgPath`), on whatever machine they run.
 struct SVGChart {
     struct Series {
         var name: String
@@ -9,6 +12,7 @@ struct SVGChart {
     var xLabel: String
     var yLabel: String
     var series: [Series]
+    var logX = false
     var logY = false
 
     static let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
@@ -18,11 +22,12 @@ struct SVGChart {
         let all = series.flatMap(\.points)
         guard !all.isEmpty else { return "" }
         let tr: (Double) -> Double = { logY ? log10(max($0, 1e-9)) : $0 }
-        let xs = all.map(\.x), ys = all.map { tr($0.y) }
+        let trx: (Double) -> Double = { logX ? log10(max($0, 1e-9)) : $0 }
+        let xs = all.map { trx($0.x) }, ys = all.map { tr($0.y) }
         let (x0, x1) = (xs.min()!, max(xs.max()!, xs.min()! + 1e-9))
         let (y0, y1) = (min(ys.min()!, logY ? ys.min()! : 0), max(ys.max()!, ys.min()! + 1e-9))
         let left = ox + 60, right = ox + w - 10, top = oy + 30, bottom = oy + h - 40
-        func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * (right - left) }
+        func px(_ x: Double) -> Double { left + (trx(x) - x0) / (x1 - x0) * (right - left) }
         func py(_ y: Double) -> Double { bottom - (tr(y) - y0) / (y1 - y0) * (bottom - top) }
         var s = "<g font-family=\"sans-serif\" font-size=\"11\">\n"
         s += "<text x=\"\(ox + w / 2)\" y=\"\(oy + 16)\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"bold\">\(escape(title))</text>\n"
@@ -33,7 +38,8 @@ struct SVGChart {
             let yy = bottom - Double(i) / 4 * (bottom - top)
             s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(right)\" y2=\"\(yy)\" stroke=\"#eee\"/>"
             s += "<text x=\"\(left - 4)\" y=\"\(yy + 4)\" text-anchor=\"end\">\(short(yv))</text>\n"
-            let xv = x0 + (x1 - x0) * Double(i) / 4
+            let fx = x0 + (x1 - x0) * Double(i) / 4
+            let xv = logX ? pow(10, fx) : fx
             let xx = left + Double(i) / 4 * (right - left)
             s += "<text x=\"\(xx)\" y=\"\(bottom + 14)\" text-anchor=\"middle\">\(short(xv))</text>\n"
         }
@@ -62,6 +68,11 @@ struct SVGChart {
         let s = values.sorted()
         return s.enumerated().map { (x: $1, y: Double($0 + 1) / Double(s.count)) }
     }
+}
+
+/// Where a bench writes the picture of its JSON result: the same path, .svg for .json.
+func svgPath(_ jsonPath: String) -> String {
+    (jsonPath.hasSuffix(".json") ? String(jsonPath.dropLast(5)) : jsonPath) + ".svg"
 }
 
 private func short(_ v: Double) -> String {

@@ -1,27 +1,29 @@
-import ArgumentParser
 import CUDADriver
 import CUDAKernels
 import Engine
 import FoundationEssentials
 import Model
 import Randomness
+import Support
 import VAttention
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The GPU model against HF transformers (the fixtures the CPU tests use), in every KV mode; the engine on the GPU
-/// (batched = alone, vAttention = paged); the GPU sampler against the CPU rule.
-struct CheckModel: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "model",
-        abstract: "Check the CUDA Llama forward, engine and sampler against HF fixtures and the CPU reference.")
+/// `vattn check model`: the GPU model against HF transformers (the fixtures the CPU tests use), in every KV mode;
+/// the engine on the GPU (batched = alone, vAttention = paged, CUDA graphs = plain launches); the GPU sampler
+/// against the CPU rule.
+public struct ModelCheck {
+    /// The HF reference outputs (made by scripts/fixtures/make_forward_fixtures.py on the GPU machine).
+    public var fixture = "Tests/EngineTests/Fixtures/smollm2_forward.json"
+    /// Model: a short name from `vattn models list` or a .gguf path.
+    public var model = ModelStore.defaultModel
+    /// Largest |ours − HF| allowed on HF's top-5 logits. bf16 weights and activations (HF: fp32).
+    public var tolerance: Double = 0.75
+    /// Greedy tokens that must equal HF's, per prompt.
+    public var greedyPrefix = 8
 
-    @Option(help: "The HF reference outputs (made by scripts/fixtures/make_forward_fixtures.py on the GPU machine).")
-    var fixture = "Tests/EngineTests/Fixtures/smollm2_forward.json"
-    @Option(help: "Model: a short name from `vattn models list` or a .gguf path.")
-    var model = ModelStore.defaultModel
-    @Option(help: "Largest |ours − HF| allowed on HF's top-5 logits. bf16 weights and activations (HF: fp32).")
-    var tolerance: Double = 0.75
-    @Option(help: "Greedy tokens that must equal HF's, per prompt.")
-    var greedyPrefix = 8
+    public init() {}
 
     struct Case: Decodable {
         struct Top: Decodable { var position: Int; var ids: [Int]; var logits: [Double] }
@@ -31,39 +33,42 @@ struct CheckModel: ParsableCommand {
     }
     struct Fixture: Decodable { var oracle: String; var cases: [Case] }
 
-    func run() throws {
+    /// Prints each check and a PASS/FAIL line; false when one failed.
+    public func run() throws -> Bool {
         let fixtureFile = try MappedFile(path: fixture)
         let fixture = try withExtendedLifetime(fixtureFile) {
             try JSONDecoder().decode(Fixture.self, from: Data(fixtureFile.bytes))
         }
         let store = ModelStore()
         guard let path = model.hasSuffix(".gguf") ? model : try store.locate(model) else {
-            throw ValidationError("\(model) is not in the model cache: run `vattn models pull \(model)`")
+            throw LabUsageError("\(model) is not in the model cache: run `vattn models pull \(model)`")
         }
         let file = try GGUFFile(path: path)
         let cuda = try CUDA.load()
         let device = try CUDADevice(cuda)
-        let start = nowNanos()
+        let start = monotonicNanos()
         let gpu = try CUDALlamaModel(weights: try GGUFWeights(file: file), device: device, maxTokens: 512, maxRows: 64,
                                      compiler: try NVRTC())
         say("model: \(path) on \(gpu.deviceDescription); weights \(gpu.weightBytes >> 20) MiB bf16, "
-              + "loaded in \(fmt(Double(nowNanos() - start) / 1e9, 1)) s")
+              + "loaded in \(fmt(Double(monotonicNanos() - start) / 1e9, 1)) s")
         say("oracle: \(fixture.oracle); tolerance \(tolerance) on top-5 logits, greedy prefix \(greedyPrefix)")
         var failures = 0
-        var options = try ModelOptions.parse(["--backend", "cuda", "--slots", "8", "--max-context", "1024",
-                                              "--kv-mib", "512"])
-        for (kv, layout) in [(ModelOptions.KVChoice.vattention, KVCacheSpec.Layout.perLayer), (.vattention, .mega),
-                             (.paged, .perLayer)] {
-            options.kv = kv
-            options.layout = layout
-            let store = try options.makeKVStore(gpu)
-            let label = kv == .paged ? store.name : "vattention/\(layout)"
+        // The engines and stores of the checks: 8 slots of 1024 tokens in 512 MiB of the GPU.
+        let base = EngineConfig(model: .gguf(path: path), backend: .cuda, slots: 8, maxContext: 1024,
+                                tokenBudget: 256, kvBudgetBytes: 512 << 20)
+        for kv in [EngineConfig.KVMode.vattention(layout: .perLayer, cpuPageSize: 64 << 10),
+                   .vattention(layout: .mega, cpuPageSize: 64 << 10), .paged(blockSize: 16)] {
+            var config = base
+            config.kv = kv
+            let store = try EngineBuilder(config, log: printErr).makeKVStore(for: gpu)
+            let label: String
+            if case .vattention(let layout?, _) = kv { label = "vattention/\(layout)" } else { label = store.name }
             failures += try checkForward(gpu, store, fixture, label)
         }
-        failures += try checkEngine(gpu, file, options)
+        failures += try checkEngine(gpu, file, base)
         failures += try checkSampler(gpu, device)
         say(failures == 0 ? "PASS check model" : "FAIL check model: \(failures) failures")
-        if failures > 0 { throw ExitCode.failure }
+        return failures == 0
     }
 
     /// Prefill logits (whole prompt), chunked prefill + decode logits position by position, greedy continuation
@@ -133,7 +138,7 @@ struct CheckModel: ParsableCommand {
     }
 
     /// The engine on the GPU: eight requests together = each alone (greedy), and vAttention = paged.
-    func checkEngine(_ gpu: CUDALlamaModel, _ file: GGUFFile, _ base: ModelOptions) throws -> Int {
+    func checkEngine(_ gpu: CUDALlamaModel, _ file: GGUFFile, _ base: EngineConfig) throws -> Int {
         let tokenizer = try Tokenizer(file: file)
         let template = try ChatTemplate(file: file)
         let questions = ["What is the capital of France?", "Write a haiku about memory.", "Count from 1 to 10.",
@@ -142,28 +147,29 @@ struct CheckModel: ParsableCommand {
         let prompts = questions.map {
             template.encode([.user($0)], addGenerationPrompt: true, tokenizer: tokenizer)
         }
-        func outputs(_ kv: ModelOptions.KVChoice, _ batch: [[TokenID]]) throws -> [[TokenID]] {
-            var options = base
-            options.kv = kv
-            let engine = LLMEngine(model: gpu, tokenizer: tokenizer, kv: try options.makeKVStore(gpu),
-                                   configuration: EngineConfiguration(tokenBudget: 256, maxRunning: 8))
+        func outputs(_ kv: EngineConfig.KVMode, _ batch: [[TokenID]]) throws -> [[TokenID]] {
+            var config = base
+            config.kv = kv
+            let engine = try EngineBuilder(config, log: printErr).makeEngine(runner: gpu, tokenizer: tokenizer)
             let ids = try batch.map { try engine.add(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 32)) }
             try engine.runToCompletion()
             return ids.map { engine.output(of: $0)! }
         }
+        let vattention = EngineConfig.KVMode.vattention(layout: .perLayer, cpuPageSize: 64 << 10)
+        let paged = EngineConfig.KVMode.paged(blockSize: 16)
         gpu.useGraphs = false
-        let together = try outputs(.vattention, prompts)
-        let alone = try prompts.map { try outputs(.vattention, [$0])[0] }
-        let paged = try outputs(.paged, prompts)
+        let together = try outputs(vattention, prompts)
+        let alone = try prompts.map { try outputs(vattention, [$0])[0] }
+        let pagedOutputs = try outputs(paged, prompts)
         gpu.useGraphs = true
-        let graphed = try outputs(.vattention, prompts)
-        let graphedPaged = try outputs(.paged, prompts)
+        let graphed = try outputs(vattention, prompts)
+        let graphedPaged = try outputs(paged, prompts)
         gpu.useGraphs = false
         func agreement(_ a: [[TokenID]], _ b: [[TokenID]]) -> (equal: Int, tokens: Int) {
             (zip(a, b).filter { $0 == $1 }.count, zip(a, b).map { x, y in zip(x, y).prefix { $0 == $1 }.count }.reduce(0, +))
         }
-        let ta = agreement(together, alone), tp = agreement(together, paged)
-        let tg = agreement(together, graphed), tgp = agreement(paged, graphedPaged)
+        let ta = agreement(together, alone), tp = agreement(together, pagedOutputs)
+        let tg = agreement(together, graphed), tgp = agreement(pagedOutputs, graphedPaged)
         let total = together.map(\.count).reduce(0, +)
         say("engine: batched vs alone \(ta.equal)/8 identical (\(ta.tokens)/\(total) tokens before the first "
               + "difference); vattention vs paged \(tp.equal)/8 identical (\(tp.tokens)/\(total))")
@@ -258,10 +264,3 @@ struct CheckModel: ParsableCommand {
         return failures
     }
 }
-
-/// A line to standard output, unbuffered: a trap must not swallow what was printed before it.
-func say(_ line: String) { writeOut(line + "\n") }
-
-#if canImport(Glibc)
-import Glibc
-#endif

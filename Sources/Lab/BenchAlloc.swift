@@ -1,65 +1,74 @@
-import ArgumentParser
 import Randomness
+import Support
 import VAttention
 #if canImport(Glibc)
 import Glibc
 #endif
 
-struct BenchAlloc: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "alloc",
-        abstract: "Measure page create/map/unmap/release latency, mapping bandwidth, and a 256-request decode run.",
-        discussion: """
-            The decode run uses the Llama-3-8B KV shape (32 layers, 8 KV heads × 128, bf16). Every step each running \
-            request grows by one token, finished requests leave and new ones arrive with random prompt and output \
-            lengths; between steps the program sleeps for --step-ms to stand in for the model's forward pass, which \
-            is when the background mapper works. It reports the time `step` spends on the critical path, with the \
-            mapper off and on, for both layouts, and how much mapped memory holds no token (waste).
-            """)
+/// `vattn bench alloc`: page create/map/unmap/release latency, mapping bandwidth, and a decode run with the
+/// Llama-3-8B KV shape (32 layers, 8 KV heads × 128, bf16). Every step each running request grows by one token,
+/// finished requests leave and new ones arrive with random prompt and output lengths; between steps the program
+/// sleeps for `stepMs` to stand in for the model's forward pass, which is when the background mapper works. It
+/// reports the time `step` spends on the critical path, with the mapper off and on, for both layouts, and how much
+/// mapped memory holds no token (waste). Writes the results as JSON (`Result`) and pictures (SVG) beside them.
+public struct AllocBench {
+    public var backend: BackendChoice = .host
+    /// Physical page size, KiB (nil: 2048, the GPU's page).
+    public var pageKiB: Int?
+    /// Physical memory budget of the decode run, GiB (nil: 60 for cuda, 48 for host or the machine's memory if less).
+    public var budgetGiB: Double?
+    public var slots = 256
+    public var maxContext = 4096
+    /// Measured steps per configuration.
+    public var steps = 500
+    /// Simulated model time per step, ms.
+    public var stepMs = 20.0
+    public var arrivalsPerStep = 4
+    /// Pages timed one by one for the per-operation latencies.
+    public var microPages = 256
+    public var seed: UInt64 = 42
+    /// Where to write the JSON result (nil: bench-alloc-<backend>.json).
+    public var json: String?
 
-    @Option(help: "Memory backend: host (mmap + memfd) or cuda (cuMem* on GPU 0).")
-    var backend: BackendChoice = .host
-    @Option(name: .customLong("page-kib"), help: "Physical page size in KiB (default 2048: the GPU's page; on host, smaller pages multiply kernel mappings, capped by vm.max_map_count).")
-    var pageKiB: Int?
-    @Option(name: .customLong("budget-gib"), help: "Physical memory budget for the decode run, GiB (default: 60 for cuda, 48 for host, sparse, or the machine's memory if less; at most the backend's physical memory).")
-    var budgetGiB: Double?
-    @Option(help: "Request slots (batch size) in the decode run.")
-    var slots = 256
-    @Option(help: "Max context per request in the decode run.")
-    var maxContext = 4096
-    @Option(help: "Measured steps per configuration (after a warm-up step that fills every slot).")
-    var steps = 500
-    @Option(help: "Simulated model time per step, ms (the mapper's window).")
-    var stepMs = 20.0
-    @Option(help: "New requests admitted per step at most.")
-    var arrivalsPerStep = 4
-    @Option(help: "Pages timed one by one for the per-operation latencies.")
-    var microPages = 256
-    @Option(help: "Random seed of the workload.")
-    var seed: UInt64 = 42
-    @Option(help: "Where to write the JSON result.")
-    var json: String?
+    public init() {}
 
-    func validate() throws {
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
-        guard (1...1 << 16).contains(slots) else { throw ValidationError("--slots must be between 1 and 65536, got \(slots)") }
-        guard (2...1 << 24).contains(maxContext) else {
-            throw ValidationError("--max-context must be between 2 and \(1 << 24) tokens, got \(maxContext)")
+    /// What the JSON file holds.
+    public struct Result: Codable, Sendable {
+        public struct Decode: Codable, Sendable {
+            public let slots: Int
+            public let maxContext: Int
+            public let steps: Int
+            public let stepMs: Double
+            public let budgetBytes: Int
+            public let seed: UInt64
+            public let runs: [Run]
         }
-        guard stepMs >= 0, stepMs.isFinite else { throw ValidationError("--step-ms must be a number ≥ 0, got \(stepMs)") }
-        guard arrivalsPerStep >= 1 else {
-            throw ValidationError("--arrivals-per-step must be at least 1, got \(arrivalsPerStep)")
+        public struct Run: Codable, Sendable {
+            public let layout: String
+            public let backgroundMapper: Bool
+            public let criticalMicros: Summary
+            public let criticalMicrosDecodeOnlySteps: Summary
+            public let criticalMaps: Int
+            public let backgroundMaps: Int
+            public let unmaps: Int
+            public let preemptions: Int
+            public let completed: Int
+            public let roundingWastePerRequestBytes: Rounded
+            public let meanMappedMinusUsedBytes: Rounded
+            public let meanActive: Rounded
+            public let startupMs: Rounded
         }
-        guard microPages >= 1 else { throw ValidationError("--micro-pages must be at least 1, got \(microPages)") }
-        if let pageKiB, !(1...1 << 20).contains(pageKiB) || pageKiB % 4 != 0 {
-            throw ValidationError("--page-kib must be a positive multiple of 4 (at most \(1 << 20)), got \(pageKiB)")
-        }
-        if let budgetGiB, !(budgetGiB > 0 && budgetGiB <= Double(1 << 20)) {
-            throw ValidationError("--budget-gib must be a positive number of GiB, got \(budgetGiB)")
-        }
+        public let backend: String
+        public let pageSize: Int
+        public let microPages: Int
+        /// Per operation, µs.
+        public let latencyMicros: [String: Summary]
+        public let mapGBps: Rounded
+        public let zeroPageStartupMsPerGiB: Rounded
+        public let decode: Decode
     }
 
-    func run() throws {
+    public func run() throws {
         let handle = try BackendHandle.make(backend)
         let pageSize = (pageKiB ?? 2048) * 1024
         var budget = Int((budgetGiB ?? (backend == .cuda ? 60 : 48)) * Double(1 << 30))
@@ -102,16 +111,13 @@ struct BenchAlloc: ParsableCommand {
               + "rounding per active request; mapped-used = mean of all mapped bytes holding no live token")
 
         let path = json ?? "bench-alloc-\(backend.rawValue).json"
-        var out = "{\n  \"backend\": \(jsonString(handle.description)),\n  \"pageSize\": \(pageSize),\n"
-        out += "  \"microPages\": \(microPages),\n  \"latencyMicros\": {"
-        out += micro.ops.map { "\(jsonString($0.0)): \($0.1.json)" }.joined(separator: ", ")
-        out += "},\n  \"mapGBps\": \(fmt(micro.mapGBps)),\n  \"zeroPageStartupMsPerGiB\": \(fmt(micro.zeroPageMsPerGiB)),\n"
-        out += "  \"decode\": {\"slots\": \(slots), \"maxContext\": \(maxContext), \"steps\": \(steps), "
-        out += "\"stepMs\": \(stepMs), \"budgetBytes\": \(budget), \"seed\": \(seed), \"runs\": [\n"
-        out += runs.map { "    " + $0.json }.joined(separator: ",\n")
-        out += "\n  ]}\n}\n"
-        try writeText(out, to: path)
-        let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
+        try writeJSON(Result(
+            backend: handle.description, pageSize: pageSize, microPages: microPages,
+            latencyMicros: Dictionary(micro.ops, uniquingKeysWith: { a, _ in a }), mapGBps: Rounded(micro.mapGBps),
+            zeroPageStartupMsPerGiB: Rounded(micro.zeroPageMsPerGiB),
+            decode: .init(slots: slots, maxContext: maxContext, steps: steps, stepMs: stepMs, budgetBytes: budget,
+                          seed: seed, runs: runs.map(\.result))), to: path)
+        let picture = svgPath(path)
         try writeText(pictures(runs), to: picture)
         print("\nwrote \(path) and \(picture)")
     }
@@ -125,41 +131,41 @@ struct BenchAlloc: ParsableCommand {
     func microbenchmark(_ backend: any MemoryBackend, pageSize: Int) throws -> Micro {
         let n = microPages
         let bytes = n * pageSize
-        var t0 = nowNanos()
+        var t0 = monotonicNanos()
         let base = try backend.reserve(bytes: bytes)
-        let reserveMicros = Double(nowNanos() - t0) / 1000
+        let reserveMicros = Double(monotonicNanos() - t0) / 1000
         var create: [Double] = [], map: [Double] = [], unmap: [Double] = [], release: [Double] = []
         var pages: [PhysicalPage] = []
         for _ in 0..<n {
-            t0 = nowNanos()
+            t0 = monotonicNanos()
             pages += try backend.createPages(count: 1, pageSize: pageSize)
-            create.append(Double(nowNanos() - t0) / 1000)
+            create.append(Double(monotonicNanos() - t0) / 1000)
         }
-        let mapStart = nowNanos()
+        let mapStart = monotonicNanos()
         for (i, p) in pages.enumerated() {
-            t0 = nowNanos()
+            t0 = monotonicNanos()
             try backend.map(p, at: base + UInt(i * pageSize), pageSize: pageSize)
-            map.append(Double(nowNanos() - t0) / 1000)
+            map.append(Double(monotonicNanos() - t0) / 1000)
         }
-        let mapSeconds = Double(nowNanos() - mapStart) / 1e9
+        let mapSeconds = Double(monotonicNanos() - mapStart) / 1e9
         for i in 0..<n {
-            t0 = nowNanos()
+            t0 = monotonicNanos()
             try backend.unmap(address: base + UInt(i * pageSize), pageSize: pageSize)
-            unmap.append(Double(nowNanos() - t0) / 1000)
+            unmap.append(Double(monotonicNanos() - t0) / 1000)
         }
         for p in pages {
-            t0 = nowNanos()
+            t0 = monotonicNanos()
             try backend.releasePages([p], pageSize: pageSize)
-            release.append(Double(nowNanos() - t0) / 1000)
+            release.append(Double(monotonicNanos() - t0) / 1000)
         }
         try backend.releaseReservation(address: base, bytes: bytes)
 
         // Zero page: what mapping a read-as-zero page over a whole reservation costs at start-up.
         let zeroHandle = try BackendHandle.make(self.backend, zeroPage: true)
         let zeroBytes = 1 << 30
-        t0 = nowNanos()
+        t0 = monotonicNanos()
         let zbase = try zeroHandle.backend.reserve(bytes: zeroBytes)
-        let zeroMs = Double(nowNanos() - t0) / 1e6
+        let zeroMs = Double(monotonicNanos() - t0) / 1e6
         try zeroHandle.backend.releaseReservation(address: zbase, bytes: zeroBytes)
 
         return Micro(ops: [("reserve (\(formatBytes(bytes)))", Summary([reserveMicros])),
@@ -185,13 +191,13 @@ struct BenchAlloc: ParsableCommand {
         /// Per measured step: critical µs, mapped bytes, used bytes (for the pictures).
         var perStep: [(critical: Double, mapped: Double, used: Double)] = []
 
-        var json: String {
-            "{\"layout\": \"\(layout)\", \"backgroundMapper\": \(background), \"criticalMicros\": \(critical.json), "
-                + "\"criticalMicrosDecodeOnlySteps\": \(criticalDecodeOnly.json), \"criticalMaps\": \(criticalMaps), "
-                + "\"backgroundMaps\": \(backgroundMaps), \"unmaps\": \(unmaps), \"preemptions\": \(preemptions), "
-                + "\"completed\": \(completed), \"roundingWastePerRequestBytes\": \(fmt(roundingWastePerRequest, 0)), "
-                + "\"meanMappedMinusUsedBytes\": \(fmt(mappedMinusUsed, 0)), \"meanActive\": \(fmt(meanActive, 1)), "
-                + "\"startupMs\": \(fmt(startupMs, 1))}"
+        var result: Result.Run {
+            Result.Run(layout: layout, backgroundMapper: background, criticalMicros: critical,
+                       criticalMicrosDecodeOnlySteps: criticalDecodeOnly, criticalMaps: criticalMaps,
+                       backgroundMaps: backgroundMaps, unmaps: unmaps, preemptions: preemptions, completed: completed,
+                       roundingWastePerRequestBytes: Rounded(roundingWastePerRequest, 0),
+                       meanMappedMinusUsedBytes: Rounded(mappedMinusUsed, 0), meanActive: Rounded(meanActive, 1),
+                       startupMs: Rounded(startupMs, 1))
         }
     }
 
@@ -202,10 +208,10 @@ struct BenchAlloc: ParsableCommand {
     }
 
     func decodeRun(spec: KVCacheSpec, handle: BackendHandle, budget: Int, background: Bool) throws -> DecodeRun {
-        let t0 = nowNanos()
+        let t0 = monotonicNanos()
         let manager = try KVCacheManager(spec: spec, backend: handle.backend, memoryBudget: budget,
                                          policy: MapAheadPolicy(background: background, lookAheadTokens: 16))
-        let startupMs = Double(nowNanos() - t0) / 1e6
+        let startupMs = Double(monotonicNanos() - t0) / 1e6
         defer { try? manager.shutdown() }
         var rng = SplitMix64(seed: seed)
         func newRequest() -> Request {
@@ -249,13 +255,13 @@ struct BenchAlloc: ParsableCommand {
             }
             var nanos: UInt64 = 0
             while true {
-                let start = nowNanos()
+                let start = monotonicNanos()
                 do {
                     try manager.step(batch)
-                    nanos += nowNanos() - start
+                    nanos += monotonicNanos() - start
                     break
                 } catch KVCacheError.outOfPages {
-                    nanos += nowNanos() - start
+                    nanos += monotonicNanos() - start
                     // Preempt the youngest request (recompute later), as a scheduler would.
                     let victim = running.filter { $0.value.length > 0 }.min { $0.value.length < $1.value.length }!
                     try manager.free(victim.key)
@@ -295,8 +301,8 @@ struct BenchAlloc: ParsableCommand {
                 admittedLastStep.insert(slot)
             }
             // The model's forward pass would run now; the background mapper works meanwhile.
-            let wake = nowNanos() + stepNanos
-            while case let now = nowNanos(), now < wake { usleep(UInt32(min(1000, (wake - now) / 1000 + 1))) }
+            let wake = monotonicNanos() + stepNanos
+            while case let now = monotonicNanos(), now < wake { usleep(UInt32(min(1000, (wake - now) / 1000 + 1))) }
         }
         let st = manager.stats
         return DecodeRun(layout: spec.layout.rawValue, background: background, critical: Summary(critical),

@@ -1,8 +1,8 @@
-import ArgumentParser
 import CUDADriver
 import CUDAKernels
 import Kernels
 import Randomness
+import Support
 import VAttention
 
 /// Shared by `check prefill` and `bench prefill`: element conversions and KV placement on the device.
@@ -77,25 +77,25 @@ enum PrefillSupport {
     }
 }
 
-struct CheckPrefill: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "prefill",
-        abstract: "On a GPU: causal/chunked prefill attention kernels (K/V in a real KVCacheManager, both layouts, and "
-            + "the paged twins) against the CPU reference, on fresh random inputs with NaN-poisoned outputs.")
+/// `vattn check prefill`: on a GPU, causal/chunked prefill attention kernels (K/V in a real KVCacheManager, both
+/// layouts, and the paged twins) against the CPU reference, on fresh random inputs with NaN-poisoned outputs.
+public struct PrefillCheck {
+    /// Random seed (default: from the clock).
+    public var seed: UInt64?
 
-    @Option(help: "Random seed (default: from the clock).")
-    var seed: UInt64?
+    public init() {}
 
-    func run() throws {
+    /// Prints each case and a PASS/FAIL line; false when a case failed.
+    public func run() throws -> Bool {
         let handle = try BackendHandle.make(.cuda)
         let device = handle.device!, stream = handle.stream!
         let cuda = device.cuda
         let nvrtc = try NVRTC()
-        let compileStart = nowNanos()
+        let compileStart = monotonicNanos()
         let kernels = try PrefillAttentionKernels(device: device, compiler: nvrtc)
-        let seed = self.seed ?? nowNanos()
+        let seed = self.seed ?? monotonicNanos()
         print("vattn check prefill — \(handle.description), NVRTC \(nvrtc.version.major).\(nvrtc.version.minor), "
-              + "seed \(seed), kernels ready in \(fmt(Double(nowNanos() - compileStart) / 1e9, 2)) s")
+              + "seed \(seed), kernels ready in \(fmt(Double(monotonicNanos() - compileStart) / 1e9, 2)) s")
         var rng = SplitMix64(seed: seed)
         let kvHeads = 2
         // (chunk length, offset): single token, tile multiples ± odd, chunks behind a prefix.
@@ -220,6 +220,6 @@ struct CheckPrefill: ParsableCommand {
         for (k, v) in worst.sorted(by: { $0.key < $1.key }) { print("  \(pad(k, 18)) \(fmt(v, 6))") }
         print(failed == 0 ? "PASS vattn check prefill (\(passed) cases)"
                           : "FAIL vattn check prefill (\(failed) of \(passed + failed) cases)")
-        if failed > 0 { throw ExitCode(1) }
+        return failed == 0
     }
 }

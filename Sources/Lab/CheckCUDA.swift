@@ -1,23 +1,23 @@
-import ArgumentParser
-import Randomness
 import CUDADriver
 import CUDAKernels
+import Randomness
+import Support
 import VAttention
 
-struct CheckCUDA: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "cuda",
-        abstract: "On a GPU: random request lifecycles where a kernel writes and re-reads every token through the "
-            + "manager's virtual addresses, with the background mapper on, for both layouts.")
+/// `vattn check cuda`: on a GPU, random request lifecycles where a kernel writes and re-reads every token through the
+/// manager's virtual addresses, with the background mapper on, for both layouts; the zero page; CUDA graphs.
+public struct CUDACheck {
+    /// Lifecycle operations per layout.
+    public var operations = 300
+    /// Random seed (default: from the clock).
+    public var seed: UInt64?
+    /// Cases to run: lifecycle, zero-page, graph (comma separated).
+    public var cases = "lifecycle,zero-page,graph"
 
-    @Option(help: "Lifecycle operations per layout.")
-    var operations = 300
-    @Option(help: "Random seed (default: from the clock).")
-    var seed: UInt64?
-    @Option(help: "Cases to run: lifecycle, zero-page, graph (comma separated).")
-    var cases = "lifecycle,zero-page,graph"
+    public init() {}
 
-    func run() throws {
+    /// Prints each case and a PASS/FAIL line; false when a case failed.
+    public func run() throws -> Bool {
         let chosen = Set(cases.split(separator: ",").map(String.init))
         let handle: BackendHandle
         do {
@@ -27,14 +27,14 @@ struct CheckCUDA: ParsableCommand {
                 print("  SKIP \(c): \(e.message)")
             }
             print("SKIP vattn check cuda (no CUDA driver on this machine)")
-            return
+            return true
         }
         let device = handle.device!, stream = handle.stream!
         let nvrtc = try NVRTC()
         let module = try loadKernelModule("kv_pattern.cu", device: device, compiler: nvrtc)
         let write = try module.function("kv_pattern_write"), check = try module.function("kv_pattern_check")
         let counter = try DeviceBuffer(device.cuda, byteCount: 4)
-        let seed = self.seed ?? nowNanos()
+        let seed = self.seed ?? monotonicNanos()
         print("vattn check cuda — \(handle.description), NVRTC \(nvrtc.version.major).\(nvrtc.version.minor), seed \(seed)")
         var failures = 0
         for layout in KVCacheSpec.Layout.allCases where chosen.contains("lifecycle") {
@@ -132,7 +132,7 @@ struct CheckCUDA: ParsableCommand {
             failures += try checkGraph(device: device, stream: stream, module: module, rng: &rng)
         }
         print(failures == 0 ? "PASS vattn check cuda" : "FAIL vattn check cuda (\(failures))")
-        if failures > 0 { throw ExitCode(1) }
+        return failures == 0
     }
 
     /// CUDA graphs: a chain of order-sensitive kernel launches (x ← x·a + b + i, different a, b, grid per step) is

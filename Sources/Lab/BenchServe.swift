@@ -1,33 +1,56 @@
-import ArgumentParser
 import Engine
 import Model
-import VAttention
 import Randomness
+import Support
+import VAttention
+#if canImport(Glibc)
+import Glibc
+#endif
 
-struct BenchServe: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "serve",
-        abstract: "Offline serving throughput: N requests at once through the engine; req/s, tok/s, TTFT, TPOT, KV memory.",
-        discussion: """
-            Requests come from --dataset sharegpt (the real ShareGPT trace, sampled as vLLM's benchmark does) or a \
-            synthetic workload (lengths in tokens, uniform, scaled to what a 2-core CPU finishes in minutes; prompts \
-            are random ordinary tokens):
-              chat   prompt 16–384, output 16–256  (short prompts, long answers)
-              arxiv  prompt 512–1536, output 32–128 (summarisation: long prompts, short answers)
-            Every request generates exactly its output length (end-of-sequence ignored), as vLLM's benchmark does.
-            """)
+/// `vattn bench serve`: offline (or Poisson-arrival) serving throughput through the engine — req/s, tok/s, TTFT,
+/// TPOT, KV memory — on the ShareGPT trace (`data`) or a synthetic workload. Every request generates exactly its
+/// output length (end-of-sequence ignored), as vLLM's benchmark does. Writes `Result` as JSON and pictures beside it.
+public struct ServeBench {
+    /// Synthetic workloads, lengths in tokens (uniform): chat, prompt 16–384 and output 16–256; arxiv, prompt
+    /// 512–1536 and output 32–128.
+    public enum Workload: String, CaseIterable, Sendable { case chat, arxiv }
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case chat, arxiv }
+    /// The engine to serve with.
+    public var config = EngineConfig()
+    public var data = DatasetSelection()
+    /// Synthetic workload when there is no dataset.
+    public var workload: Workload = .chat
+    /// Where to write the JSON result.
+    public var json: String?
+    /// Online serving: requests arrive as a Poisson process at this many per second, and time to first token counts
+    /// from arrival (nil: all at once, offline).
+    public var rate: Double?
 
-    @OptionGroup var options: ModelOptions
-    @OptionGroup var data: DatasetOptions
-    @Option(help: "Synthetic workload when there is no --dataset: chat or arxiv.") var workload: Workload = .chat
-    @Option(help: "Where to write the JSON result.") var json: String?
-    @Option(help: "Online serving: requests arrive as a Poisson process at this many per second, and time to first token counts from arrival (default: all at once, offline).")
-    var rate: Double?
+    public init() {}
 
-    func run() throws {
-        let (engine, _) = try options.makeEngine()
+    /// What the JSON file holds.
+    public struct Result: Codable, Sendable {
+        public let workload: String
+        public let requests: Int
+        public let rate: Rounded
+        public let kv: String
+        public let slots: Int
+        public let tokenBudget: Int
+        public let seconds: Rounded
+        public let requestsPerSecond: Rounded
+        public let outputTokensPerSecond: Rounded
+        public let ttftMillis: Summary
+        public let tpotMillis: Summary
+        public let meanKVUsedBytes: Rounded
+        public let meanKVMappedBytes: Rounded
+        public let preemptions: Int
+        public let criticalMaps: Int
+        public let backgroundMaps: Int
+        public let kvStepMillis: Rounded
+    }
+
+    public func run() throws {
+        let engine = try EngineBuilder(config, log: printErr).build().engine
         let requests = data.requests
         var rng = SplitMix64(seed: data.seed)
         var ids: [Int] = []
@@ -62,8 +85,8 @@ struct BenchServe: ParsableCommand {
         print("vattn bench serve — \(source)")
         print("  \(pending.count) requests"
               + (rate.map { " arriving at \(fmt($0, 1))/s (Poisson)" } ?? " at once") + ", model on \(engine.model.deviceDescription), "
-              + "KV \(engine.kv.name), \(options.slots) slots, token budget \(engine.configuration.tokenBudget)")
-        let start = nowNanos()
+              + "KV \(engine.kv.name), \(config.slots) slots, token budget \(engine.configuration.tokenBudget)")
+        let start = monotonicNanos()
         var first: [Int: UInt64] = [:], last: [Int: UInt64] = [:]
         var mappedSum = 0.0, usedSum = 0.0, samples = 0.0
         var timeline: [(t: Double, stepMs: Double, mapped: Double, used: Double)] = []
@@ -71,20 +94,20 @@ struct BenchServe: ParsableCommand {
         var arrivalOf: [Int: UInt64] = [:]
         var next = 0
         while engine.hasWork || next < pending.count {
-            while next < pending.count, arrivals[next] <= nowNanos() - start {
+            while next < pending.count, arrivals[next] <= monotonicNanos() - start {
                 let id = try engine.add(prompt: pending[next].prompt, parameters: pending[next].parameters)
                 ids.append(id)
                 arrivalOf[id] = start + arrivals[next]
                 next += 1
             }
             if !engine.hasWork {  // idle until the next arrival
-                let wait = Int64(arrivals[next]) - Int64(nowNanos() - start)
+                let wait = Int64(arrivals[next]) - Int64(monotonicNanos() - start)
                 if wait > 0 { usleep(UInt32(min(wait / 1000, 1_000_000))) }
                 continue
             }
-            let stepStart = nowNanos()
+            let stepStart = monotonicNanos()
             let events = try engine.step()
-            let now = nowNanos()
+            let now = monotonicNanos()
             for e in events {
                 if first[e.request] == nil { first[e.request] = now }
                 last[e.request] = now
@@ -100,7 +123,7 @@ struct BenchServe: ParsableCommand {
             usedSum += Double(m.usedBytes)
             samples += 1
         }
-        let seconds = Double(nowNanos() - start) / 1e9
+        let seconds = Double(monotonicNanos() - start) / 1e9
         let outputTokens = ids.reduce(0) { $0 + (engine.output(of: $1)?.count ?? 0) }
         let ttfts = ids.map { Double(first[$0]! - arrivalOf[$0]!) / 1e6 }
         let tpots = ids.compactMap { id -> Double? in
@@ -112,7 +135,7 @@ struct BenchServe: ParsableCommand {
         print("  requests/s \(fmt(Double(pending.count) / seconds, 3)), output tok/s \(fmt(Double(outputTokens) / seconds, 1)), "
               + "total tok/s \(fmt(Double(stats.tokensComputed) / seconds, 1)), wall \(fmt(seconds, 1)) s")
         print("  TTFT ms p50 \(fmt(ttft.p50, 0)) p99 \(fmt(ttft.p99, 0)); TPOT ms p50 \(fmt(tpot.p50, 1)) p99 \(fmt(tpot.p99, 1))")
-        print("  KV mean used \(formatBytesShort(usedSum / samples)) / mapped \(formatBytesShort(mappedSum / samples)); "
+        print("  KV mean used \(formatBytes(Int(usedSum / samples))) / mapped \(formatBytes(Int(mappedSum / samples))); "
               + "preemptions \(stats.preemptions); steps \(stats.steps)")
         let kvEnd = engine.kv.memory
         let kvStepMs: Double = Double(kvEnd.criticalNanos) / 1e6
@@ -120,16 +143,15 @@ struct BenchServe: ParsableCommand {
         print("  KV maps: \(kvEnd.criticalMaps) on the critical path, \(kvEnd.backgroundMaps) in the background; "
               + "time inside kv.step \(fmt(kvStepMs, 1)) ms (\(fmt(kvShare, 2)) % of the run)")
         if let path = json {
-            let text = "{\"workload\": \"\(workloadName)\", \"requests\": \(pending.count), \"rate\": \(rate.map { fmt($0, 2) } ?? "null"), \"kv\": \(jsonString(engine.kv.name)), "
-                + "\"slots\": \(options.slots), \"tokenBudget\": \(engine.configuration.tokenBudget), \"seconds\": \(fmt(seconds)), "
-                + "\"requestsPerSecond\": \(fmt(Double(pending.count) / seconds)), "
-                + "\"outputTokensPerSecond\": \(fmt(Double(outputTokens) / seconds)), \"ttftMillis\": \(ttft.json), "
-                + "\"tpotMillis\": \(tpot.json), \"meanKVUsedBytes\": \(fmt(usedSum / samples, 0)), "
-                + "\"meanKVMappedBytes\": \(fmt(mappedSum / samples, 0)), \"preemptions\": \(stats.preemptions), "
-                + "\"criticalMaps\": \(kvEnd.criticalMaps), \"backgroundMaps\": \(kvEnd.backgroundMaps), "
-                + "\"kvStepMillis\": \(fmt(kvStepMs, 3))}\n"
-            try writeText(text, to: path)
-            let picture = (path.hasSuffix(".json") ? String(path.dropLast(5)) : path) + ".svg"
+            try writeJSON(Result(
+                workload: workloadName, requests: pending.count, rate: rate.map { Rounded($0, 2) }.orNull,
+                kv: engine.kv.name, slots: config.slots, tokenBudget: engine.configuration.tokenBudget,
+                seconds: Rounded(seconds), requestsPerSecond: Rounded(Double(pending.count) / seconds),
+                outputTokensPerSecond: Rounded(Double(outputTokens) / seconds), ttftMillis: ttft, tpotMillis: tpot,
+                meanKVUsedBytes: Rounded(usedSum / samples, 0), meanKVMappedBytes: Rounded(mappedSum / samples, 0),
+                preemptions: stats.preemptions, criticalMaps: kvEnd.criticalMaps, backgroundMaps: kvEnd.backgroundMaps,
+                kvStepMillis: Rounded(kvStepMs, 3)), to: path)
+            let picture = svgPath(path)
             try writeText(SVGChart.document([
                 SVGChart(title: "KV memory over time (\(engine.kv.name))", xLabel: "seconds", yLabel: "MiB", series: [
                     .init(name: "mapped", points: timeline.map { ($0.t, $0.mapped / 1048576) }),
@@ -146,9 +168,3 @@ struct BenchServe: ParsableCommand {
         }
     }
 }
-
-func formatBytesShort(_ bytes: Double) -> String { formatBytes(Int(bytes)) }
-
-#if canImport(Glibc)
-import Glibc
-#endif

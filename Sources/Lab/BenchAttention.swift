@@ -1,51 +1,65 @@
-import ArgumentParser
 import CUDADriver
 import CUDAKernels
 import Randomness
+import Support
 import VAttention
 
-struct BenchAttention: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "attention",
-        abstract: "GPU decode attention, bf16, 32 query / 8 KV heads, d=128: µs per call, GB/s, fraction of copy "
-            + "bandwidth; contiguous (KVCacheManager, both layouts) vs paged (16, 256).",
-        discussion: """
-            Per call: the split kernel, plus the merge kernel where the splits merge in a separate launch (--merge). \
-            Timing: CUDA events around groups of back-to-back calls \
-            (no synchronisation inside a group); the median group mean is reported. Calls alternate between two \
-            layers so consecutive calls read different K/V (each layer's K+V is larger than L2 at every shape). \
-            Bytes = K+V read once. The copy ceiling is a 16-byte device-to-device copy kernel, bytes read + written.
-            Graph timing (the way ../shared/notes/anchors.md timed the peers): --graph-calls back-to-back calls captured in \
-            one CUDA graph; each replay is timed with events; median per call over --groups replays. The graph's \
-            output is checked bit for bit against the plain launches' output.
-            """)
+/// `vattn bench attention`: GPU decode attention, bf16, 32 query / 8 KV heads, d=128 — µs per call, GB/s, fraction
+/// of copy bandwidth; contiguous (KVCacheManager, both layouts) vs paged (16, 256). Writes `Result` as JSON.
+public struct AttentionBench {
+    /// Shapes as batch x context, comma separated.
+    public var shapes = "1x32768,16x8192,64x4096,128x2048,256x1024"
+    /// Calls per timed group.
+    public var callsPerGroup = 10
+    /// Timed groups (median reported).
+    public var groups = 30
+    /// Calls captured per CUDA graph for the graph timing (0: no graph timing).
+    public var graphCalls = 20
+    /// Split-KV merges to measure, comma separated: auto, block, separate.
+    public var merge = "auto"
+    /// Override the split size (tokens, multiple of 32).
+    public var chunk: Int?
+    /// Pipeline depths of the split kernel to measure (comma separated, 2…8).
+    public var stages = "3"
+    /// Storages to run: contiguous-perLayer, contiguous-mega, paged-16, paged-256 (comma separated).
+    public var storages = "contiguous-perLayer,contiguous-mega,paged-16,paged-256"
+    /// Where to write the JSON result.
+    public var json: String?
+    /// Random seed.
+    public var seed: UInt64 = 42
 
-    @Option(help: "Shapes as batch x context, comma separated.")
-    var shapes = "1x32768,16x8192,64x4096,128x2048,256x1024"
-    @Option(help: "Calls per timed group.")
-    var callsPerGroup = 10
-    @Option(help: "Timed groups (median reported).")
-    var groups = 30
-    @Option(help: "Calls captured per CUDA graph for the graph timing (0: no graph timing).")
-    var graphCalls = 20
-    @Option(help: """
-        Split-KV merges to measure, comma separated: auto (the shape's own choice), block (a pair's splits are one \
-        block's warps, merged in shared memory), separate (a second launch). \
-        A mode that does not apply to a shape, or launches the same kernels as an earlier one there, is skipped.
-        """)
-    var merge = "auto"
-    @Option(help: "Override the split size (tokens, multiple of 32).")
-    var chunk: Int?
-    @Option(help: "Pipeline depths of the split kernel to measure (comma separated, 2…8).")
-    var stages = "3"
-    @Option(help: "Storages to run: contiguous-perLayer, contiguous-mega, paged-16, paged-256 (comma separated).")
-    var storages = "contiguous-perLayer,contiguous-mega,paged-16,paged-256"
-    @Option(help: "Where to write the JSON result.")
-    var json: String?
-    @Option(help: "Random seed.")
-    var seed: UInt64 = 42
+    public init() {}
 
-    func run() throws {
+    /// What the JSON file holds.
+    public struct Result: Codable, Sendable {
+        public struct Row: Codable, Sendable {
+            public let batch: Int
+            public let context: Int
+            public let storage: String
+            public let chunk: Int
+            public let stages: Int
+            public let merge: String
+            public let microsMedian: Rounded
+            public let microsP10P90Spread: Rounded
+            public let GBps: Rounded
+            public let fractionOfCopy: Rounded
+            public let graphCalls: Int
+            public let graphMicrosMedian: Rounded
+            public let graphMicrosP10P90Spread: Rounded
+            public let graphFractionOfCopy: Rounded
+        }
+        public let device: String
+        public let copyGBps: Rounded
+        public let dtype: String
+        public let qHeads: Int
+        public let kvHeads: Int
+        public let headDim: Int
+        public let callsPerGroup: Int
+        public let groups: Int
+        public let results: [Row]
+    }
+
+    public func run() throws {
         let handle = try BackendHandle.make(.cuda)
         let device = handle.device!, stream = handle.stream!, cuda = device.cuda
         let nvrtc = try NVRTC()
@@ -80,13 +94,13 @@ struct BenchAttention: ParsableCommand {
         var rows: [Row] = []
         for spec in shapes.split(separator: ",") {
             let parts = spec.split(separator: "x").compactMap { Int($0) }
-            guard parts.count == 2 else { throw ValidationErrorText("bad shape \(spec)") }
+            guard parts.count == 2 else { throw LabError("bad shape \(spec)") }
             let (batch, context) = (parts[0], parts[1])
             let stageList = stages.split(separator: ",").compactMap { Int($0) }
             let mergeModes = try merge.split(separator: ",").map { m -> DecodeMerge? in
                 if m == "auto" { return nil }
                 guard let mode = DecodeMerge(rawValue: String(m)) else {
-                    throw ValidationErrorText("--merge takes auto, block, separate (comma separated)")
+                    throw LabError("--merge takes auto, block, separate (comma separated)")
                 }
                 return mode
             }
@@ -132,7 +146,7 @@ struct BenchAttention: ParsableCommand {
                 // Make sure the output is finite (a broken kernel must not post a number).
                 let o = try out.download(UInt16.self, count: batch * qHeads * d)
                 if o.contains(where: { halfToFloat($0, dtype).isNaN }) {
-                    throw ValidationErrorText("NaN in the output of \(storage) \(batch)x\(context)")
+                    throw LabError("NaN in the output of \(storage) \(batch)x\(context)")
                 }
                 let label = (stageList.count > 1 ? "\(storage) s\(shape.stages)" : storage.description) + mergeLabel
                 // The same calls inside a replayed CUDA graph (no launch gaps), output checked bit for bit.
@@ -147,7 +161,7 @@ struct BenchAttention: ParsableCommand {
                     let g = try out.download(UInt16.self, count: batch * qHeads * d)
                     if g != o {
                         let bad = zip(g, o).filter { $0 != $1 }.count
-                        throw ValidationErrorText("graph replay output differs from the plain launches' in \(bad) "
+                        throw LabError("graph replay output differs from the plain launches' in \(bad) "
                                                   + "elements (\(storage) \(batch)x\(context))")
                     }
                     var gs: [Double] = []
@@ -215,20 +229,18 @@ struct BenchAttention: ParsableCommand {
         print("| best ours contiguous vs peer (>1 = faster) | " + speedups.joined(separator: " | ") + " |")
 
         if let path = json {
-            var text = "{\n  \"device\": \(jsonString(handle.description)),\n  \"copyGBps\": \(fmt(copyGBps, 1)),\n"
-            text += "  \"dtype\": \"bf16\", \"qHeads\": \(qHeads), \"kvHeads\": \(kvHeads), \"headDim\": \(d),\n"
-            text += "  \"callsPerGroup\": \(callsPerGroup), \"groups\": \(groups),\n  \"results\": [\n"
-            text += rows.map { r in
-                "    {\"batch\": \(r.batch), \"context\": \(r.context), \"storage\": \"\(r.storage)\", "
-                    + "\"chunk\": \(r.chunk), \"stages\": \(r.stages), \"merge\": \"\(r.merge)\", \"microsMedian\": \(fmt(r.micros, 2)), "
-                    + "\"microsP10P90Spread\": \(fmt(r.spread, 2)), \"GBps\": \(fmt(r.gbps, 1)), "
-                    + "\"fractionOfCopy\": \(fmt(r.fraction, 4)), \"graphCalls\": \(graphCalls), "
-                    + "\"graphMicrosMedian\": \(r.graphMicros.map { fmt($0, 2) } ?? "null"), "
-                    + "\"graphMicrosP10P90Spread\": \(r.graphSpread.map { fmt($0, 2) } ?? "null"), "
-                    + "\"graphFractionOfCopy\": \(r.graphMicros.map { fmt(r.fraction * r.micros / $0, 4) } ?? "null")}"
-            }.joined(separator: ",\n")
-            text += "\n  ]\n}\n"
-            try writeText(text, to: path)
+            try writeJSON(Result(
+                device: handle.description, copyGBps: Rounded(copyGBps, 1), dtype: "bf16", qHeads: qHeads,
+                kvHeads: kvHeads, headDim: d, callsPerGroup: callsPerGroup, groups: groups,
+                results: rows.map { r in
+                    Result.Row(batch: r.batch, context: r.context, storage: r.storage, chunk: r.chunk,
+                               stages: r.stages, merge: r.merge, microsMedian: Rounded(r.micros, 2),
+                               microsP10P90Spread: Rounded(r.spread, 2), GBps: Rounded(r.gbps, 1),
+                               fractionOfCopy: Rounded(r.fraction, 4), graphCalls: graphCalls,
+                               graphMicrosMedian: r.graphMicros.map { Rounded($0, 2) }.orNull,
+                               graphMicrosP10P90Spread: r.graphSpread.map { Rounded($0, 2) }.orNull,
+                               graphFractionOfCopy: r.graphMicros.map { Rounded(r.fraction * r.micros / $0, 4) }.orNull)
+                }), to: path)
             print("wrote \(path)")
         }
     }

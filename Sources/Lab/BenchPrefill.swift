@@ -1,29 +1,25 @@
-import ArgumentParser
 import CUDADriver
 import CUDAKernels
 import Randomness
+import Support
 import VAttention
 
-struct BenchPrefill: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "prefill",
-        abstract: "On a GPU: causal prefill attention (single sequence 2K/8K/32K and a 2K chunk at offset 30K), bf16, "
-            + "32 query / 8 KV heads, d=128; ours on the KVCacheManager (per-layer and mega layout) vs paged 16/256.",
-        discussion: """
-            FLOPs: causal 4·L²·H·D/2; a chunk of n queries at offset o: 4·H·D·(n·o + n(n+1)/2) (each query at \
-            position o+i reads o+i+1 keys). Time: median over --iterations launches, each between two CUDA events.
-            """)
+/// `vattn bench prefill`: on a GPU, causal prefill attention (single sequence 2K/8K/32K and a 2K chunk at offset 30K),
+/// bf16, 32 query / 8 KV heads, d=128; ours on the KVCacheManager (per-layer and mega layout) vs paged 16/256.
+/// Writes `Result` as JSON.
+public struct PrefillBench {
+    /// Timed launches per case and kernel.
+    public var iterations = 20
+    /// Warm-up launches per case and kernel.
+    public var warmup = 3
+    /// Layers of the KVCacheManager spec (the mega layout's token stride is layers × 2 KB).
+    public var layers = 32
+    /// Write the results as JSON here.
+    public var json: String?
+    /// Random seed (default: from the clock).
+    public var seed: UInt64?
 
-    @Option(help: "Timed launches per case and kernel.")
-    var iterations = 20
-    @Option(help: "Warm-up launches per case and kernel.")
-    var warmup = 3
-    @Option(help: "Layers of the KVCacheManager spec (the mega layout's token stride is layers × 2 KB).")
-    var layers = 32
-    @Option(help: "Write the results as JSON here.")
-    var json: String?
-    @Option(help: "Random seed (default: from the clock).")
-    var seed: UInt64?
+    public init() {}
 
     struct Row {
         let caseName: String
@@ -36,13 +32,42 @@ struct BenchPrefill: ParsableCommand {
         let flops: Double
     }
 
-    func run() throws {
+    /// What the JSON file holds.
+    public struct Result: Codable, Sendable {
+        public struct Shape: Codable, Sendable {
+            public let qHeads: Int
+            public let kvHeads: Int
+            public let headDim: Int
+            public let dtype: String
+        }
+        public struct Row: Codable, Sendable {
+            public let `case`: String
+            public let n: Int
+            public let offset: Int
+            public let kernel: String
+            public let config: String
+            public let median_us: Rounded
+            public let tflops: Rounded
+            public let flops: Double
+        }
+        public let device: String
+        public let seed: UInt64
+        public let iterations: Int
+        public let warmup: Int
+        public let layers: Int
+        public let shape: Shape
+        /// How the FLOPs are counted.
+        public let flops: String
+        public let results: [Row]
+    }
+
+    public func run() throws {
         let handle = try BackendHandle.make(.cuda)
         let device = handle.device!, stream = handle.stream!
         let cuda = device.cuda
         let nvrtc = try NVRTC()
         let kernels = try PrefillAttentionKernels(device: device, compiler: nvrtc)
-        let seed = self.seed ?? nowNanos()
+        let seed = self.seed ?? monotonicNanos()
         var rng = SplitMix64(seed: seed)
         let qHeads = 32, kvHeads = 8, d = 128, dtype = AttentionElement.bf16
         let maxContext = 32768, rowElements = kvHeads * d
@@ -160,18 +185,14 @@ struct BenchPrefill: ParsableCommand {
         }
 
         if let json {
-            var s = "{\n  \"device\": \(jsonString(handle.description)),\n  \"seed\": \(seed),\n"
-            s += "  \"iterations\": \(iterations),\n  \"warmup\": \(warmup),\n  \"layers\": \(layers),\n"
-            s += "  \"shape\": {\"qHeads\": \(qHeads), \"kvHeads\": \(kvHeads), \"headDim\": \(d), \"dtype\": \"bf16\"},\n"
-            s += "  \"flops\": \"causal 4*L^2*H*D/2; chunk of n at offset o: 4*H*D*(n*o + n*(n+1)/2)\",\n"
-            s += "  \"results\": [\n"
-            s += rows.map { r in
-                "    {\"case\": \(jsonString(r.caseName)), \"n\": \(r.n), \"offset\": \(r.offset), "
-                    + "\"kernel\": \(jsonString(r.kernel)), \"config\": \"\(r.config)\", \"median_us\": \(fmt(r.us, 2)), "
-                    + "\"tflops\": \(fmt(r.tflops, 2)), \"flops\": \(r.flops)}"
-            }.joined(separator: ",\n")
-            s += "\n  ]\n}\n"
-            try writeText(s, to: json)
+            try writeJSON(Result(
+                device: handle.description, seed: seed, iterations: iterations, warmup: warmup, layers: layers,
+                shape: .init(qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: "bf16"),
+                flops: "causal 4*L^2*H*D/2; chunk of n at offset o: 4*H*D*(n*o + n*(n+1)/2)",
+                results: rows.map { r in
+                    Result.Row(case: r.caseName, n: r.n, offset: r.offset, kernel: r.kernel, config: "\(r.config)",
+                               median_us: Rounded(r.us, 2), tflops: Rounded(r.tflops, 2), flops: r.flops)
+                }), to: json)
             print("wrote \(json)")
         }
     }
