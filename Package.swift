@@ -35,7 +35,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CCUDA"),
-        // Plumbing every layer shares: report formatting, the monotonic clock, unbuffered stdout/stderr lines.
+        // Plumbing every layer shares: threads and a TSan-visible lock, report formatting, the monotonic clock,
+        // unbuffered stdout/stderr lines.
         .target(name: "Support"),
         .target(name: "CSystemShims"),
         // Integer matmul kernels per instruction set (portable C, AVX2, AVX-512 VNNI), picked at run time.
@@ -44,14 +45,14 @@ let package = Package(
         .target(name: "Randomness"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
         // For tests: a driver table that records calls and keeps the driver's threading rule (no context → 201).
-        .target(name: "CUDADriverTesting", dependencies: ["CUDADriver", "CCUDA", "VAttention"]),
+        .target(name: "CUDADriverTesting", dependencies: ["CUDADriver", "CCUDA", "VAttention", "Support"]),
         // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
         .executableTarget(name: "embed-cuda-sources"),
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
         .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CCUDA"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims", "Support"]),
-        .target(name: "Kernels", swiftSettings: optimized),
+        .target(name: "Kernels", dependencies: ["Support"], swiftSettings: optimized),
         .target(name: "CVAttentionABI"),
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims", "Randomness"], swiftSettings: optimized),
@@ -64,7 +65,7 @@ let package = Package(
                                             "Randomness", "Support"]),
         // OpenAI-compatible HTTP server: one task owns the engine; Hummingbird routes; Prometheus metrics.
         .target(name: "Server", dependencies: [
-            "Engine", "Model", "VAttention",
+            "Engine", "Model", "VAttention", "Support",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -89,13 +90,13 @@ let package = Package(
         .target(name: "CLibFuzzer"),
         .executableTarget(name: "vattn-fuzz", dependencies: ["Model", "Server", "CLibFuzzer"]),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
-        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels",
+        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels", "Support",
                                                       "Randomness", "VAttentionC", "CVAttentionABI"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention", "Randomness"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "ServerTests", dependencies: [
-            "Server", "Engine", "Model", "VAttention", "CUDADriver", "CUDADriverTesting",
+            "Server", "Engine", "Model", "VAttention", "CUDADriver", "CUDADriverTesting", "Support",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

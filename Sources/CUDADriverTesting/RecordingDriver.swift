@@ -1,6 +1,7 @@
 import CCUDA
 import CUDADriver
 import Synchronization
+import Support
 import VAttention
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,4 @@
+import Support
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,13 +63,7 @@ private final class WorkerPool: @unchecked Sendable {
         pthread_mutex_init(lock, nil)
         pthread_cond_init(wake, nil)
         for _ in 0..<helpers {
-            var tid = pthread_t()
-            let arg = Unmanaged.passUnretained(self).toOpaque()
-            pthread_create(&tid, nil, { raw in
-                Unmanaged<WorkerPool>.fromOpaque(raw!).takeUnretainedValue().loop()
-                return nil
-            }, arg)
-            pthread_detach(tid)
+            OSThread.detached { [unowned self] in self.loop() }
         }
     }
 

@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdCore
 import NIOCore
+import Support
 import VAttention
 
 /// The request context of the server: Hummingbird's basic one plus the connection's channel, so a handler that

@@ -1,5 +1,6 @@
 import Dispatch
 import Engine
+import Support
 import Logging
 import Metrics
 import Model
@@ -167,7 +168,8 @@ public final class EngineService: Service, @unchecked Sendable {
             return s.started
         }
         precondition(!alreadyStarted, "EngineService.run() called twice")
-        startThread { [self] in loop() }
+        // A plain thread: the engine's steps are long CPU-bound calls that must not sit on the cooperative pool.
+        OSThread.detached { [self] in loop() }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await waitUntilStopped()
@@ -382,22 +384,4 @@ extension Metrics.Timer {
         let (s, atto) = d.components
         recordNanoseconds(s * 1_000_000_000 + atto / 1_000_000_000)
     }
-}
-
-private final class ThreadBody {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-/// A plain pthread: the engine's steps are long CPU-bound calls that must not sit on Swift's cooperative pool.
-private func startThread(_ body: @escaping () -> Void) {
-    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    var tid = pthread_t()
-    let rc = pthread_create(&tid, nil, { arg in
-        let b = Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue()
-        b.body()
-        return nil
-    }, box)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
-    pthread_detach(tid)
 }

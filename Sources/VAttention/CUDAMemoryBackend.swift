@@ -1,3 +1,4 @@
+import Support
 import CCUDA
 import CUDADriver
 import Synchronization

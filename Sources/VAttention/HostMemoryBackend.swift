@@ -1,3 +1,4 @@
+import Support
 import CSystemShims
 import Synchronization
 #if canImport(Glibc)

@@ -6,6 +6,7 @@ import Hummingbird
 import HummingbirdTesting
 import Model
 import Server
+import Support
 import VAttention
 import Testing
 import VAttention

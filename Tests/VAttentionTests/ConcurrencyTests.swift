@@ -1,4 +1,5 @@
 import Randomness
+import Support
 import Synchronization
 import Testing
 @testable import VAttention
