@@ -66,33 +66,6 @@ public struct KVOutOfMemory: Error, CustomStringConvertible {
     public var description: String { "out of KV memory: \(detail)" }
 }
 
-public struct KVMemoryReport: Sendable {
-    public var reservedBytes = 0
-    public var mappedBytes = 0
-    public var usedBytes = 0
-    public var wasteBytes: Int { mappedBytes - usedBytes }
-    public var criticalMaps = 0
-    public var backgroundMaps = 0
-    /// Physical memory the store may map at most (its pool); `mappedBytes` never exceeds it.
-    public var capacityBytes = 0
-    /// Slots held by requests (a finished or cancelled request gives its slot back).
-    public var activeSlots = 0
-    /// Time the engine waited inside `step` (mapping on the critical path, lock waits).
-    public var criticalNanos: UInt64 = 0
-
-    public init(reservedBytes: Int = 0, mappedBytes: Int = 0, usedBytes: Int = 0, criticalMaps: Int = 0,
-                backgroundMaps: Int = 0, capacityBytes: Int = 0, activeSlots: Int = 0, criticalNanos: UInt64 = 0) {
-        self.reservedBytes = reservedBytes
-        self.mappedBytes = mappedBytes
-        self.usedBytes = usedBytes
-        self.criticalMaps = criticalMaps
-        self.backgroundMaps = backgroundMaps
-        self.capacityBytes = capacityBytes
-        self.activeSlots = activeSlots
-        self.criticalNanos = criticalNanos
-    }
-}
-
 extension KVElementType {
     init(_ dtype: KVCacheSpec.DType) {
         switch dtype {
@@ -136,12 +109,7 @@ public final class VAttentionKVStore: KVStore {
     public func mapAhead(_ slot: Int, tokens: Int) throws {
         try manager.mapAhead(slot, tokens: min(tokens, manager.spec.maxContext))
     }
-    public var memory: KVMemoryReport {
-        let s = manager.stats
-        return KVMemoryReport(reservedBytes: s.reservedBytes, mappedBytes: s.mappedBytes, usedBytes: s.usedBytes,
-                              criticalMaps: s.criticalMaps, backgroundMaps: s.backgroundMaps,
-                              capacityBytes: s.poolPages * manager.spec.pageSize, activeSlots: s.activeSlots, criticalNanos: s.criticalNanos)
-    }
+    public var memory: KVMemoryReport { manager.stats.memory }
 }
 
 /// The paged baseline (vLLM layout): per layer a K and a V block pool `[blocks, blockSize, kvHeads, headDim]`, a

@@ -274,13 +274,13 @@ public struct AllocBench {
             critical.append(Double(nanos) / 1000)
             if prefills == 0 { decodeOnly.append(Double(nanos) / 1000) }
             let st = manager.stats
-            perStep.append((Double(nanos) / 1000, Double(st.mappedBytes), Double(st.usedBytes)))
+            perStep.append((Double(nanos) / 1000, Double(st.memory.mappedBytes), Double(st.memory.usedBytes)))
             var rounding = 0
             for (_, r) in running {
                 rounding += spec.pagesPerTensor(tokens: r.length) * spec.tensorCount * spec.pageSize - r.length * spec.tokenBytes
             }
             if !running.isEmpty { roundingWaste += Double(rounding) / Double(running.count) }
-            mappedMinusUsed += Double(st.wasteBytes)
+            mappedMinusUsed += Double(st.memory.wasteBytes)
             activeSum += Double(running.count)
             // After the iteration: finished requests leave (pages stay mapped for the next request in the slot) and
             // new ones are admitted for the next step.
@@ -306,8 +306,8 @@ public struct AllocBench {
         }
         let st = manager.stats
         return DecodeRun(layout: spec.layout.rawValue, background: background, critical: Summary(critical),
-                         criticalDecodeOnly: Summary(decodeOnly), criticalMaps: st.criticalMaps - warmStats.criticalMaps,
-                         backgroundMaps: st.backgroundMaps - warmStats.backgroundMaps,
+                         criticalDecodeOnly: Summary(decodeOnly), criticalMaps: st.memory.criticalMaps - warmStats.memory.criticalMaps,
+                         backgroundMaps: st.memory.backgroundMaps - warmStats.memory.backgroundMaps,
                          unmaps: st.unmaps - warmStats.unmaps, preemptions: preemptions,
                          completed: completed, roundingWastePerRequest: roundingWaste / Double(steps),
                          mappedMinusUsed: mappedMinusUsed / Double(steps), meanActive: activeSum / Double(steps),

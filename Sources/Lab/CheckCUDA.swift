@@ -119,8 +119,8 @@ public struct CUDACheck {
             let st = m.stats
             try stream.synchronize()
             try m.shutdown()
-            print("  \(layout): \(verified) token-rows verified, \(st.criticalMaps) maps on the critical path, "
-                  + "\(st.backgroundMaps) in the background, \(st.unmaps) unmaps, \(outOfPages) out-of-pages, "
+            print("  \(layout): \(verified) token-rows verified, \(st.memory.criticalMaps) maps on the critical path, "
+                  + "\(st.memory.backgroundMaps) in the background, \(st.unmaps) unmaps, \(outOfPages) out-of-pages, "
                   + "background errors \(st.backgroundErrors)")
             if st.backgroundErrors > 0 { print("  FAIL background mapper: \(st.lastBackgroundError ?? "")"); failures += 1 }
         }

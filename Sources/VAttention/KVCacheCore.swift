@@ -209,7 +209,7 @@ final class Core: Sendable {
                 s.lookAhead.removeAll()
                 return false
             }
-            s.stats.backgroundMaps += 1
+            s.stats.memory.backgroundMaps += 1
             s.stats.backgroundNanos += monotonicNanos() - start
             return true
         }

@@ -212,14 +212,14 @@ public final class KVCacheManager: Sendable {
             } catch {
                 // A driver failure mid-way: lengths go back, pages mapped so far stay (as look-ahead).
                 for (i, e) in lengths.enumerated() { s.slots[e.slot].length = oldLengths[i] }
-                s.stats.criticalMaps += mapped
+                s.stats.memory.criticalMaps += mapped
                 throw error
             }
             s.scheduleLookAhead(spec: spec, policy: policy)
             let nanos = monotonicNanos() - start
             s.stats.steps += 1
-            s.stats.criticalMaps += mapped
-            s.stats.criticalNanos += nanos
+            s.stats.memory.criticalMaps += mapped
+            s.stats.memory.criticalNanos += nanos
             return StepReport(criticalNanos: nanos, pagesMapped: mapped,
                               pagesReclaimed: s.stats.unmaps - reclaimedBefore)
         }
@@ -307,13 +307,14 @@ public final class KVCacheManager: Sendable {
     public var stats: KVCacheStats {
         core.state.withLock { s in
             var st = s.stats
-            st.reservedBytes = spec.reservedBytes
             st.poolPages = totalPages
             st.freePages = s.pool.count
             st.mappedPages = totalPages - s.pool.count
-            st.activeSlots = s.slots.filter(\.active).count
-            st.usedBytes = s.slots.filter(\.active).reduce(0) { $0 + $1.length * spec.tokenBytes }
-            st.mappedBytes = st.mappedPages * spec.pageSize
+            st.memory.reservedBytes = spec.reservedBytes
+            st.memory.capacityBytes = totalPages * spec.pageSize
+            st.memory.activeSlots = s.slots.filter(\.active).count
+            st.memory.usedBytes = s.slots.filter(\.active).reduce(0) { $0 + $1.length * spec.tokenBytes }
+            st.memory.mappedBytes = st.mappedPages * spec.pageSize
             return st
         }
     }
@@ -409,22 +410,44 @@ public struct StepReport: Sendable, Hashable {
     public var pagesReclaimed: Int
 }
 
-public struct KVCacheStats: Sendable, Hashable {
+/// What a KV store holds and what it cost, in terms every store has (vAttention's manager, the paged baseline): the
+/// engine, the server's metrics and the benches read it.
+public struct KVMemoryReport: Sendable, Hashable {
     public var reservedBytes = 0
+    public var mappedBytes = 0
+    public var usedBytes = 0
+    public var wasteBytes: Int { mappedBytes - usedBytes }
+    public var criticalMaps = 0
+    public var backgroundMaps = 0
+    /// Physical memory the store may map at most (its pool); `mappedBytes` never exceeds it.
+    public var capacityBytes = 0
+    /// Slots held by requests (a finished or cancelled request gives its slot back).
+    public var activeSlots = 0
+    /// Time the engine waited inside `step` (mapping on the critical path, lock waits).
+    public var criticalNanos: UInt64 = 0
+
+    public init(reservedBytes: Int = 0, mappedBytes: Int = 0, usedBytes: Int = 0, criticalMaps: Int = 0,
+                backgroundMaps: Int = 0, capacityBytes: Int = 0, activeSlots: Int = 0, criticalNanos: UInt64 = 0) {
+        self.reservedBytes = reservedBytes
+        self.mappedBytes = mappedBytes
+        self.usedBytes = usedBytes
+        self.criticalMaps = criticalMaps
+        self.backgroundMaps = backgroundMaps
+        self.capacityBytes = capacityBytes
+        self.activeSlots = activeSlots
+        self.criticalNanos = criticalNanos
+    }
+}
+
+/// The manager's own counters beside its `memory` report.
+public struct KVCacheStats: Sendable, Hashable {
+    /// Bytes reserved, mapped and used, maps on and off the critical path, active slots, time on the critical path.
+    public var memory = KVMemoryReport()
     public var poolPages = 0
     public var freePages = 0
     public var mappedPages = 0
-    public var activeSlots = 0
-    /// Tokens held by active requests × bytes per token (all layers, K and V).
-    public var usedBytes = 0
-    public var mappedBytes = 0
-    /// Mapped but not holding a live token: page tails, look-ahead, idle slots' kept pages.
-    public var wasteBytes: Int { mappedBytes - usedBytes }
     public var steps = 0
-    public var criticalMaps = 0
-    public var backgroundMaps = 0
     public var unmaps = 0
-    public var criticalNanos: UInt64 = 0
     public var backgroundNanos: UInt64 = 0
     /// Failures of the background mapper (it stops mapping ahead; `step` still maps what is needed).
     public var backgroundErrors = 0

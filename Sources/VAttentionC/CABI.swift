@@ -155,10 +155,10 @@ public func vattn_get_stats(_ m: OpaquePointer?, _ out: UnsafeMutablePointer<vat
     guarded {
         let s = try box(m).manager.stats
         out?.pointee = vattn_stats(
-            reserved_bytes: Int64(s.reservedBytes), pool_pages: Int64(s.poolPages), free_pages: Int64(s.freePages),
-            mapped_pages: Int64(s.mappedPages), active_slots: Int64(s.activeSlots), used_bytes: Int64(s.usedBytes),
-            mapped_bytes: Int64(s.mappedBytes), critical_maps: Int64(s.criticalMaps),
-            background_maps: Int64(s.backgroundMaps), unmaps: Int64(s.unmaps), critical_nanos: s.criticalNanos,
+            reserved_bytes: Int64(s.memory.reservedBytes), pool_pages: Int64(s.poolPages), free_pages: Int64(s.freePages),
+            mapped_pages: Int64(s.mappedPages), active_slots: Int64(s.memory.activeSlots), used_bytes: Int64(s.memory.usedBytes),
+            mapped_bytes: Int64(s.memory.mappedBytes), critical_maps: Int64(s.memory.criticalMaps),
+            background_maps: Int64(s.memory.backgroundMaps), unmaps: Int64(s.unmaps), critical_nanos: s.memory.criticalNanos,
             background_nanos: s.backgroundNanos)
     }
 }

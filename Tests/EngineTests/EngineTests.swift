@@ -89,7 +89,7 @@ struct EngineTests {
         try e.cancel(c)
         #expect(e.finishReason(of: c) == .cancelled)
         #expect(!e.hasWork)
-        #expect(kv.manager.stats.activeSlots == 0, "every slot is free again")
+        #expect(kv.manager.stats.memory.activeSlots == 0, "every slot is free again")
         #expect(throws: EngineError.emptyPrompt) { try e.add(prompt: [], parameters: .greedy) }
         #expect(throws: EngineError.promptTooLong(tokens: 2000, context: 1024)) {
             try e.add(prompt: Array(repeating: 1, count: 2000), parameters: .greedy)

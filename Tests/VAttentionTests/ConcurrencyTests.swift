@@ -59,7 +59,7 @@ struct ConcurrencyTests {
         reader.join()
         #expect(problems.isEmpty, "seed \(seed): \(problems.prefix(3))")
         let st = m.stats
-        #expect(st.backgroundMaps > 0, "the mapper never ran; seed \(seed)")
+        #expect(st.memory.backgroundMaps > 0, "the mapper never ran; seed \(seed)")
         #expect(st.backgroundErrors == 0, "\(st.lastBackgroundError ?? "")")
         try m.shutdown()
     }
@@ -78,6 +78,6 @@ struct ConcurrencyTests {
             criticalPages += try m.step([(s, len)]).pagesMapped
         }
         #expect(criticalPages == 0)
-        #expect(m.stats.backgroundMaps >= spec.pagesPerTensor(tokens: 600) * spec.tensorCount - spec.tensorCount)
+        #expect(m.stats.memory.backgroundMaps >= spec.pagesPerTensor(tokens: 600) * spec.tensorCount - spec.tensorCount)
     }
 }

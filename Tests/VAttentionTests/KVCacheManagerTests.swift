@@ -256,7 +256,7 @@ struct AdmissionTests {
         let s = try m.allocateSlot()
         try m.mapAhead(s, tokens: 2 * perPage)
         m.waitForBackgroundMapper()
-        #expect(m.stats.backgroundMaps == 2 * spec.tensorCount)
+        #expect(m.stats.memory.backgroundMaps == 2 * spec.tensorCount)
         #expect(try m.step([(s, 2 * perPage)]).pagesMapped == 0, "prepared pages are found mapped")
         #expect(!m.canAdmit(tokens: perPage + 1))
         #expect(m.checkInvariants().isEmpty)
