@@ -45,7 +45,7 @@ let package = Package(
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
         // The kernels' parameter structs (include/kernel_params.h), read by Swift and, embedded, by NVRTC.
         .target(name: "CKernelParams"),
-        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CCUDA", "CKernelParams"], exclude: ["cuda"],
+        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CKernelParams"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims"]),
         .target(name: "Kernels", swiftSettings: optimized),

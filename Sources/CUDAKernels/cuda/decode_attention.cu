@@ -17,6 +17,7 @@
 // (vLLM pool [numBlocks, blockSize, kvHeads, headDim] + int32 block table) variants: each lane computes the element
 // offset of one token of the tile, the copy loop fetches it by shuffle. Same inner loop, so their ratio is paging.
 
+#include "kernel_params.h"
 #include "tensor_core.cuh"
 
 // K/V are read once per call and are larger than L2, so their lines are marked evict-first: what stays in L2 is what
@@ -341,9 +342,10 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     const i64 row = (i64)seq * qHeads + head;
     const i64 base = row * maxSplits;
     float m = NEG_INF, l = 0.f, o = 0.f;
+    // The partials are read-only here: __ldg (ld.global.nc), as the compiler chose when they were kernel arguments.
 #pragma unroll 8
     for (int i = p; i < n; i += P)  // pm is finite: every counted split has tokens
-        lse_fold(m, l, o, pm[base + i], pl[base + i], pacc[(base + i) * D + j]);
+        lse_fold(m, l, o, __ldg(pm + base + i), __ldg(pl + base + i), __ldg(pacc + (base + i) * D + j));
     if (P > 1) {
         sm[p][j] = m;
         sl[p][j] = l;
@@ -362,29 +364,28 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
 // registers, bounds residency).
 #define MAX_BLOCK_WARPS 4
 // decode_partial_{strided,paged}_*: block mode (`out` given; one warp: it writes its rows), or partials for the
-// decode_merge launch.
+// decode_merge launch. One parameter each, a struct of kernel_params.h.
 #define DECODE_PARTIAL(TN, T, D, G)                                                                                \
     extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
-        decode_partial_strided_##TN##_d##D##_g##G(                                                                 \
-        const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
-        const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
-        float *pl, float *pacc, u16 *out) {                                                                        \
-        decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);                          \
+        decode_partial_strided_##TN##_d##D##_g##G(const DecodeStridedParams p) {                                   \
+        decode_partial_strided<T, D, G>((const u16 *)p.q, (const u16 *)p.keys, (const u16 *)p.values,              \
+                                        p.slotStride, p.tokenStride, p.headStride, (const int *)p.slots,           \
+                                        (const int *)p.lengths, p.chunk, p.maxSplits, p.stages, p.scaleLog2,       \
+                                        (float *)p.partialMax, (float *)p.partialSum, (float *)p.partialAcc,       \
+                                        (u16 *)p.out);                                                             \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
-        decode_partial_paged_##TN##_d##D##_g##G(                                                                   \
-        const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
-        i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
-        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out) {                                \
-        decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
-                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
-                                      out);                                                                        \
+        decode_partial_paged_##TN##_d##D##_g##G(const DecodePagedParams p) {                                       \
+        decode_partial_paged<T, D, G>((const u16 *)p.q, (const u16 *)p.keyPool, (const u16 *)p.valuePool,          \
+                                      (const int *)p.blockTables, p.tableStride, p.blockSize, p.blockStride,       \
+                                      p.tokenStride, p.headStride, (const int *)p.lengths, p.chunk, p.maxSplits,   \
+                                      p.stages, p.scaleLog2, (float *)p.partialMax, (float *)p.partialSum,         \
+                                      (float *)p.partialAcc, (u16 *)p.out);                                        \
     }
 #define DECODE_MERGE(TN, T, D)                                                                                     \
-    extern "C" __global__ void decode_merge_##TN##_d##D(const float *pm, const float *pl, const float *pacc,       \
-                                                        const int *lengths, int chunk, int maxSplits, u16 *out) {  \
-        decode_merge<T, D>(pm, pl, pacc, lengths, chunk, maxSplits, out);                                          \
+    extern "C" __global__ void decode_merge_##TN##_d##D(const DecodeMergeParams p) {                               \
+        decode_merge<T, D>((const float *)p.partialMax, (const float *)p.partialSum, (const float *)p.partialAcc,  \
+                           (const int *)p.lengths, p.chunk, p.maxSplits, (u16 *)p.out);                            \
     }
 
 #define DECODE_ALL_G(TN, T, D)                                                                                     \
@@ -398,7 +399,7 @@ DECODE_ALL_G(fp16, FP16, 128)
 
 // Device-to-device copy with 16-byte accesses, grid-stride: the bandwidth ceiling `vattn bench attention` reports
 // fractions of (bytes read + written).
-extern "C" __global__ void copy_u128(const uint4 *__restrict__ src, uint4 *__restrict__ dst, i64 n) {
+__device__ __forceinline__ void copy_u128_body(const uint4 *__restrict__ src, uint4 *__restrict__ dst, i64 n) {
     // Four independent 16-byte loads in flight per thread before the stores.
     const i64 stride = (i64)gridDim.x * blockDim.x;
     i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x;
@@ -407,4 +408,8 @@ extern "C" __global__ void copy_u128(const uint4 *__restrict__ src, uint4 *__res
         dst[i] = a; dst[i + stride] = b; dst[i + 2 * stride] = c; dst[i + 3 * stride] = d;
     }
     for (; i < n; i += stride) dst[i] = src[i];
+}
+
+extern "C" __global__ void copy_u128(const CopyParams p) {
+    copy_u128_body((const uint4 *)p.source, (uint4 *)p.destination, p.count);
 }
