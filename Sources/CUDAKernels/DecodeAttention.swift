@@ -124,12 +124,11 @@ public struct DecodeShape: Sendable, Hashable {
     var needsMergeLaunch: Bool { merge == .separate && maxSplits > 1 }
 
     /// `chunk: nil` picks the split size. With at least one (sequence, KV head) pair per SM, each pair runs as one
-    /// block of (up to) `maxBlockWarps` interleaved warps (block merge; same-run A/B on the H100, 2026-11-22, graph µs:
-    /// 256×1K 354.5 → 347.9 against one warp per pair, 128×2K 350.6 → 349.3, 64×4K 349.6 → 350.0). With fewer pairs,
-    /// from a wave model: one-warp blocks, as many resident as shared memory allows; every split costs its tokens plus a
-    /// fixed ~64-token start-up; the kernel takes ceil(items / resident) waves; the split count minimizing
-    /// waves × (chunk + 64) wins (and merges in one block where `canMergeInBlock`). `limits`: the device's
-    /// (`DecodeAttentionKernels.limits`).
+    /// block of (up to) `maxBlockWarps` interleaved warps (block merge). With fewer pairs, from a wave model: one-warp
+    /// blocks, as many resident as shared memory allows; every split costs its tokens plus a fixed ~64-token start-up;
+    /// the kernel takes ceil(items / resident) waves; the split count minimizing waves × (chunk + 64) wins (and merges
+    /// in one block where `canMergeInBlock`). `limits`: the device's (`DecodeAttentionKernels.limits`).
+    /// Why: docs/decisions/002-decode-split-geometry.md
     public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
                 chunk: Int? = nil, stages: Int = 3, limits: CUDADeviceLimits) {
         precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)

@@ -118,7 +118,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
     public static func mmaConfigs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
         switch (dtype, headDim) {
         case (.bf16, 128):
-            // w4m2n64s2 first: the fastest or within 1% of it in every case of the 2026-11-22 H100 bench.
+            // w4m2n64s2 first. Why: docs/decisions/007-prefill-tile-configs.md
             return [PrefillConfig(4, 2, 64, 2), PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 2, 32, 2),
                     PrefillConfig(8, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
         case (.fp16, 128):

@@ -485,8 +485,8 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
     store_rows<T, D>(o, lRow, out, p0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), n, qHeads, qh, lane);
 }
 
-// Registers fitted for two resident blocks per SM (≤ 128 per thread; 128 used, no spills): one block per SM measured
-// 0.78–0.85× of two at every bench case (H100, 2026-11-22).
+// Registers fitted for two resident blocks per SM (≤ 128 per thread).
+// Why: docs/decisions/008-prefill-wgmma-residency.md
 #define PREFILL_WGMMA_KERNEL(NAME, T, D, PAGED)                                                                   \
     extern "C" __global__ void __launch_bounds__(256, 2) NAME(const PrefillParams p) {                            \
         prefill_wgmma_body<T, D, PAGED>((const u16 *)p.q, (u16 *)p.out, (const u16 *)p.keys, (const u16 *)p.values, \
