@@ -49,7 +49,9 @@ let package = Package(
         // CUDA C++ kernels: real .cu files in Sources/CUDAKernels/cuda, embedded at build time, compiled by NVRTC.
         .executableTarget(name: "embed-cuda-sources"),
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
-        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CCUDA"], exclude: ["cuda"],
+        // The kernels' parameter structs (include/kernel_params.h), read by Swift and, embedded, by NVRTC.
+        .target(name: "CKernelParams"),
+        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CKernelParams"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims", "Support"]),
         .target(name: "Kernels", dependencies: ["Support"], swiftSettings: optimized),
@@ -90,8 +92,9 @@ let package = Package(
         .target(name: "CLibFuzzer"),
         .executableTarget(name: "vattn-fuzz", dependencies: ["Model", "Server", "CLibFuzzer"]),
         .testTarget(name: "CUDADriverTests", dependencies: ["CUDADriver"]),
-        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels", "Support",
-                                                      "Randomness", "VAttentionC", "CVAttentionABI"]),
+        .testTarget(name: "VAttentionTests", dependencies: ["VAttention", "CUDADriver", "CUDADriverTesting", "CUDAKernels",
+                                                      "CKernelParams", "Support", "Randomness", "VAttentionC",
+                                                      "CVAttentionABI"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Randomness"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Model", "Kernels", "VAttention", "Randomness"],
                     exclude: ["Fixtures"]),

@@ -97,6 +97,18 @@ public final class CUDADevice: @unchecked Sendable {
         return "sm_\(major)\(minor)"
     }
 
+    /// The limits kernel launches are planned with, queried from the driver (cuDeviceGetAttribute).
+    public func limits() throws(CUDAError) -> CUDADeviceLimits {
+        func value(_ attribute: Int32) throws(CUDAError) -> Int { try self.attribute(attribute) }
+        return CUDADeviceLimits(
+            multiprocessors: try value(Int32(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT_)),
+            sharedMemoryPerMultiprocessor: try value(Int32(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR_)),
+            sharedMemoryPerBlock: try value(Int32(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_)),
+            sharedMemoryPerBlockOptIn: try value(Int32(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN_)),
+            reservedSharedMemoryPerBlock: try value(Int32(CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK_)),
+            maxBlocksPerMultiprocessor: try value(Int32(CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR_)))
+    }
+
     public func memoryInfo() throws(CUDAError) -> (free: Int, total: Int) {
         let (r, f, t) = cuda.api.memGetInfo()
         try cuda.check(r, "cuMemGetInfo")
@@ -108,6 +120,41 @@ public final class CUDADevice: @unchecked Sendable {
         let (r, g) = cuda.api.memGranularity(handle, recommended)
         try cuda.check(r, "cuMemGetAllocationGranularity")
         return g
+    }
+}
+
+/// What launch planning needs to know about a device: grid sizes, how many blocks fit an SM's shared memory, the
+/// largest block. Query a device's with `CUDADevice.limits()`; planning code (`DecodeShape`, the kernels' grids)
+/// takes them explicitly, so no one device's numbers are built in, and a test states the device it plans for.
+public struct CUDADeviceLimits: Sendable, Hashable {
+    /// Streaming multiprocessors (CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).
+    public var multiprocessors: Int
+    /// Shared memory of one SM, bytes (…_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR): what resident blocks share.
+    public var sharedMemoryPerMultiprocessor: Int
+    /// Shared memory a block may use without opting in, bytes (…_MAX_SHARED_MEMORY_PER_BLOCK).
+    public var sharedMemoryPerBlock: Int
+    /// Shared memory a block may use once the kernel opts in (`CUDAFunction.setMaxDynamicSharedMemory`), bytes
+    /// (…_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).
+    public var sharedMemoryPerBlockOptIn: Int
+    /// Shared memory the driver reserves per resident block, bytes (…_RESERVED_SHARED_MEMORY_PER_BLOCK).
+    public var reservedSharedMemoryPerBlock: Int
+    /// Most blocks resident on one SM (…_MAX_BLOCKS_PER_MULTIPROCESSOR).
+    public var maxBlocksPerMultiprocessor: Int
+
+    public init(multiprocessors: Int, sharedMemoryPerMultiprocessor: Int, sharedMemoryPerBlock: Int,
+                sharedMemoryPerBlockOptIn: Int, reservedSharedMemoryPerBlock: Int, maxBlocksPerMultiprocessor: Int) {
+        self.multiprocessors = multiprocessors
+        self.sharedMemoryPerMultiprocessor = sharedMemoryPerMultiprocessor
+        self.sharedMemoryPerBlock = sharedMemoryPerBlock
+        self.sharedMemoryPerBlockOptIn = sharedMemoryPerBlockOptIn
+        self.reservedSharedMemoryPerBlock = reservedSharedMemoryPerBlock
+        self.maxBlocksPerMultiprocessor = maxBlocksPerMultiprocessor
+    }
+
+    /// Blocks of `sharedBytes` dynamic shared memory each that fit one SM's shared memory (at most
+    /// `maxBlocksPerMultiprocessor`).
+    public func residentBlocks(sharedBytes: Int) -> Int {
+        min(maxBlocksPerMultiprocessor, sharedMemoryPerMultiprocessor / (sharedBytes + reservedSharedMemoryPerBlock))
     }
 }
 

@@ -26,6 +26,20 @@ public final class RecordingDriver: Sendable {
         return key
     }()
 
+    /// The fake device's attributes (cuDeviceGetAttribute): compute capability 9.0 and small round limits unlike
+    /// any real GPU's, so nothing passes by matching a real device by accident. Other attributes answer
+    /// CUDA_ERROR_INVALID_VALUE: a new query needs an entry here.
+    public static let deviceAttributes: [Int32: Int32] = [
+        Int32(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR_): 9,
+        Int32(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR_): 0,
+        Int32(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT_): 4,
+        Int32(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR_): 100 << 10,
+        Int32(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_): 48 << 10,
+        Int32(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN_): 99 << 10,
+        Int32(CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK_): 1 << 10,
+        Int32(CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR_): 16,
+    ]
+
     public init() {}
     deinit { pthread_key_delete(currentKey) }
 
@@ -74,7 +88,9 @@ public final class RecordingDriver: Sendable {
             errorName: { $0 == 201 ? "CUDA_ERROR_INVALID_CONTEXT" : "CUDA_ERROR_\($0)" },
             errorString: { $0 == 201 ? "invalid device context" : "fake" },
             driverVersion: { (0, 13000) }, deviceCount: { (0, 1) }, deviceGet: { _ in (0, 0) },
-            deviceName: { _ in (0, "Fake GPU") }, deviceAttribute: { _, _ in (0, 9) },
+            deviceName: { _ in (0, "Fake GPU") }, deviceAttribute: { attribute, _ in
+                RecordingDriver.deviceAttributes[attribute].map { (0, $0) } ?? (CUresult(CUDAError.invalidValue), 0)
+            },
             deviceTotalMemory: { _ in (0, 80 << 30) },
             primaryContextRetain: { _ in (0, RecordingDriver.context) }, primaryContextRelease: { _ in 0 },
             contextSetCurrent: { ctx in

@@ -1,4 +1,4 @@
-import CCUDA
+import CKernelParams
 import CUDADriver
 
 /// Storage type of K, V, queries and outputs for the GPU attention kernels.
@@ -78,6 +78,8 @@ public struct DecodeShape: Sendable, Hashable {
     /// How splits are combined (with one split the kernel writes the output itself, whatever this says). `init`
     /// picks `.block` where `canMergeInBlock`, else `.separate`.
     public var merge: DecodeMerge
+    /// The device the shape is planned for (SMs, shared memory per SM and per block).
+    public var limits: CUDADeviceLimits
 
     /// Most warps in one split-kernel block (the kernel's MAX_BLOCK_WARPS).
     public static let maxBlockWarps = 4
@@ -99,22 +101,19 @@ public struct DecodeShape: Sendable, Hashable {
     /// One block per (sequence, KV head) holding all its splits fits (2…maxBlockWarps splits within one block's
     /// shared memory) and takes no more waves than one-warp blocks. (Multi-warp blocks can strand shared memory: with
     /// 48 KB per warp an SM holds four one-warp blocks but only one three-warp block.)
-    public func canMergeInBlock(multiprocessors: Int = 132, sharedPerSM: Int = 233_472) -> Bool {
+    public func canMergeInBlock() -> Bool {
         guard splitsFitOneBlock else { return false }
         let w = maxSplits, perWarp = sharedBytesPerWarp, pairs = batch * kvHeads
-        let blocks = multiprocessors * (sharedPerSM / (w * perWarp + 1024))
-        let warps = multiprocessors * min(32, sharedPerSM / (perWarp + 1024))
+        let blocks = limits.multiprocessors * limits.residentBlocks(sharedBytes: w * perWarp)
+        let warps = limits.multiprocessors * limits.residentBlocks(sharedBytes: perWarp)
         return (pairs + blocks - 1) / blocks <= (pairs * w + warps - 1) / warps
     }
 
     /// 2…maxBlockWarps splits whose warps fit one block's shared memory (what `.block` needs to launch at all).
     public var splitsFitOneBlock: Bool {
         (2...DecodeShape.maxBlockWarps).contains(maxSplits)
-            && maxSplits * sharedBytesPerWarp <= DecodeShape.maxBlockSharedBytes
+            && maxSplits * sharedBytesPerWarp <= limits.sharedMemoryPerBlockOptIn
     }
-
-    /// The most dynamic shared memory one block may use on Hopper (227 KB).
-    static let maxBlockSharedBytes = 232_448
 
     /// Grid of the split kernel: (KV heads, blocks per sequence, batch).
     var splitGrid: (UInt32, UInt32, UInt32) {
@@ -124,22 +123,17 @@ public struct DecodeShape: Sendable, Hashable {
     /// A second launch combines the partials.
     var needsMergeLaunch: Bool { merge == .separate && maxSplits > 1 }
 
-    /// The split kernel for `storage` ("strided" or "paged").
-    func kernelName(_ storage: String) -> String {
-        "decode_partial_\(storage)_\(dtype.rawValue)_d\(headDim)_g\(group)"
-    }
-
     /// `chunk: nil` picks the split size. With at least one (sequence, KV head) pair per SM, each pair runs as one
-    /// block of (up to) `maxBlockWarps` interleaved warps (block merge; same-run A/B on the H100, 2026-11-22, graph µs:
-    /// 256×1K 354.5 → 347.9 against one warp per pair, 128×2K 350.6 → 349.3, 64×4K 349.6 → 350.0). With fewer pairs,
-    /// from a wave model: one-warp blocks, as many resident as shared memory allows; every split costs its tokens plus a
-    /// fixed ~64-token start-up; the kernel takes ceil(items / resident) waves; the split count minimizing
-    /// waves × (chunk + 64) wins (and merges in one block where `canMergeInBlock`).
+    /// block of (up to) `maxBlockWarps` interleaved warps (block merge). With fewer pairs, from a wave model: one-warp
+    /// blocks, as many resident as shared memory allows; every split costs its tokens plus a fixed ~64-token start-up;
+    /// the kernel takes ceil(items / resident) waves; the split count minimizing waves × (chunk + 64) wins (and merges
+    /// in one block where `canMergeInBlock`). `limits`: the device's (`DecodeAttentionKernels.limits`).
+    /// Why: docs/decisions/002-decode-split-geometry.md
     public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
-                chunk: Int? = nil, stages: Int = 3, multiprocessors: Int = 132, sharedPerSM: Int = 233_472) {
+                chunk: Int? = nil, stages: Int = 3, limits: CUDADeviceLimits) {
         precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)
-        precondition([64, 128].contains(headDim), "head dim 64 or 128")
-        precondition([1, 2, 3, 4, 8].contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
+        precondition(DecodeAttentionKernels.headDims.contains(headDim), "head dim 64 or 128")
+        precondition(DecodeAttentionKernels.groups.contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
         precondition((2...8).contains(stages), "2…8 stages")
         self.batch = batch
         self.qHeads = qHeads
@@ -148,16 +142,17 @@ public struct DecodeShape: Sendable, Hashable {
         self.dtype = dtype
         self.maxLength = maxLength
         self.stages = stages
+        self.limits = limits
         if let chunk {
             precondition(chunk > 0 && chunk % 32 == 0, "chunk must be a positive multiple of 32")
             self.chunk = chunk
-        } else if batch * kvHeads >= multiprocessors {
+        } else if batch * kvHeads >= limits.multiprocessors {
             let perWarp = DecodeShape.sharedBytes(stages: stages, headDim: headDim)
-            let warps = min(DecodeShape.maxBlockWarps, DecodeShape.maxBlockSharedBytes / perWarp)
+            let warps = min(DecodeShape.maxBlockWarps, limits.sharedMemoryPerBlockOptIn / perWarp)
             self.chunk = ((maxLength + warps - 1) / warps + 31) / 32 * 32
         } else {
             let smem = DecodeShape.sharedBytes(stages: stages, headDim: headDim)
-            let resident = multiprocessors * max(1, min(32, sharedPerSM / (smem + 1024)))
+            let resident = limits.multiprocessors * max(1, limits.residentBlocks(sharedBytes: smem))
             let pairs = batch * kvHeads
             var best = (cost: Int.max, chunk: maxLength)
             var lastChunk = -1
@@ -175,7 +170,7 @@ public struct DecodeShape: Sendable, Hashable {
             self.chunk = best.chunk
         }
         merge = .separate
-        if canMergeInBlock(multiprocessors: multiprocessors, sharedPerSM: sharedPerSM) { merge = .block }
+        if canMergeInBlock() { merge = .block }
     }
 }
 
@@ -195,28 +190,96 @@ public final class DecodeWorkspace: @unchecked Sendable {
     }
 }
 
-/// The GPU decode-attention and KV-append kernels (`decode_attention.cu`, `kv_append.cu`), compiled with NVRTC.
+/// The GPU decode-attention and KV-append kernels (`decode_attention.cu`, `kv_append.cu`), compiled with NVRTC. Every
+/// kernel is loaded once, at init; each takes one struct of `kernel_params.h`.
 public final class DecodeAttentionKernels: @unchecked Sendable {
     let attention: CUDAModule
     let append: CUDAModule
-    private var functions: [String: CUDAFunction] = [:]
-    public let multiprocessors: Int
+    private struct Variant: Hashable { var dtype: AttentionDType, headDim: Int, group: Int }
+    private let strided: [Variant: CUDAKernel<DecodeStridedParams>]
+    private let paged: [Variant: CUDAKernel<DecodePagedParams>]
+    /// Keyed by group 1 (the merge kernels exist per dtype and head dim).
+    private let merges: [Variant: CUDAKernel<DecodeMergeParams>]
+    private let copyKernel: CUDAKernel<CopyParams>
+    private let appendStrided: CUDAKernel<KVAppendStridedParams>
+    private let appendPaged: CUDAKernel<KVAppendPagedParams>
+    /// The device's limits: what `DecodeShape`s for this device are planned with.
+    public let limits: CUDADeviceLimits
+    public var multiprocessors: Int { limits.multiprocessors }
 
-    public init(device: CUDADevice, compiler: NVRTC) throws {
-        attention = try loadKernelModule("decode_attention.cu", device: device, compiler: compiler)
-        append = try loadKernelModule("kv_append.cu", device: device, compiler: compiler)
-        multiprocessors = try device.attribute(Int32(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT_))
+    /// The head dims and GQA groups the split kernels are instantiated for (decode_attention.cu's DECODE_ALL_G).
+    public static let headDims = [64, 128]
+    public static let groups = [1, 2, 3, 4, 8]
+
+    static let attentionFile = "decode_attention.cu", appendFile = "kv_append.cu"
+    private static func partial(_ storage: String, _ v: Variant) -> String {
+        "decode_partial_\(storage)_\(v.dtype.rawValue)_d\(v.headDim)_g\(v.group)"
+    }
+    private static func mergeName(_ v: Variant) -> String { "decode_merge_\(v.dtype.rawValue)_d\(v.headDim)" }
+    private static var variants: [Variant] {
+        AttentionDType.allCases.flatMap { t in
+            headDims.flatMap { d in groups.map { Variant(dtype: t, headDim: d, group: $0) } }
+        }
+    }
+    private static let copySignature = KernelSignature(file: attentionFile, name: "copy_u128", CopyParams.self)
+    private static let appendStridedSignature = KernelSignature(file: appendFile, name: "kv_append_strided",
+                                                                KVAppendStridedParams.self)
+    private static let appendPagedSignature = KernelSignature(file: appendFile, name: "kv_append_paged",
+                                                              KVAppendPagedParams.self)
+
+    /// Every kernel of `decode_attention.cu` and `kv_append.cu`, with its parameter struct: what `init` loads.
+    public static var signatures: [KernelSignature] {
+        variants.flatMap { v in
+            [KernelSignature(file: attentionFile, name: partial("strided", v), DecodeStridedParams.self),
+             KernelSignature(file: attentionFile, name: partial("paged", v), DecodePagedParams.self)]
+        }
+            + variants.filter { $0.group == 1 }.map {
+                KernelSignature(file: attentionFile, name: mergeName($0), DecodeMergeParams.self)
+            }
+            + [copySignature, appendStridedSignature, appendPagedSignature]
     }
 
-    private func function(_ module: CUDAModule, _ name: String) throws -> CUDAFunction {
-        if let f = functions[name] { return f }
-        let f = try module.function(name)
-        if name.hasPrefix("decode_partial") {
-            try f.setMaxDynamicSharedMemory(DecodeShape.maxBlockSharedBytes)
-            try? f.setAttribute(9, 100)  // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: all shared memory
+    public convenience init(device: CUDADevice, compiler: NVRTC) throws {
+        try self.init(attention: try loadKernelModule(Self.attentionFile, device: device, compiler: compiler),
+                      append: try loadKernelModule(Self.appendFile, device: device, compiler: compiler),
+                      limits: try device.limits())
+    }
+
+    /// Loads every kernel of the two modules once (a missing one throws naming it) and lets the split kernels use
+    /// all of a block's opt-in shared memory.
+    init(attention: CUDAModule, append: CUDAModule, limits: CUDADeviceLimits) throws {
+        self.attention = attention
+        self.append = append
+        self.limits = limits
+        func splitKernel<P>(_ storage: String, _ v: Variant, _ type: P.Type) throws -> CUDAKernel<P> {
+            let k = try attention.kernel(
+                KernelSignature(file: Self.attentionFile, name: Self.partial(storage, v), type), type)
+            try k.function.setMaxDynamicSharedMemory(limits.sharedMemoryPerBlockOptIn)
+            try? k.function.setPreferredSharedMemoryCarveout(percent: 100)  // all of L1 as shared memory (a hint)
+            return k
         }
-        functions[name] = f
-        return f
+        var strided: [Variant: CUDAKernel<DecodeStridedParams>] = [:]
+        var paged: [Variant: CUDAKernel<DecodePagedParams>] = [:]
+        var merges: [Variant: CUDAKernel<DecodeMergeParams>] = [:]
+        for v in Self.variants {
+            strided[v] = try splitKernel("strided", v, DecodeStridedParams.self)
+            paged[v] = try splitKernel("paged", v, DecodePagedParams.self)
+            if v.group == 1 {
+                merges[v] = try attention.kernel(
+                    KernelSignature(file: Self.attentionFile, name: Self.mergeName(v), DecodeMergeParams.self),
+                    DecodeMergeParams.self)
+            }
+        }
+        self.strided = strided
+        self.paged = paged
+        self.merges = merges
+        copyKernel = try attention.kernel(Self.copySignature, CopyParams.self)
+        appendStrided = try append.kernel(Self.appendStridedSignature, KVAppendStridedParams.self)
+        appendPaged = try append.kernel(Self.appendPagedSignature, KVAppendPagedParams.self)
+    }
+
+    private func variant(_ shape: DecodeShape) -> Variant {
+        Variant(dtype: shape.dtype, headDim: shape.headDim, group: shape.group)
     }
 
     /// Decode attention over strided K/V: sequence b attends to the first `lengths[b]` tokens of slot `slots[b]`.
@@ -229,16 +292,16 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         checkMerge(shape)
-        try function(attention, shape.kernelName("strided")).launch(
+        guard let kernel = strided[variant(shape)] else { preconditionFailure("no decode kernel for \(shape)") }
+        try kernel.launch(
             grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
-            sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
-                .pointer(query), .pointer(kv.keys), .pointer(kv.values), .int64(Int64(kv.slotStride)),
-                .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)), .pointer(slots), .pointer(lengths),
-                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
-                .float(scale * log2e),
-                .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.needsMergeLaunch ? 0 : output),
-            ])
+            sharedBytes: UInt32(shape.sharedBytes), stream: stream,
+            DecodeStridedParams(
+                q: query, keys: kv.keys, values: kv.values, slotStride: Int64(kv.slotStride),
+                tokenStride: Int64(kv.tokenStride), headStride: Int64(kv.headStride), slots: slots, lengths: lengths,
+                chunk: Int32(shape.chunk), maxSplits: Int32(workspace.shape.maxSplits), stages: Int32(shape.stages),
+                scaleLog2: scale * log2e, partialMax: workspace.maxes.address, partialSum: workspace.sums.address,
+                partialAcc: workspace.accs.address, out: shape.needsMergeLaunch ? 0 : output))
         if shape.needsMergeLaunch {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
@@ -252,17 +315,17 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
         precondition(kv.kvHeads == shape.kvHeads && kv.headDim == shape.headDim)
         precondition(kv.tableStride * kv.blockSize >= shape.maxLength, "block table narrower than maxLength")
         checkMerge(shape)
-        try function(attention, shape.kernelName("paged")).launch(
+        guard let kernel = paged[variant(shape)] else { preconditionFailure("no decode kernel for \(shape)") }
+        try kernel.launch(
             grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
-            sharedBytes: UInt32(shape.sharedBytes), stream: stream, [
-                .pointer(query), .pointer(kv.keyPool), .pointer(kv.valuePool), .pointer(kv.blockTables),
-                .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)), .int64(Int64(kv.blockStride)),
-                .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headDim)), .pointer(lengths),
-                .int32(Int32(shape.chunk)), .int32(Int32(workspace.shape.maxSplits)), .int32(Int32(shape.stages)),
-                .float(scale * log2e),
-                .pointer(workspace.maxes.address), .pointer(workspace.sums.address), .pointer(workspace.accs.address),
-                .pointer(shape.needsMergeLaunch ? 0 : output),
-            ])
+            sharedBytes: UInt32(shape.sharedBytes), stream: stream,
+            DecodePagedParams(
+                q: query, keyPool: kv.keyPool, valuePool: kv.valuePool, blockTables: kv.blockTables,
+                tableStride: Int32(kv.tableStride), blockSize: Int32(kv.blockSize), blockStride: Int64(kv.blockStride),
+                tokenStride: Int64(kv.tokenStride), headStride: Int64(kv.headDim), lengths: lengths,
+                chunk: Int32(shape.chunk), maxSplits: Int32(workspace.shape.maxSplits), stages: Int32(shape.stages),
+                scaleLog2: scale * log2e, partialMax: workspace.maxes.address, partialSum: workspace.sums.address,
+                partialAcc: workspace.accs.address, out: shape.needsMergeLaunch ? 0 : output))
         if shape.needsMergeLaunch {
             try merge(lengths: lengths, output: output, shape: shape, workspace: workspace, stream: stream)
         }
@@ -275,14 +338,15 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
 
     private func merge(lengths: UInt64, output: UInt64, shape: DecodeShape, workspace: DecodeWorkspace,
                        stream: CUDAStream?) throws {
-        try function(attention, "decode_merge_\(shape.dtype.rawValue)_d\(shape.headDim)").launch(
+        let key = Variant(dtype: shape.dtype, headDim: shape.headDim, group: 1)
+        guard let kernel = merges[key] else { preconditionFailure("no merge kernel for \(shape)") }
+        try kernel.launch(
             grid: (UInt32(shape.qHeads), UInt32(shape.batch), 1),
-            block: (UInt32(shape.headDim), shape.maxSplits >= 16 ? 4 : 1, 1),
-            stream: stream, [
-                .pointer(workspace.maxes.address), .pointer(workspace.sums.address),
-                .pointer(workspace.accs.address), .pointer(lengths), .int32(Int32(shape.chunk)),
-                .int32(Int32(workspace.shape.maxSplits)), .pointer(output),
-            ])
+            block: (UInt32(shape.headDim), shape.maxSplits >= 16 ? 4 : 1, 1), stream: stream,
+            DecodeMergeParams(
+                partialMax: workspace.maxes.address, partialSum: workspace.sums.address,
+                partialAcc: workspace.accs.address, lengths: lengths, chunk: Int32(shape.chunk),
+                maxSplits: Int32(workspace.shape.maxSplits), out: output))
     }
 
     /// Writes `tokens` new K/V rows (`[tokens, kvHeads, headDim]`, bf16 or fp16: a bit copy) to (slots[i],
@@ -291,12 +355,12 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
                        positions: UInt64, kvHeads: Int, headDim: Int, stream: CUDAStream?) throws {
         precondition(headDim % 8 == 0)
         guard tokens > 0 else { return }
-        try function(append, "kv_append_strided").launch(
-            grid: (UInt32(tokens), 1, 1), block: (UInt32(min(256, kvHeads * headDim / 8)), 1, 1), stream: stream, [
-                .pointer(keys), .pointer(values), .pointer(kv.keys), .pointer(kv.values),
-                .int64(Int64(kv.slotStride)), .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headStride)),
-                .pointer(slots), .pointer(positions), .int32(Int32(kvHeads)), .int32(Int32(headDim)),
-            ])
+        try appendStrided.launch(
+            grid: (UInt32(tokens), 1, 1), block: (UInt32(min(256, kvHeads * headDim / 8)), 1, 1), stream: stream,
+            KVAppendStridedParams(
+                keys: keys, values: values, keyCache: kv.keys, valueCache: kv.values,
+                slotStride: Int64(kv.slotStride), tokenStride: Int64(kv.tokenStride), headStride: Int64(kv.headStride),
+                slots: slots, positions: positions, kvHeads: Int32(kvHeads), headDim: Int32(headDim)))
     }
 
     /// Paged twin of `append`: token i goes to position positions[i] of sequence sequences[i] (its block-table row
@@ -304,22 +368,23 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     public func append(keys: UInt64, values: UInt64, tokens: Int, into kv: DevicePagedKV, sequences: UInt64,
                        positions: UInt64, stream: CUDAStream?) throws {
         guard tokens > 0 else { return }
-        try function(append, "kv_append_paged").launch(
+        try appendPaged.launch(
             grid: (UInt32(tokens), 1, 1), block: (UInt32(min(256, kv.kvHeads * kv.headDim / 8)), 1, 1),
-            stream: stream, [
-                .pointer(keys), .pointer(values), .pointer(kv.keyPool), .pointer(kv.valuePool),
-                .pointer(kv.blockTables), .int32(Int32(kv.tableStride)), .int32(Int32(kv.blockSize)),
-                .int64(Int64(kv.blockStride)), .int64(Int64(kv.tokenStride)), .int64(Int64(kv.headDim)),
-                .pointer(sequences), .pointer(positions), .int32(Int32(kv.kvHeads)), .int32(Int32(kv.headDim)),
-            ])
+            stream: stream,
+            KVAppendPagedParams(
+                keys: keys, values: values, keyPool: kv.keyPool, valuePool: kv.valuePool, blockTables: kv.blockTables,
+                tableStride: Int32(kv.tableStride), blockSize: Int32(kv.blockSize), blockStride: Int64(kv.blockStride),
+                tokenStride: Int64(kv.tokenStride), headStride: Int64(kv.headDim), sequences: sequences,
+                positions: positions, kvHeads: Int32(kv.kvHeads), headDim: Int32(kv.headDim)))
     }
 
     /// Device-to-device copy of `bytes` (a multiple of 16) with 16-byte accesses: the bandwidth ceiling.
     public func copy(from source: UInt64, to destination: UInt64, bytes: Int, stream: CUDAStream?) throws {
         precondition(bytes % 16 == 0)
-        try function(attention, "copy_u128").launch(
-            grid: (UInt32(multiprocessors * 4), 1, 1), block: (512, 1, 1), stream: stream,
-            [.pointer(source), .pointer(destination), .int64(Int64(bytes / 16))])
+        // Grid-stride: 4 blocks of 512 per SM.
+        try copyKernel.launch(
+            grid: (UInt32(limits.multiprocessors * 4), 1, 1), block: (512, 1, 1), stream: stream,
+            CopyParams(source: source, destination: destination, count: Int64(bytes / 16)))
     }
 }
 

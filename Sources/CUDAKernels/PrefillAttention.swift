@@ -1,3 +1,4 @@
+import CKernelParams
 import CUDADriver
 
 /// Element type of a prefill launch (queries, outputs, K and V share it).
@@ -44,44 +45,80 @@ public struct PrefillConfig: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The FlashAttention-2-style causal prefill kernels of `cuda/prefill_attention.cu`, compiled once for the device.
+/// Every configuration's kernel is loaded at init; each takes one `PrefillParams` (`kernel_params.h`).
 public final class PrefillAttentionKernels: @unchecked Sendable {
     public let module: CUDAModule
-    private var functions: [String: CUDAFunction] = [:]
+    private let kernels: [String: CUDAKernel<PrefillParams>]
     public static let headDims = [64, 128]
     /// The device runs the warpgroup-MMA kernels (compute capability 9.0: compiled for sm_90a).
     public let hopper: Bool
+    /// The device's limits (a configuration above the default per-block shared memory opts in).
+    public let limits: CUDADeviceLimits
 
-    public init(device: CUDADevice, compiler: NVRTC) throws {
-        let architecture = try device.architecture()
-        hopper = architecture == "sm_90"
-        module = try loadKernelModule("prefill_attention.cu", device: device, compiler: compiler,
-                                      architecture: hopper ? "sm_90a" : architecture)
-        for dtype in AttentionElement.allCases {
-            for d in Self.headDims {
-                for paged in [false, true] {
-                    for config in configs(dtype: dtype, headDim: d) {
-                        let name = Self.kernelName(dtype: dtype, headDim: d, config: config, paged: paged)
-                        let f = try module.function(name)
-                        let bytes = config.sharedBytes(headDim: d)
-                        if bytes > 48 * 1024 { try f.setMaxDynamicSharedMemory(bytes) }
-                        functions[name] = f
+    static let file = "prefill_attention.cu"
+
+    /// Every kernel the launcher loads on a device (`hopper`: with the wgmma ones), with its parameter struct.
+    public static func signatures(hopper: Bool) -> [KernelSignature] {
+        AttentionElement.allCases.flatMap { dtype in
+            headDims.flatMap { d in
+                [false, true].flatMap { paged in
+                    configs(dtype: dtype, headDim: d, hopper: hopper).map { config in
+                        KernelSignature(file: file, name: kernelName(dtype: dtype, headDim: d, config: config,
+                                                                     paged: paged),
+                                        PrefillParams.self)
                     }
                 }
             }
         }
     }
 
+    public convenience init(device: CUDADevice, compiler: NVRTC) throws {
+        let architecture = try device.architecture()
+        let hopper = architecture == "sm_90"
+        try self.init(module: try loadKernelModule(Self.file, device: device, compiler: compiler,
+                                                   architecture: hopper ? "sm_90a" : architecture),
+                      hopper: hopper, limits: try device.limits())
+    }
+
+    /// Loads every configuration's kernel of `module` once (a missing one throws naming it); those above the
+    /// default per-block shared memory opt in to what they use.
+    init(module: CUDAModule, hopper: Bool, limits: CUDADeviceLimits) throws {
+        self.module = module
+        self.hopper = hopper
+        self.limits = limits
+        var kernels: [String: CUDAKernel<PrefillParams>] = [:]
+        for dtype in AttentionElement.allCases {
+            for d in Self.headDims {
+                for paged in [false, true] {
+                    for config in Self.configs(dtype: dtype, headDim: d, hopper: hopper) {
+                        let name = Self.kernelName(dtype: dtype, headDim: d, config: config, paged: paged)
+                        let k = try module.kernel(KernelSignature(file: Self.file, name: name, PrefillParams.self),
+                                                  PrefillParams.self)
+                        let bytes = config.sharedBytes(headDim: d)
+                        if bytes > limits.sharedMemoryPerBlock { try k.function.setMaxDynamicSharedMemory(bytes) }
+                        kernels[name] = k
+                    }
+                }
+            }
+        }
+        self.kernels = kernels
+    }
+
     /// Tile configurations compiled for a dtype and head dim on this device (must match the instantiations in the
     /// .cu file); the first is the default.
     public func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
-        (hopper ? [.wgmma] : []) + Self.mmaConfigs(dtype: dtype, headDim: headDim)
+        Self.configs(dtype: dtype, headDim: headDim, hopper: hopper)
+    }
+
+    static func configs(dtype: AttentionElement, headDim: Int, hopper: Bool) -> [PrefillConfig] {
+        (hopper ? [.wgmma] : []) + mmaConfigs(dtype: dtype, headDim: headDim)
     }
 
     /// The mma.sync configurations (any architecture from sm_80).
     public static func mmaConfigs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
         switch (dtype, headDim) {
         case (.bf16, 128):
-            // w4m2n64s2 first: the fastest or within 1% of it in every case of the 2026-11-22 H100 bench.
+            // w4m2n64s2 first. Why: docs/decisions/007-prefill-tile-configs.md
             return [PrefillConfig(4, 2, 64, 2), PrefillConfig(4, 2, 32, 3), PrefillConfig(4, 2, 32, 2),
                     PrefillConfig(8, 2, 32, 3), PrefillConfig(4, 1, 64, 2)]
         case (.fp16, 128):
@@ -116,16 +153,16 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
             tokenStride = kvHeads * headDim; headStride = headDim; blockSize = bs
         }
         let name = Self.kernelName(dtype: dtype, headDim: headDim, config: config, paged: paged)
-        guard let f = functions[name] else { preconditionFailure("kernel \(name) not compiled") }
+        guard let kernel = kernels[name] else { preconditionFailure("kernel \(name) not compiled") }
         let rows = config.rowsPerBlock
         let tiles = (chunkLength + rows - 1) / rows
         let log2e: Float = 1.4426950408889634
-        try f.launch(grid: (UInt32(qHeads), UInt32(tiles), 1), block: (UInt32(32 * config.warps), 1, 1),
-                     sharedBytes: UInt32(config.sharedBytes(headDim: headDim)), stream: stream, [
-                        .pointer(query), .pointer(output), .pointer(keys), .pointer(values), .pointer(table),
-                        .int32(Int32(chunkLength)), .int32(Int32(offset)), .int32(Int32(qHeads)),
-                        .int32(Int32(kvHeads)), .float(scale * log2e), .int64(Int64(tokenStride)),
-                        .int64(Int64(headStride)), .int32(Int32(blockSize)),
-                     ])
+        try kernel.launch(
+            grid: (UInt32(qHeads), UInt32(tiles), 1), block: (UInt32(32 * config.warps), 1, 1),
+            sharedBytes: UInt32(config.sharedBytes(headDim: headDim)), stream: stream,
+            PrefillParams(
+                q: query, out: output, keys: keys, values: values, table: table, n: Int32(chunkLength),
+                offset: Int32(offset), qHeads: Int32(qHeads), kvHeads: Int32(kvHeads), scaleLog2: scale * log2e,
+                tokenStride: Int64(tokenStride), headStride: Int64(headStride), blockSize: Int32(blockSize)))
     }
 }

@@ -302,14 +302,14 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
             (bucketShape, workspace) = hit
         } else {
             let s = DecodeShape(batch: key.batch, qHeads: hp.headCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
-                                dtype: .bf16, maxLength: key.length, multiprocessors: decodeKernels.multiprocessors)
+                                dtype: .bf16, maxLength: key.length, limits: decodeKernels.limits)
             let w = try DecodeWorkspace(cuda, shape: s)
             decodeWorkspaces[key] = (s, w)
             (bucketShape, workspace) = (s, w)
         }
         let shape = DecodeShape(batch: batch, qHeads: hp.headCount, kvHeads: hp.headCountKV, headDim: hp.headDim,
                                 dtype: .bf16, maxLength: key.length, chunk: bucketShape.chunk,
-                                multiprocessors: decodeKernels.multiprocessors)
+                                limits: decodeKernels.limits)
         return (shape, workspace)
     }
 }

@@ -108,7 +108,7 @@ public struct AttentionBench {
             let shapes = stageList.flatMap { st -> [(DecodeShape, String)] in
                 let auto = DecodeShape(batch: batch, qHeads: qHeads, kvHeads: kvHeads, headDim: d, dtype: dtype,
                                        maxLength: context, chunk: chunk, stages: st,
-                                       multiprocessors: kernels.multiprocessors)
+                                       limits: kernels.limits)
                 var launches: Set<String> = []  // one run per distinct launch
                 return mergeModes.compactMap { mode in
                     var s = auto

@@ -41,7 +41,7 @@ public struct AttentionCheck {
                         let stages = [2, 3, 4, 6][(ci + group) % 4]  // every pipeline depth, every storage
                         let shape = DecodeShape(batch: lengths.count, qHeads: kvHeads * group, kvHeads: kvHeads,
                                                 headDim: headDim, dtype: dtype, maxLength: maxLength, chunk: chunk,
-                                                stages: stages, multiprocessors: kernels.multiprocessors)
+                                                stages: stages, limits: kernels.limits)
                         let name = "\(dtype) d\(headDim) gqa\(group) \(storage) chunk \(shape.chunk) s\(stages) "
                             + Self.merges(shape).map(\.rawValue).joined(separator: "+")
                         let err = try runCase(shape: shape, lengths: lengths, storage: storage, handle: handle,

@@ -7,8 +7,7 @@
 // cores (decode_partial_body). The splits of one (sequence, KV head) are combined in one of two ways (DecodeMerge):
 // as warps of one block, through shared memory (block_merge_tail; one split: the warp writes its rows); or each split
 // writes partials (max in log2 domain, sum, unnormalized acc) to fp32 scratch, combined per query head by a second
-// launch (`decode_merge_*`). (A third way — the last split to finish merges through global memory — was measured
-// and removed: slower than the block merge wherever that applies and than the second launch elsewhere, 2026-11-22.)
+// launch (`decode_merge_*`). Why these two: docs/decisions/003-decode-split-merge.md
 //
 // Lengths and slot ids (or block tables) are read from device memory and the grid is sized for the longest
 // sequence, so launches can be captured in a CUDA graph: warps past a sequence's length exit.
@@ -17,12 +16,12 @@
 // (vLLM pool [numBlocks, blockSize, kvHeads, headDim] + int32 block table) variants: each lane computes the element
 // offset of one token of the tile, the copy loop fetches it by shuffle. Same inner loop, so their ratio is paging.
 
+#include "kernel_params.h"
 #include "tensor_core.cuh"
 
 // K/V are read once per call and are larger than L2, so their lines are marked evict-first: what stays in L2 is what
-// is read again soon — the split partials the merge reads, the query, the next call's small tensors (same-run A/B on
-// the H100, graph µs, 2026-11-22: 1×32K 50.7 → 48.0, 16×8K 178.9 → 176.6, batch ≥ 64 −0.3…1 %; no L2 prefetch hint
-// at all is 1–2 % slower, L2::128B the same as 256B). `policy` comes from l2_evict_first().
+// is read again soon — the split partials the merge reads, the query, the next call's small tensors. `policy` comes
+// from l2_evict_first(). Why: docs/decisions/005-decode-l2-evict-first.md
 __device__ __forceinline__ unsigned long long l2_evict_first() {
     unsigned long long policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
@@ -71,8 +70,7 @@ template <int D> struct Geometry {
     // Byte offset of 16-byte chunk c of row r in a tile. Chunks are XOR-swizzled by the row within each 128-byte
     // half (8 rows at one logical chunk land in 8 different bank groups: conflict-free ldmatrix) instead of padding
     // rows by 16 bytes: a padded row starts off the 128-byte grid, and cp.async then splits every global 128-byte line
-    // into two L2 requests (Nsight Compute, 64×4K: 22.5 M requests / 52.4 M sectors for 1.07 GB, against 10.5 M /
-    // 42.0 M swizzled; same-run A/B on the H100, 2026-11-22: −2…4 % at every decode shape, DRAM 87.8 → 90.9 % of peak).
+    // into two L2 requests. Why: docs/decisions/004-decode-swizzled-tiles.md
     static __device__ __forceinline__ int at(int r, int c) { return r * ROW + ((c & ~7) | ((c ^ r) & 7)) * 16; }
 };
 
@@ -125,8 +123,8 @@ __device__ __forceinline__ void block_merge_tail(const float (&acc)[D / 8][4], f
 }
 
 // The split kernel. The arithmetic runs on tensor cores (mma.sync m16n8k16, fp32 accumulate), so a 32-token tile costs
-// ~100 instructions and the warp is left waiting on memory only (CUDA-core arithmetic, lane = token for q·K, measured
-// 1–2 % slower at every benchmark shape, 2026-11-22). The G query heads are rows 0…G−1 of the 16-row A operand (rows
+// ~100 instructions and the warp is left waiting on memory only (why: docs/decisions/006-decode-tensor-cores.md).
+// The G query heads are rows 0…G−1 of the 16-row A operand (rows
 // G…15 are zero): S = Q·Kᵀ (A = q in registers, B = K rows by ldmatrix), online softmax on the accumulator fragments
 // (row h = lane/4; a quad of lanes holds one head's 32 scores), O += P·V (A = P repacked from S's fragments, B = V by
 // ldmatrix.trans). P is rounded to the storage type for the second mma, as FlashAttention does.
@@ -152,10 +150,9 @@ __device__ __forceinline__ void decode_partial_body(const u16 *__restrict__ q, c
     unsigned char *smem = smemBlock + warp * stages * STAGE_BYTES;
     // Block mode (out given): the block's W warps are all of the pair's splits, interleaved — warp w takes
     // tiles w, w + W, … of the sequence, so the block and the kvHeads blocks beside it (reading the same token rows)
-    // stream one region at a time — and the block writes the output (block_merge_tail). Same-run A/B on the H100,
-    // 16×8K against one run of tiles per warp: −1.8 % contiguous, −0.4 % with 256-token pages, +2 % with 16-token
-    // pages (no region to stream); paged K/V interleave too, so the paged twin sums in the same order and the engine's
-    // output does not depend on the KV store. Else each split (`chunk` tokens from `start`) writes its partials.
+    // stream one region at a time — and the block writes the output (block_merge_tail). Paged K/V interleave too, so
+    // the paged twin sums in the same order and the engine's output does not depend on the KV store (why:
+    // docs/decisions/003-decode-split-merge.md). Else each split (`chunk` tokens from `start`) writes its partials.
     const bool inBlock = out != nullptr;
     const int start = inBlock ? warp * TILE : split * chunk;
     const int step = inBlock ? blockDim.y * TILE : TILE;  // tokens from one of the warp's tiles to the next
@@ -341,9 +338,10 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
     const i64 row = (i64)seq * qHeads + head;
     const i64 base = row * maxSplits;
     float m = NEG_INF, l = 0.f, o = 0.f;
+    // The partials are read-only here: __ldg (ld.global.nc), as the compiler chose when they were kernel arguments.
 #pragma unroll 8
     for (int i = p; i < n; i += P)  // pm is finite: every counted split has tokens
-        lse_fold(m, l, o, pm[base + i], pl[base + i], pacc[(base + i) * D + j]);
+        lse_fold(m, l, o, __ldg(pm + base + i), __ldg(pl + base + i), __ldg(pacc + (base + i) * D + j));
     if (P > 1) {
         sm[p][j] = m;
         sl[p][j] = l;
@@ -358,33 +356,31 @@ __device__ __forceinline__ void decode_merge(const float *__restrict__ pm, const
 }
 
 // Blocks of 1…MAX_BLOCK_WARPS warps (block mode: one pair's splits); min 1 block per SM lets ptxas use the registers
-// it needs (without it, it capped itself at 168 and spilled 52–72 bytes in every d = 128 kernel; shared memory, not
-// registers, bounds residency).
+// it needs (shared memory, not registers, bounds residency). Why: docs/decisions/006-decode-tensor-cores.md
 #define MAX_BLOCK_WARPS 4
 // decode_partial_{strided,paged}_*: block mode (`out` given; one warp: it writes its rows), or partials for the
-// decode_merge launch.
+// decode_merge launch. One parameter each, a struct of kernel_params.h.
 #define DECODE_PARTIAL(TN, T, D, G)                                                                                \
     extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
-        decode_partial_strided_##TN##_d##D##_g##G(                                                                 \
-        const u16 *q, const u16 *k, const u16 *v, i64 slotStride, i64 tokenStride, i64 headStride,                 \
-        const int *slots, const int *lengths, int chunk, int maxSplits, int stages, float scaleLog2, float *pm,    \
-        float *pl, float *pacc, u16 *out) {                                                                        \
-        decode_partial_strided<T, D, G>(q, k, v, slotStride, tokenStride, headStride, slots, lengths, chunk,       \
-                                        maxSplits, stages, scaleLog2, pm, pl, pacc, out);                          \
+        decode_partial_strided_##TN##_d##D##_g##G(const DecodeStridedParams p) {                                   \
+        decode_partial_strided<T, D, G>((const u16 *)p.q, (const u16 *)p.keys, (const u16 *)p.values,              \
+                                        p.slotStride, p.tokenStride, p.headStride, (const int *)p.slots,           \
+                                        (const int *)p.lengths, p.chunk, p.maxSplits, p.stages, p.scaleLog2,       \
+                                        (float *)p.partialMax, (float *)p.partialSum, (float *)p.partialAcc,       \
+                                        (u16 *)p.out);                                                             \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(32 * MAX_BLOCK_WARPS, 1)                                          \
-        decode_partial_paged_##TN##_d##D##_g##G(                                                                   \
-        const u16 *q, const u16 *k, const u16 *v, const int *blockTables, int tableStride, int blockSize,          \
-        i64 blockStride, i64 tokenStride, i64 headStride, const int *lengths, int chunk, int maxSplits,            \
-        int stages, float scaleLog2, float *pm, float *pl, float *pacc, u16 *out) {                                \
-        decode_partial_paged<T, D, G>(q, k, v, blockTables, tableStride, blockSize, blockStride, tokenStride,      \
-                                      headStride, lengths, chunk, maxSplits, stages, scaleLog2, pm, pl, pacc,      \
-                                      out);                                                                        \
+        decode_partial_paged_##TN##_d##D##_g##G(const DecodePagedParams p) {                                       \
+        decode_partial_paged<T, D, G>((const u16 *)p.q, (const u16 *)p.keyPool, (const u16 *)p.valuePool,          \
+                                      (const int *)p.blockTables, p.tableStride, p.blockSize, p.blockStride,       \
+                                      p.tokenStride, p.headStride, (const int *)p.lengths, p.chunk, p.maxSplits,   \
+                                      p.stages, p.scaleLog2, (float *)p.partialMax, (float *)p.partialSum,         \
+                                      (float *)p.partialAcc, (u16 *)p.out);                                        \
     }
 #define DECODE_MERGE(TN, T, D)                                                                                     \
-    extern "C" __global__ void decode_merge_##TN##_d##D(const float *pm, const float *pl, const float *pacc,       \
-                                                        const int *lengths, int chunk, int maxSplits, u16 *out) {  \
-        decode_merge<T, D>(pm, pl, pacc, lengths, chunk, maxSplits, out);                                          \
+    extern "C" __global__ void decode_merge_##TN##_d##D(const DecodeMergeParams p) {                               \
+        decode_merge<T, D>((const float *)p.partialMax, (const float *)p.partialSum, (const float *)p.partialAcc,  \
+                           (const int *)p.lengths, p.chunk, p.maxSplits, (u16 *)p.out);                            \
     }
 
 #define DECODE_ALL_G(TN, T, D)                                                                                     \
@@ -398,7 +394,7 @@ DECODE_ALL_G(fp16, FP16, 128)
 
 // Device-to-device copy with 16-byte accesses, grid-stride: the bandwidth ceiling `vattn bench attention` reports
 // fractions of (bytes read + written).
-extern "C" __global__ void copy_u128(const uint4 *__restrict__ src, uint4 *__restrict__ dst, i64 n) {
+__device__ __forceinline__ void copy_u128_body(const uint4 *__restrict__ src, uint4 *__restrict__ dst, i64 n) {
     // Four independent 16-byte loads in flight per thread before the stores.
     const i64 stride = (i64)gridDim.x * blockDim.x;
     i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x;
@@ -407,4 +403,8 @@ extern "C" __global__ void copy_u128(const uint4 *__restrict__ src, uint4 *__res
         dst[i] = a; dst[i + stride] = b; dst[i + 2 * stride] = c; dst[i + 3 * stride] = d;
     }
     for (; i < n; i += stride) dst[i] = src[i];
+}
+
+extern "C" __global__ void copy_u128(const CopyParams p) {
+    copy_u128_body((const uint4 *)p.source, (uint4 *)p.destination, p.count);
 }

@@ -1,7 +1,9 @@
 // The Llama forward's small kernels on the GPU (GEMMs are cuBLAS, attention is decode_attention.cu and
 // prefill_attention.cu): embedding gather, residual add + RMSNorm, RoPE fused with the KV-cache append, SiLU·mul,
 // row gather, sampling, and the seeded dummy-weight generator. CPU twins: Sources/Engine/LlamaCPU.swift, Sampler.swift,
-// Sources/Model (DummyWeights). No CUDA headers: bf16 is a raw 16-bit pattern.
+// Sources/Model (DummyWeights). No CUDA headers: bf16 is a raw 16-bit pattern. Each kernel takes one struct of
+// kernel_params.h (the layout Swift fills) and names its fields as locals first.
+#include "kernel_params.h"
 
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -29,14 +31,23 @@ __device__ float block_sum(float v) {
 }
 
 // x[t, :] = table[tokens[t], :] (bf16 → fp32 residual stream).
-extern "C" __global__ void embed_rows(const u16 *table, const int *tokens, float *x, int D) {
+extern "C" __global__ void embed_rows(const EmbedRowsParams p) {
+    const u16 *table = (const u16 *)p.table;
+    const int *tokens = (const int *)p.tokens;
+    float *x = (float *)p.x;
+    const int D = p.width;
     const int t = blockIdx.x;
     const u16 *row = table + (i64)tokens[t] * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x) x[(i64)t * D + i] = bf16_load(row[i]);
 }
 
 // x += delta (if any), then h = RMSNorm(x)·w as bf16, one block per token.
-extern "C" __global__ void add_rmsnorm(float *x, const float *delta, const float *w, u16 *h, int D, float eps) {
+extern "C" __global__ void add_rmsnorm(const AddRMSNormParams p) {
+    float *x = (float *)p.x;
+    const float *delta = (const float *)p.delta, *w = (const float *)p.weight;
+    u16 *h = (u16 *)p.h;
+    const int D = p.width;
+    const float eps = p.epsilon;
     const int t = blockIdx.x;
     float *xr = x + (i64)t * D;
     float ss = 0.f;
@@ -77,9 +88,13 @@ __device__ __forceinline__ void rope_token(const u16 *qkv, int qHeads, int kvHea
 }
 
 // vAttention: token t goes to (slots[t], positions[t]) of the layer's virtual K/V tensors.
-extern "C" __global__ void rope_append_strided(const u16 *qkv, int qHeads, int kvHeads, int d, const int *positions,
-                                               const int *slots, const float *invFreq, u16 *q, u16 *kCache,
-                                               u16 *vCache, i64 slotStride, i64 tokenStride, i64 headStride) {
+extern "C" __global__ void rope_append_strided(const RopeAppendStridedParams p) {
+    const u16 *qkv = (const u16 *)p.qkv;
+    const int qHeads = p.qHeads, kvHeads = p.kvHeads, d = p.headDim;
+    const int *positions = (const int *)p.positions, *slots = (const int *)p.slots;
+    const float *invFreq = (const float *)p.inverseFrequencies;
+    u16 *q = (u16 *)p.q, *kCache = (u16 *)p.keys, *vCache = (u16 *)p.values;
+    const i64 slotStride = p.slotStride, tokenStride = p.tokenStride, headStride = p.headStride;
     const int t = blockIdx.x, pos = positions[t];
     if (pos < 0) return;  // an empty lane of a padded (graph) batch
     const i64 dst = (i64)slots[t] * slotStride + (i64)pos * tokenStride;
@@ -88,9 +103,14 @@ extern "C" __global__ void rope_append_strided(const u16 *qkv, int qHeads, int k
 }
 
 // Paged baseline: token t goes to position positions[t] of sequence seqs[t] through its block-table row.
-extern "C" __global__ void rope_append_paged(const u16 *qkv, int qHeads, int kvHeads, int d, const int *positions,
-                                             const int *seqs, const float *invFreq, u16 *q, u16 *kPool, u16 *vPool,
-                                             const int *blockTables, int tableStride, int blockSize) {
+extern "C" __global__ void rope_append_paged(const RopeAppendPagedParams p) {
+    const u16 *qkv = (const u16 *)p.qkv;
+    const int qHeads = p.qHeads, kvHeads = p.kvHeads, d = p.headDim;
+    const int *positions = (const int *)p.positions, *seqs = (const int *)p.sequences;
+    const float *invFreq = (const float *)p.inverseFrequencies;
+    u16 *q = (u16 *)p.q, *kPool = (u16 *)p.keyPool, *vPool = (u16 *)p.valuePool;
+    const int *blockTables = (const int *)p.blockTables;
+    const int tableStride = p.tableStride, blockSize = p.blockSize;
     const int t = blockIdx.x, pos = positions[t];
     if (pos < 0) return;  // an empty lane of a padded (graph) batch
     const int block = blockTables[(i64)seqs[t] * tableStride + pos / blockSize];
@@ -100,7 +120,11 @@ extern "C" __global__ void rope_append_paged(const u16 *qkv, int qHeads, int kvH
 }
 
 // out[t, j] = silu(gu[t, j]) · gu[t, F + j] (gate rows then up rows in the fused weight).
-extern "C" __global__ void silu_mul(const u16 *gu, u16 *out, int F, i64 total) {
+extern "C" __global__ void silu_mul(const SiluMulParams p) {
+    const u16 *gu = (const u16 *)p.gateUp;
+    u16 *out = (u16 *)p.out;
+    const int F = p.width;
+    const i64 total = p.total;
     for (i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (i64)gridDim.x * blockDim.x) {
         const i64 t = e / F, j = e - t * F;
         const float g = bf16_load(gu[t * 2 * F + j]), u = bf16_load(gu[t * 2 * F + F + j]);
@@ -109,13 +133,21 @@ extern "C" __global__ void silu_mul(const u16 *gu, u16 *out, int F, i64 total) {
 }
 
 // out[i, :] = h[rows[i], :].
-extern "C" __global__ void gather_rows(const u16 *h, const int *rows, u16 *out, int D) {
+extern "C" __global__ void gather_rows(const GatherRowsParams p) {
+    const u16 *h = (const u16 *)p.h;
+    const int *rows = (const int *)p.rows;
+    u16 *out = (u16 *)p.out;
+    const int D = p.width;
     const u16 *src = h + (i64)rows[blockIdx.x] * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x) out[(i64)blockIdx.x * D + i] = src[i];
 }
 
 // Seeded dummy weights, the same values as `DummyWeights.value` on the CPU (then rounded to bf16).
-extern "C" __global__ void fill_dummy_bf16(u16 *out, i64 count, u64 seed, u64 nameHash, float scale) {
+extern "C" __global__ void fill_dummy_bf16(const FillDummyParams p) {
+    u16 *out = (u16 *)p.out;
+    const i64 count = p.count;
+    const u64 seed = p.seed, nameHash = p.nameHash;
+    const float scale = p.scale;
     for (i64 e = (i64)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += (i64)gridDim.x * blockDim.x) {
         u64 z = (seed ^ nameHash) + ((u64)e + 1ull) * 0x9E3779B97F4A7C15ull;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -196,8 +228,12 @@ __device__ u32 radix_select(const float *l, int V, u64 target, bool byMass, u32 
 }
 
 // params per row: temperature (float bits), topK, topP (float bits), 24-bit uniform draw.
-extern "C" __global__ void __launch_bounds__(1024) sample_tokens(const float *logits, i64 rowStride,
-                                                                 const int *params, int *out, int V) {
+extern "C" __global__ void __launch_bounds__(1024) sample_tokens(const SampleTokensParams p) {
+    const float *logits = (const float *)p.logits;
+    const i64 rowStride = p.rowStride;
+    const int *params = (const int *)p.settings;
+    int *out = (int *)p.out;
+    const int V = p.vocab;
     const float *l = logits + (i64)blockIdx.x * rowStride;
     const float T = __int_as_float(params[4 * blockIdx.x]);
     const int topK = params[4 * blockIdx.x + 1];

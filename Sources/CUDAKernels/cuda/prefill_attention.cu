@@ -11,6 +11,7 @@
 // Addressing is the only difference between the two variants, and it is only used by the tile loader:
 //   contiguous (vAttention): token t of the slot at  k + t·tokenStride + kvHead·headStride   (k already at the slot)
 //   paged (vLLM layout [numBlocks, blockSize, kvHeads, D]): k + (table[t/bs]·bs + t%bs)·tokenStride + kvHead·headStride
+#include "kernel_params.h"
 #include "tensor_core.cuh"
 
 // 16 bytes global → shared; bytes past srcBytes (0 or 16) are zero-filled.
@@ -304,13 +305,13 @@ __device__ __forceinline__ void prefill_body(const u16 *__restrict__ q, u16 *__r
         store_rows<T, D>(acc[mt], lRow[mt], out, p0 + warpRow + mt * 16 + (lane >> 2), n, qHeads, qh, lane);
 }
 
-#define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, S, PAGED)                                                               \
-    extern "C" __global__ void __launch_bounds__(32 * NW, NW == 4 ? 2 : 1)                                      \
-        NAME(const u16 *q, u16 *out, const u16 *k, const u16 *v, const int *table, int n, int offset,           \
-             int qHeads, int kvHeads, float scaleLog2, long long tokenStride, long long headStride,              \
-             int blockSize) {                                                                                    \
-        prefill_body<T, D, NW, MT, BN, S, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2,           \
-                                          tokenStride, headStride, blockSize);                                   \
+// One parameter, PrefillParams (kernel_params.h), the same for every configuration and both addressings.
+#define PREFILL_KERNEL(NAME, T, D, NW, MT, BN, S, PAGED)                                                          \
+    extern "C" __global__ void __launch_bounds__(32 * NW, NW == 4 ? 2 : 1) NAME(const PrefillParams p) {          \
+        prefill_body<T, D, NW, MT, BN, S, PAGED>((const u16 *)p.q, (u16 *)p.out, (const u16 *)p.keys,             \
+                                                 (const u16 *)p.values, (const int *)p.table, p.n, p.offset,      \
+                                                 p.qHeads, p.kvHeads, p.scaleLog2, p.tokenStride, p.headStride,   \
+                                                 p.blockSize);                                                    \
     }
 #define PREFILL_PAIR(DT, T, D, NW, MT, BN, S)                                                                    \
     PREFILL_KERNEL(prefill_##DT##_d##D##_w##NW##m##MT##n##BN##s##S##_contig, T, D, NW, MT, BN, S, false)         \
@@ -484,14 +485,13 @@ __device__ __forceinline__ void prefill_wgmma_body(const u16 *__restrict__ q, u1
     store_rows<T, D>(o, lRow, out, p0 + wg * 64 + (warp & 3) * 16 + (lane >> 2), n, qHeads, qh, lane);
 }
 
-// Registers fitted for two resident blocks per SM (≤ 128 per thread; 128 used, no spills): one block per SM measured
-// 0.78–0.85× of two at every bench case (H100, 2026-11-22).
-#define PREFILL_WGMMA_KERNEL(NAME, T, D, PAGED)                                                                       \
-    extern "C" __global__ void __launch_bounds__(256, 2)                                                            \
-        NAME(const u16 *q, u16 *out, const u16 *k, const u16 *v, const int *table, int n, int offset, int qHeads,  \
-             int kvHeads, float scaleLog2, long long tokenStride, long long headStride, int blockSize) {          \
-        prefill_wgmma_body<T, D, PAGED>(q, out, k, v, table, n, offset, qHeads, kvHeads, scaleLog2, tokenStride,   \
-                                        headStride, blockSize);                                                    \
+// Registers fitted for two resident blocks per SM (≤ 128 per thread).
+// Why: docs/decisions/008-prefill-wgmma-residency.md
+#define PREFILL_WGMMA_KERNEL(NAME, T, D, PAGED)                                                                   \
+    extern "C" __global__ void __launch_bounds__(256, 2) NAME(const PrefillParams p) {                            \
+        prefill_wgmma_body<T, D, PAGED>((const u16 *)p.q, (u16 *)p.out, (const u16 *)p.keys, (const u16 *)p.values, \
+                                        (const int *)p.table, p.n, p.offset, p.qHeads, p.kvHeads, p.scaleLog2,     \
+                                        p.tokenStride, p.headStride, p.blockSize);                                 \
     }
 #define PREFILL_WGMMA_PAIR(DT, T, D)                                                                                  \
     PREFILL_WGMMA_KERNEL(prefill_##DT##_d##D##_wg2n64_contig, T, D, false)                                           \
