@@ -2,6 +2,7 @@ import CKernelParams
 import CUDADriver
 import CUDADriverTesting
 @testable import CUDAKernels
+import Support
 import Testing
 import VAttention
 
