@@ -37,14 +37,6 @@ public final class CUDAModule: @unchecked Sendable {
     }
 }
 
-/// One argument of a kernel with a positional parameter list, passed by value to `cuLaunchKernel`.
-public enum KernelArgument: Sendable {
-    case pointer(UInt64)
-    case int32(Int32)
-    case int64(Int64)
-    case float(Float)
-}
-
 public struct CUDAFunction: @unchecked Sendable {
     let module: CUDAModule
     let handle: CUfunction?
@@ -72,27 +64,6 @@ public struct CUDAFunction: @unchecked Sendable {
     {
         let r = module.cuda.api.launchKernel(handle, grid, block, sharedBytes, stream?.handle, parameters)
         try module.cuda.check(r, "cuLaunchKernel")
-    }
-
-    /// Launches a kernel with a positional parameter list, matched by position (each argument's bytes, by pointer).
-    /// The kernels of CUDAKernels take one struct instead (`CUDAKernel`).
-    public func launch(grid: (UInt32, UInt32, UInt32), block: (UInt32, UInt32, UInt32), sharedBytes: UInt32 = 0,
-                       stream: CUDAStream?, _ arguments: [KernelArgument]) throws(CUDAError) {
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(arguments.count, 1) * 8, alignment: 8)
-        defer { storage.deallocate() }
-        let params = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: max(arguments.count, 1))
-        defer { params.deallocate() }
-        for (i, a) in arguments.enumerated() {
-            let slot = storage + i * 8
-            switch a {
-            case .pointer(let v): slot.storeBytes(of: v, as: UInt64.self)
-            case .int32(let v): slot.storeBytes(of: v, as: Int32.self)
-            case .int64(let v): slot.storeBytes(of: v, as: Int64.self)
-            case .float(let v): slot.storeBytes(of: v, as: Float.self)
-            }
-            params[i] = slot
-        }
-        try launch(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream, parameters: params)
     }
 }
 

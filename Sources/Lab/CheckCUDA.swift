@@ -31,8 +31,7 @@ public struct CUDACheck {
         }
         let device = handle.device!, stream = handle.stream!
         let nvrtc = try NVRTC()
-        let module = try loadKernelModule("kv_pattern.cu", device: device, compiler: nvrtc)
-        let write = try module.function("kv_pattern_write"), check = try module.function("kv_pattern_check")
+        let kernels = try CheckKernels(device: device, compiler: nvrtc)
         let counter = try DeviceBuffer(device.cuda, byteCount: 4)
         let seed = self.seed ?? monotonicNanos()
         print("vattn check cuda — \(handle.description), NVRTC \(nvrtc.version.major).\(nvrtc.version.minor), seed \(seed)")
@@ -54,11 +53,10 @@ public struct CUDACheck {
                 for layer in 0..<spec.layers {
                     for kind in KVKind.allCases {
                         let v = m.view(layer: layer, kind)
-                        try write.launch(grid: (UInt32(to - from), 1, 1), block: (128, 1, 1), stream: stream, [
-                            .pointer(UInt64(v.address)), .int64(Int64(v.slotStride)), .int64(Int64(v.tokenStride)),
-                            .int32(Int32(slot)), .int64(Int64(from)), .int32(Int32(elements)), .int64(Int64(request)),
-                            .int32(Int32(layer * 2 + kind.rawValue)),
-                        ])
+                        try kernels.writePattern(base: UInt64(v.address), slotStride: v.slotStride,
+                                                 tokenStride: v.tokenStride, slot: slot, tokens: from..<to,
+                                                 tokenElements: elements, request: request,
+                                                 tensor: layer * 2 + kind.rawValue, stream: stream)
                     }
                 }
             }
@@ -97,12 +95,11 @@ public struct CUDACheck {
                         for layer in 0..<spec.layers {
                             for kind in KVKind.allCases {
                                 let v = m.view(layer: layer, kind)
-                                try check.launch(grid: (UInt32(r.length), 1, 1), block: (128, 1, 1), stream: stream, [
-                                    .pointer(UInt64(v.address)), .int64(Int64(v.slotStride)),
-                                    .int64(Int64(v.tokenStride)), .int32(Int32(slot)), .int32(Int32(elements)),
-                                    .int64(Int64(r.request)), .int32(Int32(layer * 2 + kind.rawValue)),
-                                    .pointer(counter.address),
-                                ])
+                                try kernels.checkPattern(base: UInt64(v.address), slotStride: v.slotStride,
+                                                         tokenStride: v.tokenStride, slot: slot, tokens: r.length,
+                                                         tokenElements: elements, request: r.request,
+                                                         tensor: layer * 2 + kind.rawValue,
+                                                         mismatches: counter.address, stream: stream)
                             }
                         }
                         verified += r.length * spec.layers * 2
@@ -125,11 +122,11 @@ public struct CUDACheck {
             if st.backgroundErrors > 0 { print("  FAIL background mapper: \(st.lastBackgroundError ?? "")"); failures += 1 }
         }
         if chosen.contains("zero-page") {
-            failures += try checkZeroPage(device: device, stream: stream, module: module, counter: counter)
+            failures += try checkZeroPage(device: device, stream: stream, kernels: kernels, counter: counter)
         }
         if chosen.contains("graph") {
             var rng = SplitMix64(seed: seed ^ 0x6EA9)
-            failures += try checkGraph(device: device, stream: stream, module: module, rng: &rng)
+            failures += try checkGraph(device: device, stream: stream, kernels: kernels, rng: &rng)
         }
         print(failures == 0 ? "PASS vattn check cuda" : "FAIL vattn check cuda (\(failures))")
         return failures == 0
@@ -138,9 +135,8 @@ public struct CUDACheck {
     /// CUDA graphs: a chain of order-sensitive kernel launches (x ← x·a + b + i, different a, b, grid per step) is
     /// captured, must not run during capture, and each replay must equal the chain computed on the host; a replay
     /// after new inputs were written must read them (graphs capture addresses, not data).
-    func checkGraph(device: CUDADevice, stream: CUDAStream, module: CUDAModule, rng: inout SplitMix64) throws -> Int {
+    func checkGraph(device: CUDADevice, stream: CUDAStream, kernels: CheckKernels, rng: inout SplitMix64) throws -> Int {
         let cuda = device.cuda
-        let step = try module.function("graph_step")
         let n = 1 << 20
         let x = try DeviceBuffer(cuda, byteCount: n * 4)
         let steps: [(a: UInt32, b: UInt32, grid: UInt32)] = (0..<6).map { i in
@@ -163,9 +159,7 @@ public struct CUDACheck {
         try device.synchronize()  // the upload went through the legacy stream
         let exec = try stream.capture {
             for s in steps {
-                try step.launch(grid: (s.grid, 1, 1), block: (256, 1, 1), stream: stream,
-                                [.pointer(x.address), .int32(Int32(n)), .int32(Int32(bitPattern: s.a)),
-                                 .int32(Int32(bitPattern: s.b))])
+                try kernels.graphStep(x: x.address, n: n, a: s.a, b: s.b, grid: s.grid, stream: stream)
             }
         }
         try stream.synchronize()
@@ -194,9 +188,7 @@ public struct CUDACheck {
         try start.record(on: stream)
         for _ in 0..<200 {
             for s in steps {
-                try step.launch(grid: (s.grid, 1, 1), block: (256, 1, 1), stream: stream,
-                                [.pointer(x.address), .int32(Int32(n)), .int32(Int32(bitPattern: s.a)),
-                                 .int32(Int32(bitPattern: s.b))])
+                try kernels.graphStep(x: x.address, n: n, a: s.a, b: s.b, grid: s.grid, stream: stream)
             }
         }
         try end.record(on: stream)
@@ -211,20 +203,16 @@ public struct CUDACheck {
 
     /// With the zero page on, a kernel reads zeros from never-backed parts of a tensor and from pages that were
     /// mapped, written and unmapped again, while backed pages keep their data.
-    func checkZeroPage(device: CUDADevice, stream: CUDAStream, module: CUDAModule, counter: DeviceBuffer) throws -> Int {
+    func checkZeroPage(device: CUDADevice, stream: CUDAStream, kernels: CheckKernels, counter: DeviceBuffer) throws -> Int {
         let backend = try CUDAMemoryBackend(device: device, stream: stream, zeroPage: true)
         let spec = KVCacheSpec(layers: 2, kvHeads: 8, headDim: 128, dtype: .bf16, maxSlots: 4, maxContext: 4096,
                                pageSize: 2 << 20, layout: .perLayer)
         let m = try KVCacheManager(spec: spec, backend: backend, memoryBudget: 16 * spec.pageSize,
                                    policy: MapAheadPolicy(background: false))
-        let count = try module.function("count_nonzero")
-        let fill = try module.function("kv_pattern_write")
         func nonzero(_ v: KVTensorView, slot: Int, tokens: Int) throws -> UInt32 {
             try counter.upload([UInt32(0)])
-            try count.launch(grid: (264, 1, 1), block: (256, 1, 1), stream: stream, [
-                .pointer(UInt64(v.byteAddress(slot: slot, token: 0))), .int64(Int64(tokens * spec.kvHeads * spec.headDim)),
-                .pointer(counter.address),
-            ])
+            try kernels.countNonzero(base: UInt64(v.byteAddress(slot: slot, token: 0)),
+                                     count: tokens * spec.kvHeads * spec.headDim, into: counter.address, stream: stream)
             try stream.synchronize()
             return try counter.download(UInt32.self, count: 1)[0]
         }
@@ -235,10 +223,9 @@ public struct CUDACheck {
         // 2. Back slot 0 with 2 pages per tensor, write every token, check the data is there.
         let s = try m.allocateSlot()
         try m.step([(s, 2048)])
-        try fill.launch(grid: (2048, 1, 1), block: (128, 1, 1), stream: stream, [
-            .pointer(UInt64(v.address)), .int64(Int64(v.slotStride)), .int64(Int64(v.tokenStride)), .int32(Int32(s)),
-            .int64(0), .int32(Int32(spec.kvHeads * spec.headDim)), .int64(77), .int32(3),
-        ])
+        try kernels.writePattern(base: UInt64(v.address), slotStride: v.slotStride, tokenStride: v.tokenStride, slot: s,
+                                 tokens: 0..<2048, tokenElements: spec.kvHeads * spec.headDim, request: 77, tensor: 3,
+                                 stream: stream)
         try stream.synchronize()
         let written = try nonzero(v, slot: s, tokens: 2048)
         // 3. Free and reclaim every page: the range reads as zeros again.

@@ -1,3 +1,4 @@
+import CKernelParams
 import CUDADriver
 import CUDADriverTesting
 import Testing
@@ -7,12 +8,12 @@ import Testing
 struct CUDAGraphSequenceTests {
     struct Planted: Error {}
 
-    func setUp(_ driver: RecordingDriver, api: DriverAPI? = nil) throws -> (CUDAStream, CUDAFunction) {
+    func setUp(_ driver: RecordingDriver, api: DriverAPI? = nil) throws -> (CUDAStream, CUDAKernel<GraphStepParams>) {
         let cuda = CUDA(api: api ?? driver.api)
         _ = try CUDADevice(cuda)  // binds the context to this thread, as every driving thread must
         let stream = try CUDAStream(cuda)
         let module = try CUDAModule(cuda, image: [0])
-        let function = try module.function("k")
+        let function = try module.kernel("k", GraphStepParams.self)
         driver.clear()
         return (stream, function)
     }
@@ -23,7 +24,7 @@ struct CUDAGraphSequenceTests {
         let (stream, f) = try setUp(driver)
         do {
             let exec = try stream.capture {
-                for g in 1...3 { try f.launch(grid: (UInt32(g), 1, 1), block: (32, 1, 1), stream: stream, [.int32(7)]) }
+                for g in 1...3 { try f.launch(grid: (UInt32(g), 1, 1), block: (32, 1, 1), stream: stream, GraphStepParams(x: 0, n: 7, a: 1, b: 0)) }
             }
             #expect(driver.calls() == [
                 "cuStreamBeginCapture(s4096, mode 1)",
@@ -48,7 +49,7 @@ struct CUDAGraphSequenceTests {
         let (stream, f) = try setUp(driver)
         do {
             let graph = try stream.captureGraph(mode: .global) {
-                try f.launch(grid: (4, 1, 1), block: (32, 1, 1), stream: stream, [])
+                try f.launch(grid: (4, 1, 1), block: (32, 1, 1), stream: stream, GraphStepParams(x: 0, n: 0, a: 1, b: 0))
             }
             let a = try graph.instantiate(flags: 1)
             let b = try graph.instantiate()
@@ -70,7 +71,7 @@ struct CUDAGraphSequenceTests {
         let (stream, f) = try setUp(driver)
         #expect(throws: Planted.self) {
             _ = try stream.capture {
-                try f.launch(grid: (1, 1, 1), block: (32, 1, 1), stream: stream, [])
+                try f.launch(grid: (1, 1, 1), block: (32, 1, 1), stream: stream, GraphStepParams(x: 0, n: 0, a: 1, b: 0))
                 throw Planted()
             }
         }

@@ -8,10 +8,10 @@ import Testing
 @Suite("Kernel sources: every launched kernel takes its one parameter struct")
 struct KernelSourceTests {
     /// Every kernel the launchers load (the prefill list with the Hopper kernels: a superset of the other).
-    static let signatures = LlamaKernels.signatures + DecodeAttentionKernels.signatures
+    static let signatures = LlamaKernels.signatures + DecodeAttentionKernels.signatures + CheckKernels.signatures
         + PrefillAttentionKernels.signatures(hopper: true)
-    /// The files those kernels live in; kv_pattern.cu (the `vattn check cuda` kernels) keeps positional parameters.
-    static let files = ["llama.cu", "decode_attention.cu", "kv_append.cu", "prefill_attention.cu"]
+    /// The files those kernels live in: every embedded .cu file.
+    static let files = ["llama.cu", "decode_attention.cu", "kv_append.cu", "prefill_attention.cu", "kv_pattern.cu"]
 
     static func kernels(in file: String) -> [String: KernelDeclaration] {
         var preprocessor = MiniPreprocessor()
@@ -53,8 +53,7 @@ struct KernelSourceTests {
         let prefill = Self.kernels(in: "prefill_attention.cu")
         #expect(prefill["prefill_bf16_d128_wg2n64_paged"] != nil && prefill["prefill_fp16_d64_w4m1n64s2_contig"] != nil)
         #expect(prefill.count == PrefillAttentionKernels.signatures(hopper: true).count)
-        // kv_pattern.cu still has positional parameters, and the scanner reads them as such.
-        #expect(Self.kernels(in: "kv_pattern.cu")["graph_step"]?.parameters.count == 4)
+        #expect(Self.kernels(in: "kv_pattern.cu")["graph_step"]?.parameters == [["const", "GraphStepParams", "p"]])
     }
 
     @Test("every parameter struct is declared in kernel_params.h with the size Swift imports")
@@ -88,6 +87,10 @@ struct KernelSourceTests {
             "DecodeMergeParams": MemoryLayout<DecodeMergeParams>.size,
             "CopyParams": MemoryLayout<CopyParams>.size,
             "PrefillParams": MemoryLayout<PrefillParams>.size,
+            "KVPatternWriteParams": MemoryLayout<KVPatternWriteParams>.size,
+            "KVPatternCheckParams": MemoryLayout<KVPatternCheckParams>.size,
+            "CountNonzeroParams": MemoryLayout<CountNonzeroParams>.size,
+            "GraphStepParams": MemoryLayout<GraphStepParams>.size,
         ]
         #expect(Set(swiftSizes.keys) == declared, "the list above names every struct of the header")
         for (name, size) in swiftSizes {

@@ -244,6 +244,48 @@ typedef struct {
     kp_i32 blockSize;
 } PrefillParams;
 
+// ---- kv_pattern.cu: the kernels of `vattn check cuda` (patterns through KV views, the zero page, graph replay). ----
+
+/// kv_pattern_write: writes the pattern of (request, tensor, token, element) into tokens
+/// [tokenStart, tokenStart + gridDim.x) of `slot`, one block per token.
+typedef struct {
+    kp_u64 base;         // bf16 view base
+    kp_i64 slotStride;   // elements
+    kp_i64 tokenStride;  // elements
+    kp_i64 tokenStart;
+    kp_u64 request;
+    kp_i32 slot;
+    kp_i32 tokenElements;  // kvHeads·headDim, contiguous
+    kp_i32 tensor;         // layer·2 + K/V; then 4 bytes of padding
+} KVPatternWriteParams;
+
+/// kv_pattern_check: adds to *mismatches the elements of tokens [0, gridDim.x) of `slot` that differ from the pattern.
+typedef struct {
+    kp_u64 base;
+    kp_i64 slotStride;
+    kp_i64 tokenStride;
+    kp_u64 request;
+    kp_u64 mismatches;  // uint32 counter
+    kp_i32 slot;
+    kp_i32 tokenElements;
+    kp_i32 tensor;  // then 4 bytes of padding
+} KVPatternCheckParams;
+
+/// count_nonzero: adds to *nonzero the non-zero bf16 elements of [base, base + count).
+typedef struct {
+    kp_u64 base;
+    kp_i64 count;
+    kp_u64 nonzero;  // uint32 counter
+} CountNonzeroParams;
+
+/// graph_step: x[i] = x[i]·a + b + i (mod 2^32) for i < n.
+typedef struct {
+    kp_u64 x;  // uint32 [n]
+    kp_i32 n;
+    kp_u32 a;
+    kp_u32 b;  // then 4 bytes of padding
+} GraphStepParams;
+
 // ---- Layout: both compilers check it (C11 _Static_assert for the host, static_assert under NVRTC) ----
 // A struct's layout follows from its fields' sizes and alignments (each field at the next multiple of its alignment,
 // in declaration order), so equal field types on both sides, checked first, make equal layouts; both compilers then
@@ -302,5 +344,15 @@ KP_ASSERT(sizeof(PrefillParams) == 88 && KP_AT(PrefillParams, n, 40) && KP_AT(Pr
               KP_AT(PrefillParams, tokenStride, 64) && KP_AT(PrefillParams, headStride, 72) &&
               KP_AT(PrefillParams, blockSize, 80),
           "PrefillParams");
+
+KP_ASSERT(sizeof(KVPatternWriteParams) == 56 && KP_AT(KVPatternWriteParams, request, 32) &&
+              KP_AT(KVPatternWriteParams, slot, 40) && KP_AT(KVPatternWriteParams, tensor, 48),
+          "KVPatternWriteParams");
+KP_ASSERT(sizeof(KVPatternCheckParams) == 56 && KP_AT(KVPatternCheckParams, mismatches, 32) &&
+              KP_AT(KVPatternCheckParams, slot, 40) && KP_AT(KVPatternCheckParams, tensor, 48),
+          "KVPatternCheckParams");
+KP_ASSERT(sizeof(CountNonzeroParams) == 24 && KP_AT(CountNonzeroParams, nonzero, 16), "CountNonzeroParams");
+KP_ASSERT(sizeof(GraphStepParams) == 24 && KP_AT(GraphStepParams, n, 8) && KP_AT(GraphStepParams, b, 16),
+          "GraphStepParams");
 
 #endif

@@ -1,5 +1,6 @@
 // Writes and checks a per-(request, layer, K/V, token, element) pattern through a KV tensor view's virtual address and
 // strides. Used by `vattn check cuda` to prove that what the manager maps is where kernels read and write.
+#include "kernel_params.h"
 typedef unsigned short u16;
 typedef unsigned long long u64;
 
@@ -10,32 +11,33 @@ __device__ __forceinline__ u16 kv_pattern(u64 request, int tensor, long long tok
 }
 
 // One block per token in [tokenStart, tokenEnd); elements of a token = kvHeads·headDim (contiguous).
-extern "C" __global__ void kv_pattern_write(u16 *base, long long slotStride, long long tokenStride, int slot,
-                                            long long tokenStart, int tokenElements, u64 request, int tensor) {
-    long long token = tokenStart + blockIdx.x;
-    u16 *row = base + (long long)slot * slotStride + token * tokenStride;
-    for (int e = threadIdx.x; e < tokenElements; e += blockDim.x) row[e] = kv_pattern(request, tensor, token, e);
+extern "C" __global__ void kv_pattern_write(const KVPatternWriteParams p) {
+    long long token = p.tokenStart + blockIdx.x;
+    u16 *row = (u16 *)p.base + (long long)p.slot * p.slotStride + token * p.tokenStride;
+    for (int e = threadIdx.x; e < p.tokenElements; e += blockDim.x) row[e] = kv_pattern(p.request, p.tensor, token, e);
 }
 
-extern "C" __global__ void kv_pattern_check(const u16 *base, long long slotStride, long long tokenStride, int slot,
-                                            int tokenElements, u64 request, int tensor, unsigned int *mismatches) {
+extern "C" __global__ void kv_pattern_check(const KVPatternCheckParams p) {
     long long token = blockIdx.x;
-    const u16 *row = base + (long long)slot * slotStride + token * tokenStride;
+    const u16 *row = (const u16 *)p.base + (long long)p.slot * p.slotStride + token * p.tokenStride;
     unsigned int bad = 0;
-    for (int e = threadIdx.x; e < tokenElements; e += blockDim.x) bad += row[e] != kv_pattern(request, tensor, token, e);
-    if (bad) atomicAdd(mismatches, bad);
+    for (int e = threadIdx.x; e < p.tokenElements; e += blockDim.x)
+        bad += row[e] != kv_pattern(p.request, p.tensor, token, e);
+    if (bad) atomicAdd((unsigned int *)p.mismatches, bad);
 }
 
 // Counts non-zero elements in [base, base + count): reading an unbacked range through the zero page must see zeros.
-extern "C" __global__ void count_nonzero(const u16 *base, long long count, unsigned int *nonzero) {
+extern "C" __global__ void count_nonzero(const CountNonzeroParams p) {
+    const u16 *base = (const u16 *)p.base;
     unsigned int bad = 0;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < p.count; i += (long long)gridDim.x * blockDim.x)
         bad += base[i] != 0;
-    if (bad) atomicAdd(nonzero, bad);
+    if (bad) atomicAdd((unsigned int *)p.nonzero, bad);
 }
 
 // x[i] = x[i]·a + b + i (mod 2^32), i < n: one step of the order-sensitive chain `vattn check cuda` captures in a CUDA
 // graph and replays (a reordered, skipped or repeated step changes the result).
-extern "C" __global__ void graph_step(unsigned int *x, int n, unsigned int a, unsigned int b) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = x[i] * a + b + i;
+extern "C" __global__ void graph_step(const GraphStepParams p) {
+    unsigned int *x = (unsigned int *)p.x;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) x[i] = x[i] * p.a + p.b + i;
 }
