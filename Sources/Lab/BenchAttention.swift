@@ -194,8 +194,8 @@ public struct AttentionBench {
         let shapeKeys = rows.reduce(into: [(Int, Int)]()) { acc, r in
             if !acc.contains(where: { $0 == (r.batch, r.context) }) { acc.append((r.batch, r.context)) }
         }
-        let peers: [String: Double] = ["1x32768": 51.2, "16x8192": 175.3, "64x4096": 350.6, "128x2048": 353.2,
-                                       "256x1024": 352.9]
+        let anchors = PeerAnchors.forDevice(handle.description)
+        let peers = anchors?.decodeMicros ?? [:]
         print("\nDecode, bf16, 32/8 heads, d=128: µs / fraction of copy (\(fmt(copyGBps, 0)) GB/s)")
         print("| kernel | " + shapeKeys.map { "\($0.0)×\($0.1 / 1024)K" }.joined(separator: " | ") + " |")
         print("|---|" + shapeKeys.map { _ in "---|" }.joined())
@@ -219,7 +219,7 @@ public struct AttentionBench {
             guard let peer = peers["\(key.0)x\(key.1)"] else { return "–" }
             return "\(fmt(peer, 1))"
         }
-        print("| best peer (anchors.md, cuDNN) | " + best.joined(separator: " | ") + " |")
+        print("| best peer (cuDNN; \(anchors?.source ?? "no figures for this GPU")) | " + best.joined(separator: " | ") + " |")
         let speedups = shapeKeys.map { key -> String in
             guard let peer = peers["\(key.0)x\(key.1)"],
                   let r = rows.filter({ ($0.batch, $0.context) == key && $0.storage.hasPrefix("contiguous") })

@@ -162,12 +162,10 @@ public struct PrefillBench {
             try stream.synchronize()
         }
 
-        // Table: best warp count per kernel; targets from docs (H100, same shapes).
+        // Table: best warp count per kernel; the peers' figures for this GPU (same shapes), if there are any.
         let kernelsOrder = ["vattn perLayer", "vattn mega", "paged 16", "paged 256"]
-        let targets: [String: String] = [
-            "causal 2K": "FA2 206 · FA3 409 · cuDNN 397", "causal 8K": "FA2 319 · FA3 579 · cuDNN 555",
-            "causal 32K": "FA2 331 · FA3 648 · cuDNN 606", "chunk 2K @30K": "–",
-        ]
+        let anchors = PeerAnchors.forDevice(handle.description)
+        let targets = anchors?.prefill ?? [:]
         print("")
         print("| case | " + kernelsOrder.joined(separator: " | ") + " | paged16 / perLayer | peers TFLOP/s |")
         print("|---|" + String(repeating: "---|", count: kernelsOrder.count + 2))

@@ -87,7 +87,7 @@ struct BenchAttention: ParsableCommand {
             (no synchronisation inside a group); the median group mean is reported. Calls alternate between two \
             layers so consecutive calls read different K/V (each layer's K+V is larger than L2 at every shape). \
             Bytes = K+V read once. The copy ceiling is a 16-byte device-to-device copy kernel, bytes read + written.
-            Graph timing (the way ../shared/notes/anchors.md timed the peers): --graph-calls back-to-back calls captured in \
+            Graph timing (the way the peers were timed: docs/results/anchors.md): --graph-calls back-to-back calls captured in \
             one CUDA graph; each replay is timed with events; median per call over --groups replays. The graph's \
             output is checked bit for bit against the plain launches' output.
             """)

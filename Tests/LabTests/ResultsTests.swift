@@ -60,3 +60,17 @@ struct ResultsTests {
         #expect(svgPath("out/decode.json") == "out/decode.svg" && svgPath("x") == "x.svg")
     }
 }
+
+@Suite("The peers' figures printed beside the attention benches")
+struct PeerAnchorTests {
+    @Test("chosen by the GPU's name; none for a GPU without measured peers")
+    func byDevice() {
+        #expect(PeerAnchors.forDevice("cuda: NVIDIA H200, 132 SMs")?.decodeMicros["64x4096"] == 243.5)
+        #expect(PeerAnchors.forDevice("cuda: NVIDIA H100 80GB HBM3")?.decodeMicros["64x4096"] == 350.6)
+        #expect(PeerAnchors.forDevice("cuda: NVIDIA A100-SXM4-80GB") == nil)
+        for anchors in [PeerAnchors.h200, PeerAnchors.h100] {
+            #expect(Set(anchors.decodeMicros.keys) == ["1x32768", "16x8192", "64x4096", "128x2048", "256x1024"])
+            #expect(Set(anchors.prefill.keys) == ["causal 2K", "causal 8K", "causal 32K", "chunk 2K @30K"])
+        }
+    }
+}
