@@ -6,6 +6,7 @@ Environment (all optional; unset, the server runs as CI runs it, on the CPU): VA
 compiles kernels unless VATTN_KERNEL_CACHE has them).
 """
 
+import atexit
 import os
 import shlex
 import signal
@@ -53,6 +54,8 @@ class Server:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--slots", "4", "--max-context",
              str(context), *args, *SERVE_ARGS], stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        # A test that fails before it stops its server must not leave it running after pytest ends.
+        atexit.register(self.kill)
         deadline = time.time() + START_TIMEOUT
         while True:
             try:
@@ -64,6 +67,12 @@ class Server:
                 self.proc.kill()
                 pytest.fail("vattn serve did not start: " + self.output())
             time.sleep(0.2)
+
+    def kill(self):
+        """SIGKILL if still running (the end of a test that failed before it stopped the server)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def output(self) -> str:
         self.log.seek(0)
