@@ -2,25 +2,13 @@ import CQuantKernels
 import Kernels
 import Model
 
-/// The instruction sets the integer matmul kernels (target CQuantKernels) are built for.
-public enum CPUInstructionSet: Int, CaseIterable, Sendable, CustomStringConvertible {
-    case portable, avx2, avx512VNNI
+/// Moved to Kernels (the float kernels are built per instruction set too); named here as well so that code which
+/// imports only Engine keeps compiling.
+public typealias CPUInstructionSet = Kernels.CPUInstructionSet
 
-    /// The best one this CPU and OS support, found once (cpuid, xgetbv).
-    public static let best = CPUInstructionSet(rawValue: Int(vq_best_isa().rawValue))!
-
-    public var isSupported: Bool { vq_isa_supported(vq_isa(UInt32(rawValue))) != 0 }
-
-    /// The kernels, or nil where this CPU cannot run them.
+extension CPUInstructionSet {
+    /// The integer matmul kernels, or nil where this CPU cannot run them.
     var kernels: UnsafePointer<vq_kernels>? { vq_kernels_for(vq_isa(UInt32(rawValue))) }
-
-    public var description: String {
-        switch self {
-        case .portable: "portable C"
-        case .avx2: "AVX2"
-        case .avx512VNNI: "AVX-512 VNNI"
-        }
-    }
 }
 
 /// How finely the integer kernels quantize each block of 32 activations.
