@@ -50,6 +50,13 @@ const vq_kernels *vq_kernels_for(vq_isa isa) {
 }
 
 void vq_quantize_rows(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d, float *sum) {
+    static vq_quantize_fn best;
+    if (!best) best = vq_kernels_for(vq_best_isa())->quantize;  // idempotent: a race writes the same value
+    best(x, tokens, k, qs, residual, d, sum);
+}
+
+static void quantize_portable(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d,
+                              float *sum) {
     const int nb = k / 32;
     for (int t = 0; t < tokens; t++) {
         for (int b = 0; b < nb; b++) {
@@ -167,5 +174,5 @@ PORTABLE(q8_0)
 // The portable kernels read x.residual when there is one.
 const vq_kernels vq_kernels_portable = {
     VQ_ISA_PORTABLE, "portable C", matmul_q4_0_portable, matmul_q4_1_portable, matmul_q8_0_portable,
-    matmul_q4_0_portable, matmul_q4_1_portable, matmul_q8_0_portable,
+    matmul_q4_0_portable, matmul_q4_1_portable, matmul_q8_0_portable, quantize_portable,
 };

@@ -91,20 +91,22 @@ struct QuantizedRows {
     }
 
     /// Quantizes `tokens` rows of `k` floats, each row on its own (so in parallel when there are many), with
-    /// residual bytes or without.
-    func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool) -> vq_activations {
+    /// residual bytes or without, by the best instruction set's code or the one given (every one gives the same
+    /// bytes).
+    func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool,
+                  instructionSet: CPUInstructionSet? = nil) -> vq_activations {
         precondition(tokens * k <= capacity && k % 32 == 0)
         let nb = k / 32
         // Items of 8 rows from 16 rows on; fewer rows are one item.
         let tokensPerItem = tokens >= 16 ? 8 : max(tokens, 1)
         let scratch = SendableScratch(qs: qs, residuals: residual ? residuals : nil, scales: scales, sums: sums)
         let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let quantizeRows = instructionSet.map { $0.kernels!.pointee.quantize! } ?? vq_quantize_rows
         parallelFor((tokens + tokensPerItem - 1) / tokensPerItem) { item in
             let first = item * tokensPerItem
             let count = min(tokensPerItem, tokens - first)
-            vq_quantize_rows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
-                             scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
-                             scratch.sums + first * nb)
+            quantizeRows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
+                         scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb, scratch.sums + first * nb)
         }
         return vq_activations(qs: qs, residual: residual ? residuals : nil, d: scales, sum: sums, k: Int32(k))
     }
