@@ -129,25 +129,53 @@ func multiply(_ products: [(Linear, UnsafeMutablePointer<Float>)], _ x: UnsafePo
     let activations = SendableActivations(
         value: products.contains { $0.0.kernel != nil }
             ? quantized.quantize(x, k: k, tokens: tokens, residual: products[0].0.residual) : nil)
-    var itemStarts: [Int] = [0]
-    for (linear, _) in products {
-        itemStarts.append(itemStarts.last! + (linear.weight.rowCount + rowsPerItem - 1) / rowsPerItem)
-    }
-    let firstItem = itemStarts
-    let outputs = products.map { SendablePointer($0.1) }
-    let linears = products.map(\.0)
-    let input = SendablePointer(UnsafeMutablePointer(mutating: x))
-    parallelFor(firstItem.last!) { item in
-        var p = 0
-        while firstItem[p + 1] <= item { p += 1 }
-        let w = linears[p].weight, y = outputs[p].pointer
-        let begin = (item - firstItem[p]) * rowsPerItem, end = min(w.rowCount, begin + rowsPerItem)
-        if let kernel = linears[p].kernel, let x = activations.value {
-            kernel(w.data.baseAddress!, w.rowBytes, Int32(begin), Int32(end), x, Int32(tokens), y, w.rowCount)
-        } else {
-            floatRows(w, begin..<end, input.pointer, tokens: tokens, y)
+    // What the items need of each product, on the stack and without references: the work of a decode step is
+    // ~200 of these calls, and arrays (and the weights' retains) per call showed up in its profile.
+    withUnsafeTemporaryAllocation(of: MatmulProduct.self, capacity: products.count) { buffer in
+        var items = 0
+        for (i, (linear, y)) in products.enumerated() {
+            let w = linear.weight
+            let count = (w.rowCount + rowsPerItem - 1) / rowsPerItem
+            buffer.initializeElement(at: i, to: MatmulProduct(
+                kernel: linear.kernel, weights: w.data.baseAddress!, rowBytes: w.rowBytes, rows: w.rowCount,
+                firstItem: items, items: count, y: y))
+            items += count
         }
+        let table = SendablePointer(buffer.baseAddress!)
+        let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let all = UncheckedSendable(products)  // read only, for the float32 path
+        parallelFor(items) { item in
+            var p = table.pointer
+            while item >= p.pointee.firstItem + p.pointee.items { p += 1 }
+            let product = p.pointee
+            let begin = (item - product.firstItem) * rowsPerItem, end = min(product.rows, begin + rowsPerItem)
+            if let kernel = product.kernel, let x = activations.value {
+                kernel(product.weights, product.rowBytes, Int32(begin), Int32(end), x, Int32(tokens), product.y,
+                       product.rows)
+            } else {
+                floatRows(all.value[p - table.pointer].0.weight, begin..<end, input.pointer, tokens: tokens, product.y)
+            }
+        }
+        buffer.deinitialize()
     }
+}
+
+/// A value handed to `parallelFor` bodies that only read it.
+private struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// One product of `multiply` as its parallel items see it.
+private struct MatmulProduct {
+    let kernel: vq_matmul_fn?
+    let weights: UnsafeRawPointer
+    let rowBytes: Int
+    let rows: Int
+    /// Its items: firstItem ..< firstItem + items, `rowsPerItem` rows each.
+    let firstItem: Int
+    let items: Int
+    let y: UnsafeMutablePointer<Float>
 }
 
 /// One linear, for callers with a single product.
