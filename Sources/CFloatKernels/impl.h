@@ -120,7 +120,7 @@ INLINE float dot(const float *a, const float *b, int d) {
     return hsum(s0 + s1);
 }
 
-// acc[r] = acc[r]·correction[r] + Σ_i p(r, i)·values[i] for the G rows r0 … r0 + G − 1 (same limit: `valid` keys),
+// acc[r] = acc[r]·correction[r] + Σ_i p(r, i)·values[i] for the G rows r0 … r0 + G − 1 (same limit, `valid` keys),
 // PV_COLS vectors of columns at a time in registers; p(r, i) = p[r·p_row + i·p_key]. A row's operations are the
 // same for every G.
 INLINE void pv_rows(const int G, const vf_tile *w, int r0, const float *const *values, int valid, const float *p,
@@ -219,8 +219,8 @@ TARGET static void NAME(attend)(const vf_tile *w, const float *const *keys, cons
     pv(w, values, t0, n, w->s, ld, 1);
 }
 
-// Transposed scores for row vectors rv … rv + RV − 1 and keys i … i + K − 1: s[key][rows] = Σ_j k[key][j]·q[j][rows],
-// j in order (each (key, row) a chain of multiply-adds of its own).
+// Transposed scores for row vectors rv … rv + RV − 1 and keys i … i + K − 1:
+// s[key][rows] = Σ_j k[key][j]·q[j][rows], j in order (each (key, row) a chain of multiply-adds of its own).
 INLINE void scores_block(const int RV, const int K, const vf_tile *w, const float *const *keys, int rv, int i) {
     const int d = w->head_dim, ld = w->ld;
     vf a[SCORE_KEYS][SCORE_ROWS];

@@ -193,7 +193,8 @@ static TARGET void quantize(const float *x, int tokens, int k, int8_t *qs, int8_
                                                                   _mm512_andnot_ps(sign, x1)));
             const float scale = amax / 127, inverse = scale != 0 ? 1 / scale : 0;
             const __m512 vs = _mm512_set1_ps(scale), vi = _mm512_set1_ps(inverse);
-            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vi)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vi));
+            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vi));
+            const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vi));
             _mm_storeu_si128((__m128i *)(qs + at), _mm512_cvtsepi32_epi8(q0));
             _mm_storeu_si128((__m128i *)(qs + at + 16), _mm512_cvtsepi32_epi8(q1));
             __m512i total = _mm512_add_epi32(q0, q1);

@@ -92,7 +92,11 @@ public final class CPULlamaModel: @unchecked Sendable {
             for i in frequencies.indices { frequencies[i] /= factors[i] }
         }
         inverseFrequencies = frequencies
-        if case .integer(let isa, _) = matmulInUse { floatKernels = FloatKernels(isa) } else { floatKernels = FloatKernels() }
+        if case .integer(let isa, _) = matmulInUse {
+            floatKernels = FloatKernels(isa)
+        } else {
+            floatKernels = FloatKernels()
+        }
     }
 
     /// A model straight from a parsed GGUF file.
@@ -128,7 +132,9 @@ public final class CPULlamaModel: @unchecked Sendable {
             [x, h, q, k, v, attn, gate, up, ropeTables].forEach { $0.free() }
             quantized.free()
         }
-        for r in 0..<n { ropeTable(position: positions[r], inverseFrequencies: inverseFrequencies, into: ropeTables.p + r * 2 * dHead) }
+        for r in 0..<n {
+            ropeTable(position: positions[r], inverseFrequencies: inverseFrequencies, into: ropeTables.p + r * 2 * dHead)
+        }
         let ops = floatKernels
 
         var t = 0
@@ -165,8 +171,9 @@ public final class CPULlamaModel: @unchecked Sendable {
             multiply([(layer.q, q.p), (layer.k, k.p), (layer.v, v.p)], h.p, tokens: n, quantized: quantized)
             eachRows(n) { first, rows in
                 for r in first..<(first + rows) {
-                    ops.rope(q.p + r * qDim, heads: hp.headCount, headDim: dHead, cosSin: ropeTables.p + r * 2 * dHead)
-                    ops.rope(k.p + r * kvDim, heads: hp.headCountKV, headDim: dHead, cosSin: ropeTables.p + r * 2 * dHead)
+                    let table = ropeTables.p + r * 2 * dHead
+                    ops.rope(q.p + r * qDim, heads: hp.headCount, headDim: dHead, cosSin: table)
+                    ops.rope(k.p + r * kvDim, heads: hp.headCountKV, headDim: dHead, cosSin: table)
                 }
             }
             kv.append(layer: layerIndex, keys: k.p, values: v.p, slots: slots, positions: positions)

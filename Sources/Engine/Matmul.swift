@@ -106,7 +106,8 @@ struct QuantizedRows {
             let first = item * tokensPerItem
             let count = min(tokensPerItem, tokens - first)
             quantizeRows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
-                         scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb, scratch.sums + first * nb)
+                         scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
+                         scratch.sums + first * nb)
         }
         return vq_activations(qs: qs, residual: residual ? residuals : nil, d: scales, sum: sums, k: Int32(k))
     }

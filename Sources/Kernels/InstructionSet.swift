@@ -46,7 +46,7 @@ public struct FloatKernels: @unchecked Sendable {  // a table of C function poin
         self.table = table.pointee
     }
 
-    /// y[r] = x[r] / √(mean(x[r]²) + ε) ⊙ weight for `rows` rows of `width` floats; the sum of squares in float64.
+    /// y[r] = x[r] / √(mean(x[r]²) + ε) ⊙ weight for `rows` rows of `width` floats; sum of squares in float64.
     @inline(__always)
     public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: UnsafePointer<Float>, epsilon: Float,
                         into y: UnsafeMutablePointer<Float>) {

@@ -22,7 +22,8 @@ struct FloatKernelTests {
                 #expect(yi == 0, "seed \(seed) \(isa): e^\(xi) = \(yi)")
             } else {
                 let ref = Foundation.exp(Double(xi))
-                #expect(abs(Double(yi) - ref) <= 3 * Double(Float(ref).ulp), "seed \(seed) \(isa): e^\(xi) = \(yi) vs \(ref)")
+                #expect(abs(Double(yi) - ref) <= 3 * Double(Float(ref).ulp),
+                        "seed \(seed) \(isa): e^\(xi) = \(yi) vs \(ref)")
             }
         }
         #expect(y[x.firstIndex(of: 0)!] == 1)
@@ -53,12 +54,14 @@ struct FloatKernelTests {
                     FloatKernels(isa).rmsNorm($0.baseAddress! + r * width, rows: 1, width: width, weight: weight,
                                               epsilon: 1e-5, into: &alone)
                 }
-                #expect(alone.map(\.bitPattern) == y[(r * width)..<((r + 1) * width)].map(\.bitPattern), "\(isa) row \(r)")
+                #expect(alone.map(\.bitPattern) == y[(r * width)..<((r + 1) * width)].map(\.bitPattern),
+                        "\(isa) row \(r)")
             }
         }
     }
 
-    @Test("RoPE: the scalar rotation's bits (a·c − b·s, a·s + b·c) on the same float angle, within 1e-6 of float64", arguments: instructionSets)
+    @Test("RoPE: the scalar rotation's bits (a·c − b·s, a·s + b·c) on the same float angle, within 1e-6 of float64",
+          arguments: instructionSets)
     func rope(isa: CPUInstructionSet) {
         var (rng, seed) = makeRNG("rope \(isa)")
         for (headDim, heads) in [(64, 9), (128, 2), (40, 3), (8, 1)] {

@@ -78,7 +78,8 @@ int main(int argc, char **argv) {
                 float *q = random_floats(Q_HEADS * D);
                 long limits[G] = {a - 1, a - 1, a - 1};
                 const double t0 = thread_seconds();
-                for (int h = 0; h < KV_HEADS; h++) run_item(k, 0, G, q + h * G * D, limits, kcache + at, vcache + at, h, a);
+                for (int h = 0; h < KV_HEADS; h++)
+                    run_item(k, 0, G, q + h * G * D, limits, kcache + at, vcache + at, h, a);
                 seconds += thread_seconds() - t0;
                 pairs += (double)Q_HEADS * a;
                 free(q);
