@@ -101,7 +101,7 @@ struct QuantizedRows {
         let tokensPerItem = tokens >= 16 ? 8 : max(tokens, 1)
         let scratch = SendableScratch(qs: qs, residuals: residual ? residuals : nil, scales: scales, sums: sums)
         let input = SendablePointer(UnsafeMutablePointer(mutating: x))
-        let quantizeRows = instructionSet.map { $0.kernels!.pointee.quantize! } ?? vq_quantize_rows
+        let quantizeRows = (instructionSet ?? .best).kernels!.pointee.quantize!
         parallelFor((tokens + tokensPerItem - 1) / tokensPerItem) { item in
             let first = item * tokensPerItem
             let count = min(tokensPerItem, tokens - first)
