@@ -41,6 +41,9 @@ let package = Package(
         .target(name: "CSystemShims"),
         // Integer matmul kernels per instruction set (portable C, AVX2, AVX-512 VNNI), picked at run time.
         .target(name: "CQuantKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // The forward pass's float kernels per instruction set (attention tile, RMSNorm, RoPE, SiLU·mul), picked with
+        // the matmul's dispatch. No contraction: each kernel's roundings are the ones its source asks for.
+        .target(name: "CFloatKernels", dependencies: ["CQuantKernels"], cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
         // A seeded generator shared by randomized tests and the synthetic workloads of `vattn bench`.
         .target(name: "Randomness"),
         .target(name: "CUDADriver", dependencies: ["CCUDA"]),
@@ -54,7 +57,7 @@ let package = Package(
         .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CKernelParams"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims", "Support"]),
-        .target(name: "Kernels", dependencies: ["Support"], swiftSettings: optimized),
+        .target(name: "Kernels", dependencies: ["CFloatKernels", "CQuantKernels", "Support"], swiftSettings: optimized),
         .target(name: "CVAttentionABI"),
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims", "Randomness"], swiftSettings: optimized),

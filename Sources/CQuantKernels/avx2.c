@@ -130,8 +130,61 @@ KERNEL(matmul_q4_0_residual, Q4_0, 1)
 KERNEL(matmul_q4_1_residual, Q4_1, 1)
 KERNEL(matmul_q8_0_residual, Q8_0, 1)
 
+// Four rows of 8 int32 → 32 int8 in element order (the packs work within 128-bit lanes; the permute undoes it).
+INLINE __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+INLINE int hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// vq_quantize_rows, a block of 32 in four ymm: the portable version's roundings in its order, so the same bytes
+// and floats.
+static TARGET void quantize(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d, float *sum) {
+    const int nb = k / 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int t = 0; t < tokens; t++) {
+        for (int b = 0; b < nb; b++) {
+            const size_t at = (size_t)t * k + 32 * b;
+            __m256 xs[4], m = _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++) {
+                xs[i] = _mm256_loadu_ps(x + at + 8 * i);
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, xs[i]));
+            }
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+            const float scale = amax / 127, inverse = scale != 0 ? 1 / scale : 0;
+            const __m256 vs = _mm256_set1_ps(scale), vi = _mm256_set1_ps(inverse), v128 = _mm256_set1_ps(128);
+            __m256i q[4], r[4], total = _mm256_setzero_si256();
+            for (int i = 0; i < 4; i++) {
+                q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(xs[i], vi));
+                total = _mm256_add_epi32(total, q[i]);
+            }
+            _mm256_storeu_si256((__m256i *)(qs + at), pack_bytes(q[0], q[1], q[2], q[3]));
+            if (residual) {
+                total = _mm256_slli_epi32(total, 7);
+                for (int i = 0; i < 4; i++) {
+                    const __m256 e = _mm256_sub_ps(xs[i], _mm256_mul_ps(vs, _mm256_cvtepi32_ps(q[i])));
+                    r[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_mul_ps(e, vi), v128));
+                    total = _mm256_add_epi32(total, r[i]);
+                }
+                _mm256_storeu_si256((__m256i *)(residual + at), pack_bytes(r[0], r[1], r[2], r[3]));
+            }
+            const int isum = hsum_epi32(total);
+            d[(size_t)t * nb + b] = scale;
+            sum[(size_t)t * nb + b] = residual ? scale * (float)isum * (1.0f / 128) : scale * (float)isum;
+        }
+    }
+}
+
 const vq_kernels vq_kernels_avx2 = {
     VQ_ISA_AVX2, "AVX2", matmul_q4_0, matmul_q4_1, matmul_q8_0,
-    matmul_q4_0_residual, matmul_q4_1_residual, matmul_q8_0_residual,
+    matmul_q4_0_residual, matmul_q4_1_residual, matmul_q8_0_residual, quantize,
 };
 #endif

@@ -180,8 +180,43 @@ KERNEL(matmul_q4_0_residual, Q4_0, 1)
 KERNEL(matmul_q4_1_residual, Q4_1, 1)
 KERNEL(matmul_q8_0_residual, Q8_0, 1)
 
+// vq_quantize_rows, a block of 32 in two zmm: the portable version's roundings in its order (max is exact, the
+// conversions round to nearest even as rintf does, the integer sum is exact), so the same bytes and floats.
+static TARGET void quantize(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d, float *sum) {
+    const int nb = k / 32;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int t = 0; t < tokens; t++) {
+        for (int b = 0; b < nb; b++) {
+            const size_t at = (size_t)t * k + 32 * b;
+            const __m512 x0 = _mm512_loadu_ps(x + at), x1 = _mm512_loadu_ps(x + at + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, x0),
+                                                                  _mm512_andnot_ps(sign, x1)));
+            const float scale = amax / 127, inverse = scale != 0 ? 1 / scale : 0;
+            const __m512 vs = _mm512_set1_ps(scale), vi = _mm512_set1_ps(inverse);
+            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vi));
+            const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vi));
+            _mm_storeu_si128((__m128i *)(qs + at), _mm512_cvtsepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(qs + at + 16), _mm512_cvtsepi32_epi8(q1));
+            __m512i total = _mm512_add_epi32(q0, q1);
+            if (residual) {
+                const __m512 v128 = _mm512_set1_ps(128);
+                const __m512i r0 = _mm512_cvtps_epi32(_mm512_mul_ps(
+                    _mm512_mul_ps(_mm512_sub_ps(x0, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(q0))), vi), v128));
+                const __m512i r1 = _mm512_cvtps_epi32(_mm512_mul_ps(
+                    _mm512_mul_ps(_mm512_sub_ps(x1, _mm512_mul_ps(vs, _mm512_cvtepi32_ps(q1))), vi), v128));
+                _mm_storeu_si128((__m128i *)(residual + at), _mm512_cvtsepi32_epi8(r0));
+                _mm_storeu_si128((__m128i *)(residual + at + 16), _mm512_cvtsepi32_epi8(r1));
+                total = _mm512_add_epi32(_mm512_slli_epi32(total, 7), _mm512_add_epi32(r0, r1));
+            }
+            const int isum = _mm512_reduce_add_epi32(total);
+            d[(size_t)t * nb + b] = scale;
+            sum[(size_t)t * nb + b] = residual ? scale * (float)isum * (1.0f / 128) : scale * (float)isum;
+        }
+    }
+}
+
 const vq_kernels vq_kernels_avx512_vnni = {
     VQ_ISA_AVX512_VNNI, "AVX-512 VNNI", matmul_q4_0, matmul_q4_1, matmul_q8_0,
-    matmul_q4_0_residual, matmul_q4_1_residual, matmul_q8_0_residual,
+    matmul_q4_0_residual, matmul_q4_1_residual, matmul_q8_0_residual, quantize,
 };
 #endif

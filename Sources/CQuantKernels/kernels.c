@@ -30,9 +30,13 @@ static vq_isa detect(void) { return VQ_ISA_PORTABLE; }
 #endif
 
 vq_isa vq_best_isa(void) {
-    static vq_isa best = (vq_isa)-1;
-    if ((int)best < 0) best = detect();  // idempotent: a race writes the same value
-    return best;
+    static int best = -1;  // atomic: threads may make the first call at once (they store the same value)
+    int isa = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (isa < 0) {
+        isa = (int)detect();
+        __atomic_store_n(&best, isa, __ATOMIC_RELAXED);
+    }
+    return (vq_isa)isa;
 }
 
 int vq_isa_supported(vq_isa isa) { return isa >= VQ_ISA_PORTABLE && isa <= vq_best_isa(); }
@@ -50,6 +54,17 @@ const vq_kernels *vq_kernels_for(vq_isa isa) {
 }
 
 void vq_quantize_rows(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d, float *sum) {
+    static vq_quantize_fn best;  // atomic: threads may make the first call at once (they store the same value)
+    vq_quantize_fn f = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (!f) {
+        f = vq_kernels_for(vq_best_isa())->quantize;
+        __atomic_store_n(&best, f, __ATOMIC_RELAXED);
+    }
+    f(x, tokens, k, qs, residual, d, sum);
+}
+
+static void quantize_portable(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d,
+                              float *sum) {
     const int nb = k / 32;
     for (int t = 0; t < tokens; t++) {
         for (int b = 0; b < nb; b++) {
@@ -167,5 +182,5 @@ PORTABLE(q8_0)
 // The portable kernels read x.residual when there is one.
 const vq_kernels vq_kernels_portable = {
     VQ_ISA_PORTABLE, "portable C", matmul_q4_0_portable, matmul_q4_1_portable, matmul_q8_0_portable,
-    matmul_q4_0_portable, matmul_q4_1_portable, matmul_q8_0_portable,
+    matmul_q4_0_portable, matmul_q4_1_portable, matmul_q8_0_portable, quantize_portable,
 };

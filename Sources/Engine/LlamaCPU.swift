@@ -1,9 +1,6 @@
 import Kernels
 import Model
 import VAttention
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// One sequence's tokens in a forward pass: `tokens` sit at positions `start ..< start + tokens.count` of `slot`.
 public struct SequenceChunk: Sendable, Equatable {
@@ -37,6 +34,8 @@ public final class CPULlamaModel: @unchecked Sendable {
     private let layers: [Layer]
     /// θ_i for the rotary embedding (hyperparameters' frequencies, divided by `rope_freqs.weight` if present).
     private let inverseFrequencies: [Float]
+    /// RMSNorm, RoPE and SiLU·mul: the matmul's instruction set, or the best one for the float32 matmul.
+    private let floatKernels: FloatKernels
 
     struct Layer {
         var attentionNorm: [Float], q: Linear, k: Linear, v: Linear, o: Linear
@@ -94,6 +93,11 @@ public final class CPULlamaModel: @unchecked Sendable {
             for i in frequencies.indices { frequencies[i] /= factors[i] }
         }
         inverseFrequencies = frequencies
+        if case .integer(let isa, _) = matmulInUse {
+            floatKernels = FloatKernels(isa)
+        } else {
+            floatKernels = FloatKernels()
+        }
     }
 
     /// A model straight from a parsed GGUF file.
@@ -124,10 +128,16 @@ public final class CPULlamaModel: @unchecked Sendable {
         let q = Buffer(n * qDim), k = Buffer(n * kvDim), v = Buffer(n * kvDim), attn = Buffer(n * qDim)
         let gate = Buffer(n * ffn), up = Buffer(n * ffn)
         let quantized = QuantizedRows(capacity: n * max(dModel, qDim, ffn))
+        // Each row's rotation table, once for all layers.
+        let ropeTables = Buffer(n * 2 * dHead)
         defer {
-            [x, h, q, k, v, attn, gate, up].forEach { $0.free() }
+            [x, h, q, k, v, attn, gate, up, ropeTables].forEach { $0.free() }
             quantized.free()
         }
+        for r in 0..<n {
+            ropeTable(position: positions[r], inverseFrequencies: inverseFrequencies, into: ropeTables.p + r * 2 * dHead)
+        }
+        let ops = floatKernels
 
         var t = 0
         for c in chunks {
@@ -153,16 +163,21 @@ public final class CPULlamaModel: @unchecked Sendable {
         let decodeQuery = Buffer(decodeRows.count * qDim), decodeOut = Buffer(decodeRows.count * qDim)
         defer { decodeQuery.free(); decodeOut.free() }
 
-        let rowPositions = positions
         for (layerIndex, layer) in layers.enumerated() {
             let cache = LayerKV(kv.binding(layer: layerIndex))
-            eachRow(n) { r in
-                rmsNorm(x.p + r * dModel, layer.attentionNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
+            eachRows(n) { r, rows in
+                layer.attentionNorm.withUnsafeBufferPointer {
+                    ops.rmsNorm(x.p + r * dModel, rows: rows, width: dModel, weight: $0.baseAddress!,
+                                epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
+                }
             }
             multiply([(layer.q, q.p), (layer.k, k.p), (layer.v, v.p)], h.p, tokens: n, quantized: quantized)
-            eachRow(n) { r in
-                self.rope(q.p + r * qDim, heads: hp.headCount, position: rowPositions[r])
-                self.rope(k.p + r * kvDim, heads: hp.headCountKV, position: rowPositions[r])
+            eachRows(n) { first, rows in
+                for r in first..<(first + rows) {
+                    let table = ropeTables.p + r * 2 * dHead
+                    ops.rope(q.p + r * qDim, heads: hp.headCount, headDim: dHead, cosSin: table)
+                    ops.rope(k.p + r * kvDim, heads: hp.headCountKV, headDim: dHead, cosSin: table)
+                }
             }
             cache.append(keys: k.p, values: v.p, slots: slots, positions: positions, kvHeads: hp.headCountKV,
                          headDim: dHead)
@@ -178,16 +193,14 @@ public final class CPULlamaModel: @unchecked Sendable {
             }
             multiply(layer.o, attn.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
-            eachRow(n) { r in
-                rmsNorm(x.p + r * dModel, layer.ffnNorm, width: dModel, epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
-            }
-            multiply([(layer.gate, gate.p), (layer.up, up.p)], h.p, tokens: n, quantized: quantized)
-            eachRow(n) { r in
-                for i in (r * ffn)..<((r + 1) * ffn) {
-                    let g = gate.p[i]
-                    gate.p[i] = g / (1 + exp(-g)) * up.p[i]
+            eachRows(n) { r, rows in
+                layer.ffnNorm.withUnsafeBufferPointer {
+                    ops.rmsNorm(x.p + r * dModel, rows: rows, width: dModel, weight: $0.baseAddress!,
+                                epsilon: hp.rmsNormEpsilon, into: h.p + r * dModel)
                 }
             }
+            multiply([(layer.gate, gate.p), (layer.up, up.p)], h.p, tokens: n, quantized: quantized)
+            eachRows(n) { r, rows in ops.siluMul(gate.p + r * ffn, up.p + r * ffn, count: rows * ffn) }
             multiply(layer.down, gate.p, tokens: n, h.p, quantized: quantized)
             add(h.p, into: x.p, count: n * dModel)
         }
@@ -202,9 +215,11 @@ public final class CPULlamaModel: @unchecked Sendable {
         guard !wanted.isEmpty else { return [] }
         let last = Buffer(wanted.count * dModel)
         defer { last.free() }
-        for (i, r) in wanted.enumerated() {
-            rmsNorm(x.p + r * dModel, outputNorm, width: dModel, epsilon: hp.rmsNormEpsilon,
-                    into: last.p + i * dModel)
+        outputNorm.withUnsafeBufferPointer { weight in
+            for (i, r) in wanted.enumerated() {
+                ops.rmsNorm(x.p + r * dModel, rows: 1, width: dModel, weight: weight.baseAddress!,
+                            epsilon: hp.rmsNormEpsilon, into: last.p + i * dModel)
+            }
         }
         let vocab = output.weight.rowCount
         var logits = [Float](repeating: 0, count: wanted.count * vocab)
@@ -214,20 +229,6 @@ public final class CPULlamaModel: @unchecked Sendable {
         return (0..<wanted.count).map { Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
     }
 
-    /// Rotates adjacent pairs (llama.cpp's "normal" RoPE, matching the GGUF's permuted Q/K weights).
-    private func rope(_ v: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
-        let d = hyperparameters.headDim
-        for (i, f) in inverseFrequencies.enumerated() {
-            let angle = Float(position) * f
-            let c = cos(angle), s = sin(angle)
-            for head in 0..<heads {
-                let p = v + head * d + 2 * i
-                let a = p[0], b = p[1]
-                p[0] = a * c - b * s
-                p[1] = a * s + b * c
-            }
-        }
-    }
 }
 
 /// One layer's K/V as the CPU kernels address it: strided tensors (vAttention) or block pools and tables (paged).
@@ -301,22 +302,16 @@ private enum LayerKV {
     }
 }
 
-/// Runs `body` for rows 0..<n, on every thread when there are enough rows to pay for it (a prefill chunk or a
-/// large batch). Rows are independent, so the results are the same either way.
-private func eachRow(_ n: Int, _ body: @Sendable (Int) -> Void) {
+/// Runs `body(first, count)` over rows 0..<n: in items of 8 rows on every thread when there are enough rows to pay
+/// for it (a prefill chunk or a large batch), else in one call. Rows are independent (RoPE is applied with
+/// llama.cpp's "normal" adjacent pairs, matching the GGUF's permuted Q/K weights), so the results are the same
+/// either way.
+private func eachRows(_ n: Int, _ body: @Sendable (_ first: Int, _ count: Int) -> Void) {
     if n >= 16 {
-        parallelFor(n, body)
+        parallelFor((n + 7) / 8) { item in body(item * 8, min(8, n - item * 8)) }
     } else {
-        for r in 0..<n { body(r) }
+        body(0, n)
     }
-}
-
-private func rmsNorm(_ x: UnsafePointer<Float>, _ weight: [Float], width: Int, epsilon: Float,
-                     into y: UnsafeMutablePointer<Float>) {
-    var sum: Double = 0
-    for i in 0..<width { sum += Double(x[i] * x[i]) }
-    let inv = 1 / Float((sum / Double(width) + Double(epsilon)).squareRoot())
-    for i in 0..<width { y[i] = x[i] * inv * weight[i] }
 }
 
 private func add(_ a: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>, count: Int) {

@@ -2,25 +2,13 @@ import CQuantKernels
 import Kernels
 import Model
 
-/// The instruction sets the integer matmul kernels (target CQuantKernels) are built for.
-public enum CPUInstructionSet: Int, CaseIterable, Sendable, CustomStringConvertible {
-    case portable, avx2, avx512VNNI
+/// Moved to Kernels (the float kernels are built per instruction set too); named here as well so that code which
+/// imports only Engine keeps compiling.
+public typealias CPUInstructionSet = Kernels.CPUInstructionSet
 
-    /// The best one this CPU and OS support, found once (cpuid, xgetbv).
-    public static let best = CPUInstructionSet(rawValue: Int(vq_best_isa().rawValue))!
-
-    public var isSupported: Bool { vq_isa_supported(vq_isa(UInt32(rawValue))) != 0 }
-
-    /// The kernels, or nil where this CPU cannot run them.
+extension CPUInstructionSet {
+    /// The integer matmul kernels, or nil where this CPU cannot run them.
     var kernels: UnsafePointer<vq_kernels>? { vq_kernels_for(vq_isa(UInt32(rawValue))) }
-
-    public var description: String {
-        switch self {
-        case .portable: "portable C"
-        case .avx2: "AVX2"
-        case .avx512VNNI: "AVX-512 VNNI"
-        }
-    }
 }
 
 /// How finely the integer kernels quantize each block of 32 activations.
@@ -103,20 +91,23 @@ struct QuantizedRows {
     }
 
     /// Quantizes `tokens` rows of `k` floats, each row on its own (so in parallel when there are many), with
-    /// residual bytes or without.
-    func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool) -> vq_activations {
+    /// residual bytes or without, by the best instruction set's code or the one given (every one gives the same
+    /// bytes).
+    func quantize(_ x: UnsafePointer<Float>, k: Int, tokens: Int, residual: Bool,
+                  instructionSet: CPUInstructionSet? = nil) -> vq_activations {
         precondition(tokens * k <= capacity && k % 32 == 0)
         let nb = k / 32
         // Items of 8 rows from 16 rows on; fewer rows are one item.
         let tokensPerItem = tokens >= 16 ? 8 : max(tokens, 1)
         let scratch = SendableScratch(qs: qs, residuals: residual ? residuals : nil, scales: scales, sums: sums)
         let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let quantizeRows = (instructionSet ?? .best).kernels!.pointee.quantize!
         parallelFor((tokens + tokensPerItem - 1) / tokensPerItem) { item in
             let first = item * tokensPerItem
             let count = min(tokensPerItem, tokens - first)
-            vq_quantize_rows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
-                             scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
-                             scratch.sums + first * nb)
+            quantizeRows(input.pointer + first * k, Int32(count), Int32(k), scratch.qs + first * k,
+                         scratch.residuals.map { $0 + first * k }, scratch.scales + first * nb,
+                         scratch.sums + first * nb)
         }
         return vq_activations(qs: qs, residual: residual ? residuals : nil, d: scales, sum: sums, k: Int32(k))
     }
@@ -139,25 +130,53 @@ func multiply(_ products: [(Linear, UnsafeMutablePointer<Float>)], _ x: UnsafePo
     let activations = SendableActivations(
         value: products.contains { $0.0.kernel != nil }
             ? quantized.quantize(x, k: k, tokens: tokens, residual: products[0].0.residual) : nil)
-    var itemStarts: [Int] = [0]
-    for (linear, _) in products {
-        itemStarts.append(itemStarts.last! + (linear.weight.rowCount + rowsPerItem - 1) / rowsPerItem)
-    }
-    let firstItem = itemStarts
-    let outputs = products.map { SendablePointer($0.1) }
-    let linears = products.map(\.0)
-    let input = SendablePointer(UnsafeMutablePointer(mutating: x))
-    parallelFor(firstItem.last!) { item in
-        var p = 0
-        while firstItem[p + 1] <= item { p += 1 }
-        let w = linears[p].weight, y = outputs[p].pointer
-        let begin = (item - firstItem[p]) * rowsPerItem, end = min(w.rowCount, begin + rowsPerItem)
-        if let kernel = linears[p].kernel, let x = activations.value {
-            kernel(w.data.baseAddress!, w.rowBytes, Int32(begin), Int32(end), x, Int32(tokens), y, w.rowCount)
-        } else {
-            floatRows(w, begin..<end, input.pointer, tokens: tokens, y)
+    // What the items need of each product, on the stack and without references: the work of a decode step is
+    // ~200 of these calls, and arrays (and the weights' retains) per call showed up in its profile.
+    withUnsafeTemporaryAllocation(of: MatmulProduct.self, capacity: products.count) { buffer in
+        var items = 0
+        for (i, (linear, y)) in products.enumerated() {
+            let w = linear.weight
+            let count = (w.rowCount + rowsPerItem - 1) / rowsPerItem
+            buffer.initializeElement(at: i, to: MatmulProduct(
+                kernel: linear.kernel, weights: w.data.baseAddress!, rowBytes: w.rowBytes, rows: w.rowCount,
+                firstItem: items, items: count, y: y))
+            items += count
         }
+        let table = SendablePointer(buffer.baseAddress!)
+        let input = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let all = UncheckedSendable(products)  // read only, for the float32 path
+        parallelFor(items) { item in
+            var p = table.pointer
+            while item >= p.pointee.firstItem + p.pointee.items { p += 1 }
+            let product = p.pointee
+            let begin = (item - product.firstItem) * rowsPerItem, end = min(product.rows, begin + rowsPerItem)
+            if let kernel = product.kernel, let x = activations.value {
+                kernel(product.weights, product.rowBytes, Int32(begin), Int32(end), x, Int32(tokens), product.y,
+                       product.rows)
+            } else {
+                floatRows(all.value[p - table.pointer].0.weight, begin..<end, input.pointer, tokens: tokens, product.y)
+            }
+        }
+        buffer.deinitialize()
     }
+}
+
+/// A value handed to `parallelFor` bodies that only read it.
+private struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// One product of `multiply` as its parallel items see it.
+private struct MatmulProduct {
+    let kernel: vq_matmul_fn?
+    let weights: UnsafeRawPointer
+    let rowBytes: Int
+    let rows: Int
+    /// Its items: firstItem ..< firstItem + items, `rowsPerItem` rows each.
+    let firstItem: Int
+    let items: Int
+    let y: UnsafeMutablePointer<Float>
 }
 
 /// One linear, for callers with a single product.

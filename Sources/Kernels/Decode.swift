@@ -63,6 +63,7 @@ func decodeImpl<A: KVSequenceAddress>(query: UnsafePointer<Float>, lengths: [Int
     defer { maxes.deallocate(); sums.deallocate(); accs.deallocate() }
 
     let shared = SendablePointer((query, maxes, sums, accs, output))
+    let kernels = FloatKernels(options.instructionSet)
     let itemsCopy = items
     let chunkCounts = chunks
     parallelFor(items.count, threads: options.threads) { i in
@@ -71,7 +72,7 @@ func decodeImpl<A: KVSequenceAddress>(query: UnsafePointer<Float>, lengths: [Int
         let s = Int(s32), h = Int(h32), c = Int(c32)
         let (ka, va) = address(s)
         let length = lengths[s]
-        let ws = TileWorkspace(rows: g, headDim: d, tile: tile, converts: converts)
+        let ws = TileWorkspace(rows: g, headDim: d, tile: tile, converts: converts, transposed: false, kernels: kernels)
         defer { ws.deallocate() }
         for r in 0..<g {
             ws.setRow(r, query: query + ((s * qHeads + h * g + r) * d), scale: scale, limit: length - 1)

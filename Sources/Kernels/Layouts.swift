@@ -30,13 +30,18 @@ public struct AttentionOptions: Sendable {
     public var keyTile: Int = 64
     /// Worker threads (including the caller).
     public var threads: Int = defaultThreadCount
+    /// Whose float kernels do the arithmetic (CFloatKernels); must be supported by this CPU.
+    public var instructionSet: CPUInstructionSet = .best
 
-    public init(kvChunk: Int = 256, queryTile: Int = 16, keyTile: Int = 64, threads: Int = defaultThreadCount) {
+    public init(kvChunk: Int = 256, queryTile: Int = 16, keyTile: Int = 64, threads: Int = defaultThreadCount,
+                instructionSet: CPUInstructionSet = .best) {
         precondition(kvChunk > 0 && queryTile > 0 && keyTile > 0 && threads > 0)
+        precondition(instructionSet.isSupported, "this CPU cannot run \(instructionSet) kernels")
         self.kvChunk = kvChunk
         self.queryTile = queryTile
         self.keyTile = keyTile
         self.threads = threads
+        self.instructionSet = instructionSet
     }
 }
 

@@ -46,6 +46,7 @@ func prefillImpl<A: KVSequenceAddress>(query: UnsafePointer<Float>, chunkLength:
     let qTile = options.queryTile, kTile = options.keyTile
     let qTiles = (chunkLength + qTile - 1) / qTile
     let shared = SendablePointer((query, output))
+    let kernels = FloatKernels(options.instructionSet)
     // Later query tiles see more keys: hand them out first for better balance.
     parallelFor(qTiles * kvHeads, threads: options.threads) { item in
         let (query, output) = shared.p
@@ -53,7 +54,8 @@ func prefillImpl<A: KVSequenceAddress>(query: UnsafePointer<Float>, chunkLength:
         let h = item % kvHeads
         let p0 = tileIndex * qTile
         let positions = min(qTile, chunkLength - p0)
-        let ws = TileWorkspace(rows: positions * g, headDim: d, tile: kTile, converts: converts)
+        let ws = TileWorkspace(rows: positions * g, headDim: d, tile: kTile, converts: converts, transposed: true,
+                               kernels: kernels)
         defer { ws.deallocate() }
         for qi in 0..<positions {
             for r in 0..<g {

@@ -173,6 +173,31 @@ struct IntegerMatmulTests {
         }
     }
 
+    @Test("every instruction set quantizes activations to the portable code's bytes and floats", arguments: [32, 96, 576, 1536])
+    func quantizationIsTheSameEverywhere(k: Int) {
+        let tokens = 5
+        var x = Self.randomInput(tokens: tokens, k: k, seed: UInt64(k))
+        for j in 0..<32 { x[j] = j == 0 ? 127 : Float(j) - 16.5 }  // scale 1: halves, ties to even
+        for residual in [false, true] {
+            func bytes(_ isa: CPUInstructionSet) -> ([Int8], [Int8], [UInt32], [UInt32]) {
+                let scratch = QuantizedRows(capacity: tokens * k)
+                defer { scratch.free() }
+                let a = x.withUnsafeBufferPointer {
+                    scratch.quantize($0.baseAddress!, k: k, tokens: tokens, residual: residual, instructionSet: isa)
+                }
+                let n = tokens * k, blocks = n / 32
+                return ((0..<n).map { a.qs[$0] }, residual ? (0..<n).map { a.residual![$0] } : [],
+                        (0..<blocks).map { a.d[$0].bitPattern }, (0..<blocks).map { a.sum[$0].bitPattern })
+            }
+            let portable = bytes(.portable)
+            for isa in Self.instructionSets.dropFirst() {
+                let got = bytes(isa)
+                #expect(got.0 == portable.0 && got.1 == portable.1, "\(isa) k \(k) residual \(residual): quants")
+                #expect(got.2 == portable.2 && got.3 == portable.3, "\(isa) k \(k) residual \(residual): scales, sums")
+            }
+        }
+    }
+
     @Test("the best instruction set is supported, and portable always is")
     func dispatch() {
         #expect(CPUInstructionSet.best.isSupported && CPUInstructionSet.portable.isSupported)

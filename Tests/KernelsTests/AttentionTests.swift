@@ -22,21 +22,27 @@ struct KernelCase: CustomTestStringConvertible, Sendable {
     }
 }
 
+/// Head sizes: SmolLM2's and Llama's, and one that is a multiple of 8 but not of 16 (the AVX-512 kernels hand it
+/// to the AVX2 ones).
 let allCases: [KernelCase] = [1, 3, 4, 8].flatMap { g in
-    [64, 128].flatMap { d in
+    [64, 128, 40].flatMap { d in
         Layout.allCases.flatMap { layout in
             KVElementType.allCases.map { KernelCase(group: g, headDim: d, layout: layout, type: $0) }
         }
     }
 }
 
+/// Every instruction set this CPU runs the float kernels on.
+let instructionSets = CPUInstructionSet.allCases.filter(\.isSupported)
+
 /// Small, odd chunk/tile sizes so short test sequences still cross many
 /// boundaries; every length is forced off a multiple of each of them.
-func randomOptions(_ rng: inout SplitMix64) -> AttentionOptions {
+func randomOptions(_ rng: inout SplitMix64, _ isa: CPUInstructionSet = .best) -> AttentionOptions {
     AttentionOptions(kvChunk: [24, 40, 256].randomElement(using: &rng)!,
                      queryTile: [1, 5, 16].randomElement(using: &rng)!,
                      keyTile: [8, 13, 64].randomElement(using: &rng)!,
-                     threads: [1, 2].randomElement(using: &rng)!)
+                     threads: [1, 2].randomElement(using: &rng)!,
+                     instructionSet: isa)
 }
 
 func offBoundaries(_ n: Int, _ o: AttentionOptions) -> Int {
@@ -47,11 +53,11 @@ func offBoundaries(_ n: Int, _ o: AttentionOptions) -> Int {
 }
 
 @Suite struct DecodeTests {
-    @Test(arguments: allCases)
-    func decodeMatchesNaiveReference(_ c: KernelCase) {
-        var (rng, seed) = makeRNG("decode \(c.testDescription)")
+    @Test(arguments: allCases, instructionSets)
+    func decodeMatchesNaiveReference(_ c: KernelCase, isa: CPUInstructionSet) {
+        var (rng, seed) = makeRNG("decode \(c.testDescription) \(isa)")
         let shape = c.shape, d = c.headDim
-        let options = randomOptions(&rng)
+        let options = randomOptions(&rng, isa)
         let lengths = [1, offBoundaries(Int.random(in: 2...120, using: &rng), options),
                        offBoundaries(Int.random(in: 121...300, using: &rng), options)]
         var slots = Array(0..<4)
@@ -77,15 +83,25 @@ func offBoundaries(_ n: Int, _ o: AttentionOptions) -> Int {
             let err = out.withUnsafeBufferPointer { maxRowError(UnsafeBufferPointer(rebasing: $0[s * row..<(s + 1) * row]), ref, d: d) }
             #expect(err <= tolerance, "seed \(seed) \(c.testDescription) seq \(s) len \(lengths[s]) \(options): rel err \(err)")
         }
+        // A sequence's output does not depend on the others in the batch, bit for bit.
+        for s in 0..<lengths.count {
+            var alone = poisoned(row)
+            q.withUnsafeBufferPointer {
+                decodeAttention(query: $0.baseAddress! + s * row, keys: cache.k, values: cache.v, slots: [slots[s]],
+                                lengths: [lengths[s]], shape: shape, scale: scale, output: &alone, options: options)
+            }
+            #expect(alone.map(\.bitPattern) == out[s * row..<(s + 1) * row].map(\.bitPattern),
+                    "seed \(seed) \(c.testDescription) seq \(s) alone vs batched \(options)")
+        }
     }
 
     @Test(arguments: [16, 256, 7], KVElementType.allCases)
     func pagedDecodeEqualsContiguous(blockSize: Int, type: KVElementType) {
         var (rng, seed) = makeRNG("paged decode \(blockSize) \(type)")
         let g = [1, 3, 4, 8].randomElement(using: &rng)!
-        let c = KernelCase(group: g, headDim: [64, 128].randomElement(using: &rng)!, layout: .mega, type: type)
+        let c = KernelCase(group: g, headDim: [64, 128, 40].randomElement(using: &rng)!, layout: .mega, type: type)
         let shape = c.shape, d = c.headDim
-        let options = randomOptions(&rng)
+        let options = randomOptions(&rng, instructionSets.randomElement(using: &rng)!)
         let lengths = [offBoundaries(Int.random(in: 200...300, using: &rng), options), 1,
                        offBoundaries(Int.random(in: 2...100, using: &rng), options)]
         let slots = [2, 0, 1]
@@ -137,11 +153,12 @@ func offBoundaries(_ n: Int, _ o: AttentionOptions) -> Int {
     /// One chunk at offset 0 and one later chunk at offset > 0 of the same
     /// sequence (chunked prefill), each row checked against the naive reference
     /// over positions 0...offset+i.
-    @Test(arguments: allCases.filter { $0.layout == ($0.type == .fp16 ? .mega : .perLayer) || $0.group == 3 })
-    func prefillMatchesNaiveReference(_ c: KernelCase) {
-        var (rng, seed) = makeRNG("prefill \(c.testDescription)")
+    @Test(arguments: allCases.filter { $0.layout == ($0.type == .fp16 ? .mega : .perLayer) || $0.group == 3 },
+          instructionSets)
+    func prefillMatchesNaiveReference(_ c: KernelCase, isa: CPUInstructionSet) {
+        var (rng, seed) = makeRNG("prefill \(c.testDescription) \(isa)")
         let shape = c.shape, d = c.headDim
-        let options = randomOptions(&rng)
+        let options = randomOptions(&rng, isa)
         let first = offBoundaries(Int.random(in: 30...90, using: &rng), options)
         let second = Bool.random(using: &rng) ? 1 : offBoundaries(Int.random(in: 2...40, using: &rng), options)
         let total = first + second
@@ -171,9 +188,9 @@ func offBoundaries(_ n: Int, _ o: AttentionOptions) -> Int {
     func pagedPrefillEqualsContiguous(blockSize: Int, type: KVElementType) {
         var (rng, seed) = makeRNG("paged prefill \(blockSize) \(type)")
         let g = [1, 3, 4, 8].randomElement(using: &rng)!
-        let c = KernelCase(group: g, headDim: [64, 128].randomElement(using: &rng)!, layout: .perLayer, type: type)
+        let c = KernelCase(group: g, headDim: [64, 128, 40].randomElement(using: &rng)!, layout: .perLayer, type: type)
         let shape = c.shape, d = c.headDim
-        let options = randomOptions(&rng)
+        let options = randomOptions(&rng, instructionSets.randomElement(using: &rng)!)
         let offset = offBoundaries(Int.random(in: 20...60, using: &rng), options)
         let length = offBoundaries(Int.random(in: 2...30, using: &rng), options)
         let total = offset + length
@@ -197,5 +214,28 @@ func offBoundaries(_ n: Int, _ o: AttentionOptions) -> Int {
                                  values: seq.valuesRounded, visible: total, shape: shape, scale: 0.2)
         let err = pagedOut.withUnsafeBufferPointer { maxRowError(UnsafeBufferPointer(rebasing: $0[i * rowSize..<(i + 1) * rowSize]), ref, d: d) }
         #expect(err <= tolerance, "seed \(seed) last row rel err \(err)")
+    }
+
+    /// A query row's output is the same whichever rows share its tile (query tiles of 1, 5, 16 positions) and
+    /// however many threads run: bit for bit, every instruction set.
+    @Test(arguments: instructionSets)
+    func rowsDoNotDependOnTheirTile(isa: CPUInstructionSet) {
+        var (rng, seed) = makeRNG("prefill tiles \(isa)")
+        let shape = AttentionShape(qHeads: 9, kvHeads: 3, headDim: 64)
+        let offset = 37, length = 45, total = offset + length
+        let cache = ContiguousCache(layout: .perLayer, type: .fp32, slots: 1, maxContext: total, kvHeads: 3, headDim: 64)
+        let seq = SequenceData(length: total, kvHeads: 3, headDim: 64, type: .fp32, rng: &rng)
+        cache.append(keys: seq.keys, values: seq.values, slot: 0, from: 0, count: total)
+        let q = randomFloats(length * shape.qHeads * 64, -2...2, &rng)
+        var results: [[UInt32]] = []
+        for (queryTile, threads) in [(1, 1), (5, 2), (16, 1), (16, 2)] {
+            var out = poisoned(q.count)
+            prefillAttention(query: q, chunkLength: length, offset: offset, keys: cache.k, values: cache.v, slot: 0,
+                             shape: shape, scale: 0.125, output: &out,
+                             options: AttentionOptions(queryTile: queryTile, keyTile: 16, threads: threads,
+                                                       instructionSet: isa))
+            results.append(out.map(\.bitPattern))
+        }
+        for r in results.dropFirst() { #expect(r == results[0], "seed \(seed) \(isa)") }
     }
 }

@@ -31,8 +31,11 @@ typedef struct {
 
 /// Quantizes `tokens` rows of `k` floats (k a multiple of 32) into `qs`, `residual` (may be NULL), `d`, `sum`
 /// (sizes as in vq_activations): d = max |x| / 127 per block, q = x / d and residual = (x − d·q) / (d / 128), each
-/// rounded to nearest even. Each row is quantized on its own.
+/// rounded to nearest even. Each row is quantized on its own. Every instruction set's version gives the same bytes
+/// and floats (the same roundings in the same order); this one runs the best one's.
 void vq_quantize_rows(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d, float *sum);
+typedef void (*vq_quantize_fn)(const float *x, int tokens, int k, int8_t *qs, int8_t *residual, float *d,
+                               float *sum);
 
 /// y[t · y_stride + r] = row r of the weights · token t, for rows [row_begin, row_end) and tokens [0, tokens).
 /// `weights` is row 0 of a tensor whose rows are `row_bytes` apart and `x.k` elements long.
@@ -51,6 +54,7 @@ typedef struct {
     vq_matmul_fn q4_0_residual;
     vq_matmul_fn q4_1_residual;
     vq_matmul_fn q8_0_residual;
+    vq_quantize_fn quantize;
 } vq_kernels;
 
 /// The kernels for `isa`, or NULL where this CPU cannot run them.
