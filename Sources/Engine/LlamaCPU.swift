@@ -172,6 +172,7 @@ public final class CPULlamaModel: @unchecked Sendable {
                 }
             }
             multiply([(layer.q, q.p), (layer.k, k.p), (layer.v, v.p)], h.p, tokens: n, quantized: quantized)
+            // llama.cpp's "normal" RoPE (adjacent pairs), matching the GGUF's permuted Q/K weights.
             eachRows(n) { first, rows in
                 for r in first..<(first + rows) {
                     let table = ropeTables.p + r * 2 * dHead
@@ -228,7 +229,6 @@ public final class CPULlamaModel: @unchecked Sendable {
         }
         return (0..<wanted.count).map { Array(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }
     }
-
 }
 
 /// One layer's K/V as the CPU kernels address it: strided tensors (vAttention) or block pools and tables (paged).
@@ -303,8 +303,7 @@ private enum LayerKV {
 }
 
 /// Runs `body(first, count)` over rows 0..<n: in items of 8 rows on every thread when there are enough rows to pay
-/// for it (a prefill chunk or a large batch), else in one call. Rows are independent (RoPE is applied with
-/// llama.cpp's "normal" adjacent pairs, matching the GGUF's permuted Q/K weights), so the results are the same
+/// for it (a prefill chunk or a large batch), else in one call. Rows are independent, so the results are the same
 /// either way.
 private func eachRows(_ n: Int, _ body: @Sendable (_ first: Int, _ count: Int) -> Void) {
     if n >= 16 {
