@@ -54,10 +54,11 @@ let package = Package(
         .plugin(name: "EmbedCUDASources", capability: .buildTool(), dependencies: ["embed-cuda-sources"]),
         // The kernels' parameter structs (include/kernel_params.h), read by Swift and, embedded, by NVRTC.
         .target(name: "CKernelParams"),
-        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CKernelParams"], exclude: ["cuda"],
+        .target(name: "CUDAKernels", dependencies: ["CUDADriver", "CKernelParams", "VAttention"], exclude: ["cuda"],
                 plugins: ["EmbedCUDASources"]),
         .target(name: "VAttention", dependencies: ["CUDADriver", "CSystemShims", "Support"]),
-        .target(name: "Kernels", dependencies: ["CFloatKernels", "CQuantKernels", "Support"], swiftSettings: optimized),
+        .target(name: "Kernels", dependencies: ["CFloatKernels", "CQuantKernels", "Support", "VAttention"],
+                swiftSettings: optimized),
         .target(name: "CVAttentionABI"),
         .target(name: "VAttentionC", dependencies: ["CVAttentionABI", "VAttention", "CUDADriver"]),
         .target(name: "Model", dependencies: ["CSystemShims", "Randomness"], swiftSettings: optimized),

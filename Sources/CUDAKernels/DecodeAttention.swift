@@ -1,9 +1,11 @@
 import CKernelParams
 import CUDADriver
+import VAttention
 
 /// Storage type of K, V, queries and outputs for the GPU attention kernels.
-public enum AttentionDType: String, Sendable, CaseIterable {
-    case bf16, fp16
+extension KVElementType {
+    /// The element types the CUDA attention kernels are built for (K/V, queries and outputs share it).
+    public static let cudaAttentionTypes: [KVElementType] = [.bf16, .fp16]
 }
 
 /// K and V of one layer in strided (vAttention virtual tensor) form, device addresses: element (slot, token, head, d)
@@ -68,7 +70,7 @@ public struct DecodeShape: Sendable, Hashable {
     public var qHeads: Int
     public var kvHeads: Int
     public var headDim: Int
-    public var dtype: AttentionDType
+    public var dtype: KVElementType
     /// The grid covers this many tokens per sequence; longer sequences are not allowed.
     public var maxLength: Int
     /// Tokens per split (a multiple of 32).
@@ -129,10 +131,11 @@ public struct DecodeShape: Sendable, Hashable {
     /// the kernel takes ceil(items / resident) waves; the split count minimizing waves × (chunk + 64) wins (and merges
     /// in one block where `canMergeInBlock`). `limits`: the device's (`DecodeAttentionKernels.limits`).
     /// Why: docs/decisions/002-decode-split-geometry.md
-    public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, maxLength: Int,
+    public init(batch: Int, qHeads: Int, kvHeads: Int, headDim: Int, dtype: KVElementType, maxLength: Int,
                 chunk: Int? = nil, stages: Int = 3, limits: CUDADeviceLimits) {
         precondition(batch > 0 && kvHeads > 0 && qHeads % kvHeads == 0 && maxLength > 0)
         precondition(DecodeAttentionKernels.headDims.contains(headDim), "head dim 64 or 128")
+        precondition(KVElementType.cudaAttentionTypes.contains(dtype), "the CUDA attention kernels take bf16 or fp16")
         precondition(DecodeAttentionKernels.groups.contains(qHeads / kvHeads), "GQA group 1, 2, 3, 4 or 8")
         precondition((2...8).contains(stages), "2…8 stages")
         self.batch = batch
@@ -195,7 +198,7 @@ public final class DecodeWorkspace: @unchecked Sendable {
 public final class DecodeAttentionKernels: @unchecked Sendable {
     let attention: CUDAModule
     let append: CUDAModule
-    private struct Variant: Hashable { var dtype: AttentionDType, headDim: Int, group: Int }
+    private struct Variant: Hashable { var dtype: KVElementType, headDim: Int, group: Int }
     private let strided: [Variant: CUDAKernel<DecodeStridedParams>]
     private let paged: [Variant: CUDAKernel<DecodePagedParams>]
     /// Keyed by group 1 (the merge kernels exist per dtype and head dim).
@@ -217,7 +220,7 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     }
     private static func mergeName(_ v: Variant) -> String { "decode_merge_\(v.dtype.rawValue)_d\(v.headDim)" }
     private static var variants: [Variant] {
-        AttentionDType.allCases.flatMap { t in
+        KVElementType.cudaAttentionTypes.flatMap { t in
             headDims.flatMap { d in groups.map { Variant(dtype: t, headDim: d, group: $0) } }
         }
     }

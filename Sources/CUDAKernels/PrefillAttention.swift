@@ -1,10 +1,7 @@
 import CKernelParams
 import CUDADriver
+import VAttention
 
-/// Element type of a prefill launch (queries, outputs, K and V share it).
-public enum AttentionElement: String, Sendable, CaseIterable {
-    case bf16, fp16
-}
 
 /// Where a launch finds K and V. Strides are in elements; token `t`, KV head `h`, dim `d` of K is at
 /// `keys + (tokenOffset(t) + h·headStride + d) · 2` bytes.
@@ -59,7 +56,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
 
     /// Every kernel the launcher loads on a device (`hopper`: with the wgmma ones), with its parameter struct.
     public static func signatures(hopper: Bool) -> [KernelSignature] {
-        AttentionElement.allCases.flatMap { dtype in
+        KVElementType.cudaAttentionTypes.flatMap { dtype in
             headDims.flatMap { d in
                 [false, true].flatMap { paged in
                     configs(dtype: dtype, headDim: d, hopper: hopper).map { config in
@@ -87,7 +84,7 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
         self.hopper = hopper
         self.limits = limits
         var kernels: [String: CUDAKernel<PrefillParams>] = [:]
-        for dtype in AttentionElement.allCases {
+        for dtype in KVElementType.cudaAttentionTypes {
             for d in Self.headDims {
                 for paged in [false, true] {
                     for config in Self.configs(dtype: dtype, headDim: d, hopper: hopper) {
@@ -106,16 +103,16 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
 
     /// Tile configurations compiled for a dtype and head dim on this device (must match the instantiations in the
     /// .cu file); the first is the default.
-    public func configs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
+    public func configs(dtype: KVElementType, headDim: Int) -> [PrefillConfig] {
         Self.configs(dtype: dtype, headDim: headDim, hopper: hopper)
     }
 
-    static func configs(dtype: AttentionElement, headDim: Int, hopper: Bool) -> [PrefillConfig] {
+    static func configs(dtype: KVElementType, headDim: Int, hopper: Bool) -> [PrefillConfig] {
         (hopper ? [.wgmma] : []) + mmaConfigs(dtype: dtype, headDim: headDim)
     }
 
     /// The mma.sync configurations (any architecture from sm_80).
-    public static func mmaConfigs(dtype: AttentionElement, headDim: Int) -> [PrefillConfig] {
+    public static func mmaConfigs(dtype: KVElementType, headDim: Int) -> [PrefillConfig] {
         switch (dtype, headDim) {
         case (.bf16, 128):
             // w4m2n64s2 first. Why: docs/decisions/007-prefill-tile-configs.md
@@ -128,15 +125,16 @@ public final class PrefillAttentionKernels: @unchecked Sendable {
         }
     }
 
-    public static func kernelName(dtype: AttentionElement, headDim: Int, config: PrefillConfig, paged: Bool) -> String {
+    public static func kernelName(dtype: KVElementType, headDim: Int, config: PrefillConfig, paged: Bool) -> String {
         "prefill_\(dtype.rawValue)_d\(headDim)_\(config)_\(paged ? "paged" : "contig")"
     }
 
     /// Queues causal prefill of one chunk: `query`/`output` are `[chunkLength, qHeads, headDim]` device arrays; query
     /// row i is position `offset + i` and attends to K/V positions `0...offset + i` (already in the cache).
     public func launch(query: UInt64, output: UInt64, kv: PrefillKV, chunkLength: Int, offset: Int,
-                       qHeads: Int, kvHeads: Int, headDim: Int, dtype: AttentionElement, scale: Float,
+                       qHeads: Int, kvHeads: Int, headDim: Int, dtype: KVElementType, scale: Float,
                        config: PrefillConfig? = nil, stream: CUDAStream?) throws {
+        precondition(KVElementType.cudaAttentionTypes.contains(dtype), "the CUDA attention kernels take bf16 or fp16")
         let config = config ?? configs(dtype: dtype, headDim: headDim)[0]
         precondition(Self.headDims.contains(headDim), "head dim \(headDim) not compiled (64, 128)")
         precondition(qHeads > 0 && kvHeads > 0 && qHeads % kvHeads == 0, "qHeads must be a multiple of kvHeads")

@@ -66,16 +66,6 @@ public struct KVOutOfMemory: Error, CustomStringConvertible {
     public var description: String { "out of KV memory: \(detail)" }
 }
 
-extension KVElementType {
-    init(_ dtype: KVCacheSpec.DType) {
-        switch dtype {
-        case .fp32: self = .fp32
-        case .fp16: self = .fp16
-        case .bf16: self = .bf16
-        }
-    }
-}
-
 /// vAttention: K/V in a `KVCacheManager`'s virtual tensors; kernels get base addresses and strides.
 public final class VAttentionKVStore: KVStore {
     public let manager: KVCacheManager

@@ -240,7 +240,7 @@ private enum LayerKV {
         switch binding {
         case .strided(let k, let v):
             func strided(_ view: KVTensorView) -> StridedKV {
-                StridedKV(base: UnsafeMutableRawPointer(bitPattern: view.address)!, elementType: KVElementType(view.dtype),
+                StridedKV(base: UnsafeMutableRawPointer(bitPattern: view.address)!, elementType: view.dtype,
                           strideSlot: view.slotStride, strideToken: view.tokenStride, strideHead: view.headStride)
             }
             self = .strided(keys: strided(k), values: strided(v))

@@ -1,3 +1,4 @@
+import VAttention
 /// Decode attention on the contiguous (vAttention) KV cache: one query token
 /// per sequence attends to its first `lengths[s]` cached tokens in slot
 /// `slots[s]`.

@@ -1,12 +1,7 @@
-/// Storage type of KV-cache elements. Attention math is always float32
-/// (softmax sums float64); the element type only affects how K/V are stored,
-/// so halving memory with fp16/bf16 does not change the kernels' arithmetic.
-public enum KVElementType: UInt8, Sendable, CaseIterable {
-    case fp32, fp16, bf16
+import VAttention
 
-    /// Bytes per element; strides in this module are in elements, not bytes.
-    @inlinable public var byteCount: Int { self == .fp32 ? 4 : 2 }
-
+/// How the CPU kernels read and write each element type (the arithmetic is float32 whatever the storage).
+extension KVElementType {
     /// Stores `value` converted to this type at element `index` of `base`.
     /// fp16 and bf16 round to nearest even.
     @inlinable

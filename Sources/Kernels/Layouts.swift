@@ -1,3 +1,4 @@
+import VAttention
 /// Head configuration shared by all kernels. Query head `q` reads KV head
 /// `q / group` (consecutive query heads share a KV head, as in GQA models),
 /// so each KV head's `group` query heads are served from one pass over K/V.

@@ -1,3 +1,4 @@
+import VAttention
 /// Causal prefill attention for one sequence on the contiguous KV cache, with
 /// chunked prefill: query row i (i in 0..<chunkLength) is position
 /// `offset + i` and attends to cached positions `0...offset + i`. The caller

@@ -20,10 +20,6 @@ enum KVStorage: Hashable, CustomStringConvertible {
     static let all: [KVStorage] = [.manager(.perLayer), .manager(.mega), .paged(16), .paged(256)]
 }
 
-extension AttentionDType {
-    var cacheDType: KVCacheSpec.DType { self == .bf16 ? .bf16 : .fp16 }
-}
-
 /// `layers` layers of K/V for `lengths.count` sequences filled through the GPU append kernels from a device buffer of
 /// `sourceTokens` random rows (token t of the fill takes row t mod sourceTokens), in one `KVStorage`.
 final class DecodeKV {
@@ -41,7 +37,7 @@ final class DecodeKV {
     let slotsBuffer: DeviceBuffer
     let lengthsBuffer: DeviceBuffer
 
-    init(storage: KVStorage, layers: Int, kvHeads: Int, headDim: Int, dtype: AttentionDType, lengths: [Int],
+    init(storage: KVStorage, layers: Int, kvHeads: Int, headDim: Int, dtype: KVElementType, lengths: [Int],
          maxLength: Int, handle: BackendHandle, kernels: DecodeAttentionKernels, sourceK: DeviceBuffer,
          sourceV: DeviceBuffer, sourceTokens: Int, rng: inout SplitMix64) throws {
         self.storage = storage
@@ -55,7 +51,7 @@ final class DecodeKV {
         case .manager(let layout):
             // A few spare slots so that the slots used are not simply 0..<batch.
             let spare = min(3, batch)
-            let spec = KVCacheSpec(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype.cacheDType,
+            let spec = KVCacheSpec(layers: layers, kvHeads: kvHeads, headDim: headDim, dtype: dtype,
                                    maxSlots: batch + spare, maxContext: maxLength, pageSize: 2 << 20, layout: layout)
             let budget = spec.tensorCount * spec.maxPagesPerTensor * batch * spec.pageSize
             let m = try KVCacheManager(spec: spec, backend: handle.backend, memoryBudget: budget,
@@ -164,7 +160,7 @@ final class DecodeKV {
 }
 
 /// Random values in [-amplitude, amplitude) as bf16/fp16 bit patterns, and the same values as float32 after rounding.
-func randomHalfs(_ count: Int, dtype: AttentionDType, amplitude: Float, rng: inout SplitMix64) -> (bits: [UInt16], values: [Float]) {
+func randomHalfs(_ count: Int, dtype: KVElementType, amplitude: Float, rng: inout SplitMix64) -> (bits: [UInt16], values: [Float]) {
     var bits = [UInt16](repeating: 0, count: count), values = [Float](repeating: 0, count: count)
     for i in 0..<count {
         let x = rng.nextSignedUnitFloat() * amplitude
@@ -177,11 +173,13 @@ func randomHalfs(_ count: Int, dtype: AttentionDType, amplitude: Float, rng: ino
             let h = Float16(x)
             bits[i] = h.bitPattern
             values[i] = Float(h)
+        case .fp32:
+            preconditionFailure("16-bit element types only")
         }
     }
     return (bits, values)
 }
 
-func halfToFloat(_ bits: UInt16, _ dtype: AttentionDType) -> Float {
+func halfToFloat(_ bits: UInt16, _ dtype: KVElementType) -> Float {
     dtype == .bf16 ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
 }

@@ -65,7 +65,7 @@ public struct AttentionBench {
         let nvrtc = try NVRTC()
         let kernels = try DecodeAttentionKernels(device: device, compiler: nvrtc)
         var rng = SplitMix64(seed: seed)
-        let qHeads = 32, kvHeads = 8, d = 128, dtype = AttentionDType.bf16
+        let qHeads = 32, kvHeads = 8, d = 128, dtype = KVElementType.bf16
         let chosen = KVStorage.all.filter { storages.split(separator: ",").map(String.init).contains($0.description) }
         print("vattn bench attention — \(handle.description), \(kernels.multiprocessors) SMs")
 

@@ -69,7 +69,7 @@ public struct PrefillBench {
         let kernels = try PrefillAttentionKernels(device: device, compiler: nvrtc)
         let seed = self.seed ?? monotonicNanos()
         var rng = SplitMix64(seed: seed)
-        let qHeads = 32, kvHeads = 8, d = 128, dtype = AttentionElement.bf16
+        let qHeads = 32, kvHeads = 8, d = 128, dtype = KVElementType.bf16
         let maxContext = 32768, rowElements = kvHeads * d
         let scale = 1 / Float(d).squareRoot()
         print("vattn bench prefill — \(handle.description), seed \(seed), \(iterations) timed launches (median), "

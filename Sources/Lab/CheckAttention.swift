@@ -26,7 +26,7 @@ public struct AttentionCheck {
         var rng = SplitMix64(seed: seed)
         var passed = 0, failed = 0
         let kvHeads = 2
-        for dtype in AttentionDType.allCases {
+        for dtype in KVElementType.cudaAttentionTypes {
             let tolerance: Double = dtype == .bf16 ? 1e-2 : 5e-3
             for headDim in [64, 128] {
                 for group in headDim == 64 ? [1, 3, 4, 8] : [1, 4, 8] {

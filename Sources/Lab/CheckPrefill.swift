@@ -9,16 +9,16 @@ import VAttention
 enum PrefillSupport {
     static let nanBits: UInt16 = 0xFFFF  // NaN in both bf16 and fp16
 
-    static func bits(_ x: Float, _ t: AttentionElement) -> UInt16 {
+    static func bits(_ x: Float, _ t: KVElementType) -> UInt16 {
         t == .bf16 ? bf16Bits(x) : Float16(x).bitPattern
     }
 
-    static func float(_ b: UInt16, _ t: AttentionElement) -> Float {
+    static func float(_ b: UInt16, _ t: KVElementType) -> Float {
         t == .bf16 ? floatFromBF16(b) : Float(Float16(bitPattern: b))
     }
 
-    static func kvType(_ t: AttentionElement) -> KVCacheSpec.DType { t == .bf16 ? .bf16 : .fp16 }
-    static func kernelType(_ t: AttentionElement) -> KVElementType { t == .bf16 ? .bf16 : .fp16 }
+    static func kvType(_ t: KVElementType) -> KVElementType { t == .bf16 ? .bf16 : .fp16 }
+    static func kernelType(_ t: KVElementType) -> KVElementType { t == .bf16 ? .bf16 : .fp16 }
 
     static func copyToDevice(_ cuda: CUDA, _ dst: UInt64, _ src: UnsafeRawPointer, _ bytes: Int) throws {
         try cuda.check(cuda.api.memcpyHtoD(dst, src, bytes), "cuMemcpyHtoD")
@@ -102,7 +102,7 @@ public struct PrefillCheck {
         let lengths: [(n: Int, offset: Int)] = [(1, 0), (1, 137), (93, 0), (128, 0), (250, 333), (64, 700)]
         var passed = 0, failed = 0
         var worst: [String: Double] = [:]
-        for dtype in AttentionElement.allCases {
+        for dtype in KVElementType.cudaAttentionTypes {
             let tolerance = dtype == .bf16 ? 1e-2 : 5e-3
             for d in PrefillAttentionKernels.headDims {
                 // One manager per layout for this (dtype, d): 2 layers (we use layer 1, so the mega layer offset

@@ -102,7 +102,7 @@ public final class KVCacheManager: Sendable {
             }
             return r
         }
-        let perLayer = try times(try times(spec.kvHeads, spec.headDim, "kvHeads × headDim"), spec.dtype.byteSize,
+        let perLayer = try times(try times(spec.kvHeads, spec.headDim, "kvHeads × headDim"), spec.dtype.byteCount,
                                  "bytes per token and layer")
         let token = spec.layout == .perLayer ? perLayer : try times(perLayer, spec.layers, "bytes per token (mega)")
         let slot = try times(spec.maxContext, token, "bytes per slot (maxContext × bytes per token)")
@@ -288,7 +288,7 @@ public final class KVCacheManager: Sendable {
     /// Base address and element strides of one layer's K or V tensor.
     public func view(layer: Int, _ kind: KVKind) -> KVTensorView {
         precondition(layer >= 0 && layer < spec.layers, "layer \(layer) out of range")
-        let e = spec.dtype.byteSize
+        let e = spec.dtype.byteCount
         let headStride = spec.headDim
         switch spec.layout {
         case .perLayer:

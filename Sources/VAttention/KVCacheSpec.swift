@@ -1,11 +1,16 @@
 import Support
 
+/// How K/V elements are stored. Attention math is float32 whatever it is (softmax sums in float64 on the CPU); the
+/// element type only decides memory: the one name for it in every layer (manager, CPU and CUDA kernels, stores).
+public enum KVElementType: String, Hashable, Sendable, CaseIterable {
+    case fp32, fp16, bf16
+
+    /// Bytes per element; strides are in elements, not bytes.
+    @inlinable public var byteCount: Int { self == .fp32 ? 4 : 2 }
+}
+
 /// The shape of a model's KV cache and how vAttention lays it out in virtual memory.
 public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
-    public enum DType: String, Hashable, Sendable, CaseIterable {
-        case fp16, bf16, fp32
-        public var byteSize: Int { self == .fp32 ? 4 : 2 }
-    }
 
     public enum Layout: String, Hashable, Sendable, CaseIterable {
         /// The paper: per layer one K and one V tensor `[slots, maxContext, kvHeads, headDim]` (2·layers tensors).
@@ -19,7 +24,7 @@ public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
     /// KV heads on this tensor-parallel rank.
     public var kvHeads: Int
     public var headDim: Int
-    public var dtype: DType
+    public var dtype: KVElementType
     /// The most requests that can be resident at once (the virtual tensors' batch dimension).
     public var maxSlots: Int
     public var maxContext: Int
@@ -27,7 +32,7 @@ public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
     public var pageSize: Int
     public var layout: Layout
 
-    public init(layers: Int, kvHeads: Int, headDim: Int, dtype: DType, maxSlots: Int, maxContext: Int,
+    public init(layers: Int, kvHeads: Int, headDim: Int, dtype: KVElementType, maxSlots: Int, maxContext: Int,
                 pageSize: Int, layout: Layout = .perLayer) {
         self.layers = layers
         self.kvHeads = kvHeads
@@ -50,10 +55,10 @@ public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
     public var tensorCount: Int { layout == .perLayer ? 2 * layers : 2 }
     /// Bytes one token occupies in one virtual tensor.
     public var tokenBytesPerTensor: Int {
-        (layout == .perLayer ? 1 : layers) * kvHeads * headDim * dtype.byteSize
+        (layout == .perLayer ? 1 : layers) * kvHeads * headDim * dtype.byteCount
     }
     /// Bytes one token occupies across the whole cache (all layers, K and V).
-    public var tokenBytes: Int { 2 * layers * kvHeads * headDim * dtype.byteSize }
+    public var tokenBytes: Int { 2 * layers * kvHeads * headDim * dtype.byteCount }
     /// Bytes of one slot's region in one tensor, rounded up to whole pages so slots never share a page.
     public var slotBytes: Int { roundUp(maxContext * tokenBytesPerTensor, to: pageSize) }
     public var tensorBytes: Int { slotBytes * maxSlots }
@@ -71,18 +76,18 @@ public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
 @inline(__always) func roundUp(_ x: Int, to m: Int) -> Int { (x + m - 1) / m * m }
 
 /// Where a kernel finds one layer's K or V: element (slot, token, head, d) is at
-/// `address + (slot·slotStride + token·tokenStride + head·headStride + d) · dtype.byteSize`.
+/// `address + (slot·slotStride + token·tokenStride + head·headStride + d) · dtype.byteCount`.
 public struct KVTensorView: Hashable, Sendable {
     public let address: UInt
     public let slotStride: Int
     public let tokenStride: Int
     public let headStride: Int
-    public let dtype: KVCacheSpec.DType
+    public let dtype: KVElementType
 
     /// Byte address of element (slot, token, head, d).
     @inlinable
     public func byteAddress(slot: Int, token: Int, head: Int = 0, dim: Int = 0) -> UInt {
-        address + UInt((slot * slotStride + token * tokenStride + head * headStride + dim) * dtype.byteSize)
+        address + UInt((slot * slotStride + token * tokenStride + head * headStride + dim) * dtype.byteCount)
     }
 }
 

@@ -68,7 +68,7 @@ public func vattn_create(_ spec: UnsafePointer<vattn_spec>?, _ backend: Int32, _
                          _ lookAhead: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     guarded {
         guard let spec = spec?.pointee, let out else { throw KVCacheError.invalidSpec("null argument") }
-        guard let dtype = [KVCacheSpec.DType.fp16, .bf16, .fp32][safe: Int(spec.dtype)],
+        guard let dtype = [KVElementType.fp16, .bf16, .fp32][safe: Int(spec.dtype)],
               let layout = [KVCacheSpec.Layout.perLayer, .mega][safe: Int(spec.layout)]
         else { throw KVCacheError.invalidSpec("unknown dtype \(spec.dtype) or layout \(spec.layout)") }
         let s = KVCacheSpec(layers: Int(spec.layers), kvHeads: Int(spec.kv_heads), headDim: Int(spec.head_dim),

@@ -37,7 +37,7 @@ enum Fixtures {
     /// A vAttention store on real host memory for the model.
     static func vattentionStore(_ model: CPULlamaModel, slots: Int = 8, maxContext: Int = 1024,
                                 layout: KVCacheSpec.Layout = .perLayer, budget: Int = 256 << 20,
-                                dtype: KVCacheSpec.DType = .fp32) throws -> VAttentionKVStore {
+                                dtype: KVElementType = .fp32) throws -> VAttentionKVStore {
         let hp = model.hyperparameters
         let spec = KVCacheSpec(layers: hp.blockCount, kvHeads: hp.headCountKV, headDim: hp.headDim, dtype: dtype,
                                maxSlots: slots, maxContext: maxContext, pageSize: 64 << 10, layout: layout)

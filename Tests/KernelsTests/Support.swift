@@ -1,3 +1,4 @@
+import VAttention
 import Foundation
 import Kernels
 import Randomness

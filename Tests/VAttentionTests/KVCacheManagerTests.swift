@@ -4,7 +4,7 @@ import Testing
 
 func freshSeed() -> UInt64 { UInt64.random(in: 1...UInt64.max) }
 
-func smallSpec(layout: KVCacheSpec.Layout, pageSize: Int, dtype: KVCacheSpec.DType = .fp16) -> KVCacheSpec {
+func smallSpec(layout: KVCacheSpec.Layout, pageSize: Int, dtype: KVElementType = .fp16) -> KVCacheSpec {
     KVCacheSpec(layers: 3, kvHeads: 2, headDim: 16, dtype: dtype, maxSlots: 6, maxContext: 700,
                 pageSize: pageSize, layout: layout)
 }
@@ -21,7 +21,7 @@ struct PatternChecker {
         return UInt8(truncatingIfNeeded: h >> 32)
     }
 
-    var tokenBytes: Int { spec.kvHeads * spec.headDim * spec.dtype.byteSize }
+    var tokenBytes: Int { spec.kvHeads * spec.headDim * spec.dtype.byteCount }
 
     func write(request: Int, slot: Int, tokens: Range<Int>) {
         for layer in 0..<spec.layers {
