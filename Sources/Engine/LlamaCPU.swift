@@ -233,17 +233,13 @@ public final class CPULlamaModel: @unchecked Sendable {
 
 /// One layer's K/V as the CPU kernels address it: strided tensors (vAttention) or block pools and tables (paged).
 private enum LayerKV {
-    case strided(keys: StridedKV, values: StridedKV)
+    case strided(keys: KVTensorView, values: KVTensorView)
     case paged(PagedKVBinding)
 
     init(_ binding: KVLayerBinding) {
         switch binding {
         case .strided(let k, let v):
-            func strided(_ view: KVTensorView) -> StridedKV {
-                StridedKV(base: UnsafeMutableRawPointer(bitPattern: view.address)!, elementType: view.dtype,
-                          strideSlot: view.slotStride, strideToken: view.tokenStride, strideHead: view.headStride)
-            }
-            self = .strided(keys: strided(k), values: strided(v))
+            self = .strided(keys: k, values: v)
         case .paged(let p):
             self = .paged(p)
         }

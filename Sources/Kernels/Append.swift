@@ -1,3 +1,4 @@
+import VAttention
 /// Writes new tokens' K and V into the contiguous cache: token i (rows of
 /// `keys`/`values`, each `[tokens, kvHeads, headDim]` float32) goes to
 /// (`slots[i]`, `positions[i]`), converted to the cache's element type
@@ -5,7 +6,7 @@
 /// chunk (one slot, consecutive positions) and a batched decode step.
 public func appendKV(keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                      slots: [Int], positions: [Int], kvHeads: Int, headDim: Int,
-                     into kCache: StridedKV, _ vCache: StridedKV) {
+                     into kCache: KVTensorView, _ vCache: KVTensorView) {
     precondition(slots.count == positions.count)
     for i in 0..<slots.count {
         let k = ContiguousAddress(kCache, slot: slots[i]), v = ContiguousAddress(vCache, slot: slots[i])

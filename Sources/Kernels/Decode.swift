@@ -11,13 +11,13 @@ import VAttention
 /// `options.kvChunk` tokens) is an independent work item producing a partial
 /// (max, sum, acc) for the group's query heads; partials are then combined by
 /// `mergeAttentionPartials`. Short batches still spread over all threads.
-public func decodeAttention(query: UnsafePointer<Float>, keys: StridedKV, values: StridedKV,
+public func decodeAttention(query: UnsafePointer<Float>, keys: KVTensorView, values: KVTensorView,
                             slots: [Int], lengths: [Int], shape: AttentionShape, scale: Float,
                             output: UnsafeMutablePointer<Float>, options: AttentionOptions = .init()) {
     precondition(slots.count == lengths.count, "one slot per sequence")
-    precondition(keys.elementType == values.elementType)
+    precondition(keys.dtype == values.dtype)
     decodeImpl(query: query, lengths: lengths, shape: shape, scale: scale, output: output,
-               options: options, converts: keys.elementType != .fp32) { s in
+               options: options, converts: keys.dtype != .fp32) { s in
         (ContiguousAddress(keys, slot: slots[s]), ContiguousAddress(values, slot: slots[s]))
     }
 }

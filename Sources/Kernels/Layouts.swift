@@ -46,46 +46,6 @@ public struct AttentionOptions: Sendable {
     }
 }
 
-/// One layer's K (or V) in vAttention's contiguous virtual tensor: element
-/// (slot, token, head, dim) lives at `base + slot*strideSlot + token*strideToken
-/// + head*strideHead + dim` (strides in elements, dim stride 1). Both
-/// vAttention layouts are just different strides, so kernels never care which.
-public struct StridedKV: @unchecked Sendable {
-    public var base: UnsafeMutableRawPointer
-    public var elementType: KVElementType
-    public var strideSlot: Int
-    public var strideToken: Int
-    public var strideHead: Int
-
-    public init(base: UnsafeMutableRawPointer, elementType: KVElementType,
-                strideSlot: Int, strideToken: Int, strideHead: Int) {
-        self.base = base
-        self.elementType = elementType
-        self.strideSlot = strideSlot
-        self.strideToken = strideToken
-        self.strideHead = strideHead
-    }
-
-    /// `perLayer` layout: this layer's own tensor `[slots, maxContext, kvHeads, headDim]`.
-    public static func perLayer(base: UnsafeMutableRawPointer, elementType: KVElementType,
-                                maxContext: Int, kvHeads: Int, headDim: Int) -> StridedKV {
-        StridedKV(base: base, elementType: elementType,
-                  strideSlot: maxContext * kvHeads * headDim,
-                  strideToken: kvHeads * headDim, strideHead: headDim)
-    }
-
-    /// `mega` layout: one tensor `[slots, maxContext, layers, kvHeads, headDim]`
-    /// for all layers; `base` is the whole tensor's base.
-    public static func mega(base: UnsafeMutableRawPointer, elementType: KVElementType, layer: Int,
-                            layers: Int, maxContext: Int, kvHeads: Int, headDim: Int) -> StridedKV {
-        precondition(layer >= 0 && layer < layers)
-        return StridedKV(base: base + layer * kvHeads * headDim * elementType.byteCount,
-                         elementType: elementType,
-                         strideSlot: maxContext * layers * kvHeads * headDim,
-                         strideToken: layers * kvHeads * headDim, strideHead: headDim)
-    }
-}
-
 /// One layer's K (or V) in the paged (vLLM) baseline: a block pool
 /// `[numBlocks, blockSize, kvHeads, headDim]` plus, per sequence, a block table
 /// mapping logical block i to a physical block id. K and V normally share the
@@ -137,12 +97,12 @@ struct ContiguousAddress: KVSequenceAddress, @unchecked Sendable {
     let strideHead: Int
     let slotOffset: Int
 
-    init(_ kv: StridedKV, slot: Int) {
-        base = kv.base
-        elementType = kv.elementType
-        strideToken = kv.strideToken
-        strideHead = kv.strideHead
-        slotOffset = slot * kv.strideSlot
+    init(_ kv: KVTensorView, slot: Int) {
+        base = UnsafeMutableRawPointer(bitPattern: kv.address)!
+        elementType = kv.dtype
+        strideToken = kv.tokenStride
+        strideHead = kv.headStride
+        slotOffset = slot * kv.slotStride
     }
 
     @inline(__always)

@@ -11,12 +11,12 @@ import VAttention
 /// tokens through an online softmax, so the score matrix is never materialized
 /// and each K/V tile is reused by all the tile's query rows and GQA heads.
 public func prefillAttention(query: UnsafePointer<Float>, chunkLength: Int, offset: Int,
-                             keys: StridedKV, values: StridedKV, slot: Int,
+                             keys: KVTensorView, values: KVTensorView, slot: Int,
                              shape: AttentionShape, scale: Float,
                              output: UnsafeMutablePointer<Float>, options: AttentionOptions = .init()) {
-    precondition(keys.elementType == values.elementType)
+    precondition(keys.dtype == values.dtype)
     prefillImpl(query: query, chunkLength: chunkLength, offset: offset, shape: shape, scale: scale,
-                output: output, options: options, converts: keys.elementType != .fp32,
+                output: output, options: options, converts: keys.dtype != .fp32,
                 keys: ContiguousAddress(keys, slot: slot), values: ContiguousAddress(values, slot: slot))
 }
 

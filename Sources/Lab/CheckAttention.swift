@@ -123,8 +123,8 @@ public struct AttentionCheck {
                 t += 1
             }
         }
-        func strided(_ p: UnsafeMutablePointer<Float>) -> StridedKV {
-            StridedKV.perLayer(base: UnsafeMutableRawPointer(p), elementType: .fp32, maxContext: shape.maxLength,
+        func strided(_ p: UnsafeMutablePointer<Float>) -> KVTensorView {
+            KVTensorView.perLayer(address: UInt(bitPattern: p), dtype: .fp32, maxContext: shape.maxLength,
                                kvHeads: kvHeads, headDim: d)
         }
         var want = [Float](repeating: 0, count: batch * qHeads * d)

@@ -17,8 +17,6 @@ enum PrefillSupport {
         t == .bf16 ? floatFromBF16(b) : Float(Float16(bitPattern: b))
     }
 
-    static func kvType(_ t: KVElementType) -> KVElementType { t == .bf16 ? .bf16 : .fp16 }
-    static func kernelType(_ t: KVElementType) -> KVElementType { t == .bf16 ? .bf16 : .fp16 }
 
     static func copyToDevice(_ cuda: CUDA, _ dst: UInt64, _ src: UnsafeRawPointer, _ bytes: Int) throws {
         try cuda.check(cuda.api.memcpyHtoD(dst, src, bytes), "cuMemcpyHtoD")
@@ -109,7 +107,7 @@ public struct PrefillCheck {
                 // counts), 2 slots (we use whichever the manager hands out).
                 var managers: [(KVCacheSpec.Layout, KVCacheManager, Int)] = []
                 for layout in KVCacheSpec.Layout.allCases {
-                    let spec = KVCacheSpec(layers: 2, kvHeads: kvHeads, headDim: d, dtype: PrefillSupport.kvType(dtype),
+                    let spec = KVCacheSpec(layers: 2, kvHeads: kvHeads, headDim: d, dtype: dtype,
                                            maxSlots: 2, maxContext: 1024, pageSize: 2 << 20, layout: layout)
                     let budget = spec.tensorCount * spec.maxPagesPerTensor * spec.maxSlots * spec.pageSize
                     let m = try KVCacheManager(spec: spec, backend: handle.backend, memoryBudget: budget,
@@ -136,10 +134,10 @@ public struct PrefillCheck {
                         var kHost = kBits, vHost = vBits
                         kHost.withUnsafeMutableBytes { kRaw in
                             vHost.withUnsafeMutableBytes { vRaw in
-                                let et = PrefillSupport.kernelType(dtype)
-                                let ks = StridedKV.perLayer(base: kRaw.baseAddress!, elementType: et, maxContext: total,
+                                let et = dtype
+                                let ks = KVTensorView.perLayer(address: UInt(bitPattern: kRaw.baseAddress!), dtype: et, maxContext: total,
                                                             kvHeads: kvHeads, headDim: d)
-                                let vs = StridedKV.perLayer(base: vRaw.baseAddress!, elementType: et, maxContext: total,
+                                let vs = KVTensorView.perLayer(address: UInt(bitPattern: vRaw.baseAddress!), dtype: et, maxContext: total,
                                                             kvHeads: kvHeads, headDim: d)
                                 qFloat.withUnsafeBufferPointer { q in
                                     reference.withUnsafeMutableBufferPointer { out in

@@ -288,18 +288,9 @@ public final class KVCacheManager: Sendable {
     /// Base address and element strides of one layer's K or V tensor.
     public func view(layer: Int, _ kind: KVKind) -> KVTensorView {
         precondition(layer >= 0 && layer < spec.layers, "layer \(layer) out of range")
-        let e = spec.dtype.byteCount
-        let headStride = spec.headDim
-        switch spec.layout {
-        case .perLayer:
-            return KVTensorView(address: tensorBases[kind.rawValue * spec.layers + layer], slotStride: spec.slotBytes / e,
-                                tokenStride: spec.kvHeads * spec.headDim, headStride: headStride, dtype: spec.dtype)
-        case .mega:
-            let layerOffset = UInt(layer * spec.kvHeads * spec.headDim * e)
-            return KVTensorView(address: tensorBases[kind.rawValue] + layerOffset, slotStride: spec.slotBytes / e,
-                                tokenStride: spec.layers * spec.kvHeads * spec.headDim, headStride: headStride,
-                                dtype: spec.dtype)
-        }
+        let base = spec.layout == .perLayer ? tensorBases[kind.rawValue * spec.layers + layer] : tensorBases[kind.rawValue]
+        return .layer(layer, of: spec.layers, layout: spec.layout, tensorBase: base, kvHeads: spec.kvHeads,
+                      headDim: spec.headDim, slotStride: spec.slotBytes / spec.dtype.byteCount, dtype: spec.dtype)
     }
 
     // MARK: Observability

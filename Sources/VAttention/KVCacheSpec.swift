@@ -76,13 +76,53 @@ public struct KVCacheSpec: Hashable, Sendable, CustomStringConvertible {
 @inline(__always) func roundUp(_ x: Int, to m: Int) -> Int { (x + m - 1) / m * m }
 
 /// Where a kernel finds one layer's K or V: element (slot, token, head, d) is at
-/// `address + (slot·slotStride + token·tokenStride + head·headStride + d) · dtype.byteCount`.
+/// `address + (slot·slotStride + token·tokenStride + head·headStride + d) · dtype.byteCount` (strides in elements,
+/// d contiguous). The one strided view of the code base: the manager hands it out, the CPU kernels read host memory
+/// through it, the CUDA kernels device memory; both layouts are only different strides.
 public struct KVTensorView: Hashable, Sendable {
     public let address: UInt
     public let slotStride: Int
     public let tokenStride: Int
     public let headStride: Int
     public let dtype: KVElementType
+
+    public init(address: UInt, slotStride: Int, tokenStride: Int, headStride: Int, dtype: KVElementType) {
+        self.address = address
+        self.slotStride = slotStride
+        self.tokenStride = tokenStride
+        self.headStride = headStride
+        self.dtype = dtype
+    }
+
+    /// Layer `layer` of `layers` in `layout`, in a tensor at `tensorBase` (per-layer: that layer's own tensor; mega:
+    /// the one tensor of all layers) whose slots are `slotStride` elements apart. The only place strides are derived.
+    public static func layer(_ layer: Int, of layers: Int, layout: KVCacheSpec.Layout, tensorBase: UInt, kvHeads: Int,
+                             headDim: Int, slotStride: Int, dtype: KVElementType) -> KVTensorView {
+        precondition(layer >= 0 && layer < layers, "layer \(layer) out of range")
+        switch layout {
+        case .perLayer:
+            return KVTensorView(address: tensorBase, slotStride: slotStride, tokenStride: kvHeads * headDim,
+                                headStride: headDim, dtype: dtype)
+        case .mega:
+            return KVTensorView(address: tensorBase + UInt(layer * kvHeads * headDim * dtype.byteCount),
+                                slotStride: slotStride, tokenStride: layers * kvHeads * headDim, headStride: headDim,
+                                dtype: dtype)
+        }
+    }
+
+    /// A dense per-layer tensor `[slots, maxContext, kvHeads, headDim]` at `address` (tests, checks).
+    public static func perLayer(address: UInt, dtype: KVElementType, maxContext: Int, kvHeads: Int,
+                                headDim: Int) -> KVTensorView {
+        .layer(0, of: 1, layout: .perLayer, tensorBase: address, kvHeads: kvHeads, headDim: headDim,
+               slotStride: maxContext * kvHeads * headDim, dtype: dtype)
+    }
+
+    /// Layer `layer` of a dense mega tensor `[slots, maxContext, layers, kvHeads, headDim]` at `address`.
+    public static func mega(address: UInt, dtype: KVElementType, layer: Int, layers: Int, maxContext: Int,
+                            kvHeads: Int, headDim: Int) -> KVTensorView {
+        .layer(layer, of: layers, layout: .mega, tensorBase: address, kvHeads: kvHeads, headDim: headDim,
+               slotStride: maxContext * layers * kvHeads * headDim, dtype: dtype)
+    }
 
     /// Byte address of element (slot, token, head, d).
     @inlinable

@@ -127,8 +127,8 @@ import Testing
         let cache = ContiguousCache(layout: .perLayer, type: .fp16, slots: seqs, maxContext: 1, kvHeads: 1, headDim: d)
         for s in 0..<seqs {
             for j in 0..<d {
-                cache.k.base.storeBytes(of: UInt16(0), toByteOffset: (s * d + j) * 2, as: UInt16.self)
-                cache.v.base.storeBytes(of: UInt16(s * d + j), toByteOffset: (s * d + j) * 2, as: UInt16.self)
+                cache.kRaw.storeBytes(of: UInt16(0), toByteOffset: (s * d + j) * 2, as: UInt16.self)
+                cache.vRaw.storeBytes(of: UInt16(s * d + j), toByteOffset: (s * d + j) * 2, as: UInt16.self)
             }
         }
         let q = [Float](repeating: 0, count: seqs * d)
@@ -153,12 +153,12 @@ import Testing
             let layerStride = 2 * 8, tokenStride = 3 * layerStride, slotStride = 5 * tokenStride
             var written = 0
             for e in 0..<(2 * slotStride) {
-                let kv = type.load(from: cache.k.base - layerStride * type.byteCount, at: e)  // whole mega tensor
+                let kv = type.load(from: UnsafeRawPointer(bitPattern: cache.k.address - UInt(layerStride * type.byteCount))!, at: e)  // whole mega tensor
                 let slot = e / slotStride, tok = (e % slotStride) / tokenStride, layer = (e % tokenStride) / layerStride
                 if slot == 1 && (tok == 1 || tok == 2) && layer == 1 {
                     let idx = tok * 16 + e % layerStride
                     #expect(kv == type.rounded(keys[idx]), "\(type) element \(e)")
-                    #expect(type.load(from: cache.v.base - layerStride * type.byteCount, at: e) == type.rounded(values[idx]))
+                    #expect(type.load(from: UnsafeRawPointer(bitPattern: cache.v.address - UInt(layerStride * type.byteCount))!, at: e) == type.rounded(values[idx]))
                     written += 1
                 } else {
                     #expect(kv.isNaN, "\(type) element \(e) should be untouched")

@@ -73,7 +73,7 @@ enum Layout: String, CaseIterable { case perLayer, mega }
 /// outside the written tokens poisons the result.
 final class ContiguousCache {
     let kRaw: UnsafeMutableRawPointer, vRaw: UnsafeMutableRawPointer
-    let k: StridedKV, v: StridedKV
+    let k: KVTensorView, v: KVTensorView
     let kvHeads: Int, headDim: Int
 
     init(layout: Layout, type: KVElementType, slots: Int, maxContext: Int, kvHeads: Int, headDim: Int) {
@@ -87,11 +87,11 @@ final class ContiguousCache {
         vRaw.initializeMemory(as: UInt8.self, repeating: 0xFF, count: bytes)
         switch layout {
         case .perLayer:
-            k = .perLayer(base: kRaw, elementType: type, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
-            v = .perLayer(base: vRaw, elementType: type, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
+            k = .perLayer(address: UInt(bitPattern: kRaw), dtype: type, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
+            v = .perLayer(address: UInt(bitPattern: vRaw), dtype: type, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
         case .mega:
-            k = .mega(base: kRaw, elementType: type, layer: 1, layers: layers, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
-            v = .mega(base: vRaw, elementType: type, layer: 1, layers: layers, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
+            k = .mega(address: UInt(bitPattern: kRaw), dtype: type, layer: 1, layers: layers, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
+            v = .mega(address: UInt(bitPattern: vRaw), dtype: type, layer: 1, layers: layers, maxContext: maxContext, kvHeads: kvHeads, headDim: headDim)
         }
     }
     deinit { kRaw.deallocate(); vRaw.deallocate() }
