@@ -8,25 +8,6 @@ extension KVElementType {
     public static let cudaAttentionTypes: [KVElementType] = [.bf16, .fp16]
 }
 
-/// K and V of one layer in strided (vAttention virtual tensor) form, device addresses: element (slot, token, head, d)
-/// of K is at `keys + (slot·slotStride + token·tokenStride + head·headStride + d)·2`. K and V share the strides (true
-/// for both `KVCacheManager` layouts). Build it from two `KVTensorView`s.
-public struct DeviceStridedKV: Sendable, Hashable {
-    public var keys: UInt64
-    public var values: UInt64
-    public var slotStride: Int
-    public var tokenStride: Int
-    public var headStride: Int
-
-    public init(keys: UInt64, values: UInt64, slotStride: Int, tokenStride: Int, headStride: Int) {
-        self.keys = keys
-        self.values = values
-        self.slotStride = slotStride
-        self.tokenStride = tokenStride
-        self.headStride = headStride
-    }
-}
-
 /// K and V of one layer in the paged (vLLM) form: pools `[numBlocks, blockSize, kvHeads, headDim]` and an int32 block
 /// table `[batch, tableStride]` in device memory (row s: the physical blocks of sequence s, in order).
 public struct DevicePagedKV: Sendable, Hashable {
@@ -290,8 +271,10 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     /// `.block` a pair's splits merge in shared memory; one split normalizes and writes the output itself).
     /// - query, output: `[batch, qHeads, headDim]` of `shape.dtype`; slots, lengths: int32 `[batch]` (device).
     /// Output rows of zero-length sequences are zeros.
-    public func decode(query: UInt64, kv: DeviceStridedKV, slots: UInt64, lengths: UInt64, output: UInt64,
-                       shape: DecodeShape, workspace: DecodeWorkspace, scale: Float, stream: CUDAStream?) throws {
+    public func decode(query: UInt64, keys: KVTensorView, values: KVTensorView, slots: UInt64, lengths: UInt64,
+                       output: UInt64, shape: DecodeShape, workspace: DecodeWorkspace, scale: Float,
+                       stream: CUDAStream?) throws {
+        precondition(sameStrides(keys, values), "K and V views of one layer share their strides")
         precondition(workspace.shape.batch >= shape.batch && workspace.shape.qHeads == shape.qHeads
                      && workspace.shape.maxSplits >= shape.maxSplits && workspace.shape.headDim == shape.headDim)
         checkMerge(shape)
@@ -300,8 +283,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
             grid: shape.splitGrid, block: (32, UInt32(shape.warpsPerBlock), 1),
             sharedBytes: UInt32(shape.sharedBytes), stream: stream,
             DecodeStridedParams(
-                q: query, keys: kv.keys, values: kv.values, slotStride: Int64(kv.slotStride),
-                tokenStride: Int64(kv.tokenStride), headStride: Int64(kv.headStride), slots: slots, lengths: lengths,
+                q: query, keys: UInt64(keys.address), values: UInt64(values.address), slotStride: Int64(keys.slotStride),
+                tokenStride: Int64(keys.tokenStride), headStride: Int64(keys.headStride), slots: slots, lengths: lengths,
                 chunk: Int32(shape.chunk), maxSplits: Int32(workspace.shape.maxSplits), stages: Int32(shape.stages),
                 scaleLog2: scale * log2e, partialMax: workspace.maxes.address, partialSum: workspace.sums.address,
                 partialAcc: workspace.accs.address, out: shape.needsMergeLaunch ? 0 : output))
@@ -354,15 +337,17 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
 
     /// Writes `tokens` new K/V rows (`[tokens, kvHeads, headDim]`, bf16 or fp16: a bit copy) to (slots[i],
     /// positions[i]) of the strided cache. slots, positions: int32 `[tokens]` (device).
-    public func append(keys: UInt64, values: UInt64, tokens: Int, into kv: DeviceStridedKV, slots: UInt64,
-                       positions: UInt64, kvHeads: Int, headDim: Int, stream: CUDAStream?) throws {
+    public func append(keys: UInt64, values: UInt64, tokens: Int, into keyCache: KVTensorView, _ valueCache: KVTensorView,
+                       slots: UInt64, positions: UInt64, kvHeads: Int, headDim: Int, stream: CUDAStream?) throws {
         precondition(headDim % 8 == 0)
+        precondition(sameStrides(keyCache, valueCache), "K and V views of one layer share their strides")
         guard tokens > 0 else { return }
         try appendStrided.launch(
             grid: (UInt32(tokens), 1, 1), block: (UInt32(min(256, kvHeads * headDim / 8)), 1, 1), stream: stream,
             KVAppendStridedParams(
-                keys: keys, values: values, keyCache: kv.keys, valueCache: kv.values,
-                slotStride: Int64(kv.slotStride), tokenStride: Int64(kv.tokenStride), headStride: Int64(kv.headStride),
+                keys: keys, values: values, keyCache: UInt64(keyCache.address), valueCache: UInt64(valueCache.address),
+                slotStride: Int64(keyCache.slotStride), tokenStride: Int64(keyCache.tokenStride),
+                headStride: Int64(keyCache.headStride),
                 slots: slots, positions: positions, kvHeads: Int32(kvHeads), headDim: Int32(headDim)))
     }
 
@@ -392,3 +377,8 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
 }
 
 private let log2e: Float = 1.4426950408889634
+
+/// Whether two views of one layer (its K and its V) can share one set of strides in a kernel's parameters.
+func sameStrides(_ a: KVTensorView, _ b: KVTensorView) -> Bool {
+    a.slotStride == b.slotStride && a.tokenStride == b.tokenStride && a.headStride == b.headStride && a.dtype == b.dtype
+}

@@ -1,5 +1,6 @@
 import CKernelParams
 import CUDADriver
+import VAttention
 
 /// Launchers for `cuda/llama.cu`: the Llama forward's element-wise and per-row kernels and the GPU sampler. All
 /// arrays are device addresses; bf16 unless noted. Each kernel takes one struct of `kernel_params.h`.
@@ -74,16 +75,17 @@ public final class LlamaKernels: @unchecked Sendable {
     /// RoPE on the fused QKV rows `[n, (qHeads + 2·kvHeads)·d]`: rotated Q to `q` `[n, qHeads, d]`, rotated K and V
     /// into the strided cache at (slots[t], positions[t]). invFreq: fp32 `[d/2]`.
     public func ropeAppend(qkv: UInt64, n: Int, qHeads: Int, kvHeads: Int, headDim: Int, positions: UInt64,
-                           slots: UInt64, inverseFrequencies: UInt64, q: UInt64, kv: DeviceStridedKV,
-                           stream: CUDAStream?) throws {
+                           slots: UInt64, inverseFrequencies: UInt64, q: UInt64, keys: KVTensorView,
+                           values: KVTensorView, stream: CUDAStream?) throws {
+        precondition(sameStrides(keys, values), "K and V views of one layer share their strides")
         guard n > 0 else { return }
         try ropeAppendStrided.launch(
             grid: (UInt32(n), 1, 1), block: (threads((qHeads + kvHeads) * headDim / 2), 1, 1), stream: stream,
             RopeAppendStridedParams(
                 qkv: qkv, qHeads: Int32(qHeads), kvHeads: Int32(kvHeads), headDim: Int32(headDim),
-                positions: positions, slots: slots, inverseFrequencies: inverseFrequencies, q: q, keys: kv.keys,
-                values: kv.values, slotStride: Int64(kv.slotStride), tokenStride: Int64(kv.tokenStride),
-                headStride: Int64(kv.headStride)))
+                positions: positions, slots: slots, inverseFrequencies: inverseFrequencies, q: q,
+                keys: UInt64(keys.address), values: UInt64(values.address), slotStride: Int64(keys.slotStride),
+                tokenStride: Int64(keys.tokenStride), headStride: Int64(keys.headStride)))
     }
 
     /// Paged twin of `ropeAppend`: token t goes to position positions[t] of block-table row seqs[t].

@@ -239,16 +239,13 @@ public final class CUDALlamaModel: ModelRunner, @unchecked Sendable {
         }
         switch binding {
         case .strided(let kView, let vView):
-            let strided = DeviceStridedKV(keys: UInt64(kView.address), values: UInt64(vView.address),
-                                          slotStride: kView.slotStride, tokenStride: kView.tokenStride,
-                                          headStride: kView.headStride)
             try kernels.ropeAppend(qkv: qkv.address, n: n, qHeads: hp.headCount, kvHeads: hp.headCountKV,
                                    headDim: d, positions: step.at(\.positions), slots: step.at(\.owners),
-                                   inverseFrequencies: weights.inverseFrequencies.address, q: q.address, kv: strided,
-                                   stream: stream)
+                                   inverseFrequencies: weights.inverseFrequencies.address, q: q.address, keys: kView,
+                                   values: vView, stream: stream)
             try mark("RoPE + KV append")
             if let (shape, workspace) = step.decode {
-                try decodeKernels.decode(query: q.address, kv: strided, slots: step.at(\.decodeSlots),
+                try decodeKernels.decode(query: q.address, keys: kView, values: vView, slots: step.at(\.decodeSlots),
                                          lengths: step.at(\.decodeLengths), output: attention.address, shape: shape,
                                          workspace: workspace, scale: scale, stream: stream)
             }

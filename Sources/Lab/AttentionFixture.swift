@@ -104,8 +104,9 @@ final class DecodeKV {
                 let off = UInt64(start * 4)
                 switch storage {
                 case .manager:
-                    try kernels.append(keys: sourceK.address, values: sourceV.address, tokens: n,
-                                       into: strided(layer: layer), slots: slotBuffer.address + off,
+                    let (k, v) = views(layer: layer)
+                    try kernels.append(keys: sourceK.address, values: sourceV.address, tokens: n, into: k, v,
+                                       slots: slotBuffer.address + off,
                                        positions: posBuffer.address + off, kvHeads: kvHeads, headDim: headDim,
                                        stream: stream)
                 case .paged:
@@ -119,11 +120,9 @@ final class DecodeKV {
         try stream.synchronize()
     }
 
-    func strided(layer: Int) -> DeviceStridedKV {
-        let k = manager!.view(layer: layer, .key), v = manager!.view(layer: layer, .value)
-        precondition(k.slotStride == v.slotStride && k.tokenStride == v.tokenStride && k.headStride == v.headStride)
-        return DeviceStridedKV(keys: UInt64(k.address), values: UInt64(v.address), slotStride: k.slotStride,
-                               tokenStride: k.tokenStride, headStride: k.headStride)
+    /// A layer's K and V views (manager storage).
+    func views(layer: Int) -> (keys: KVTensorView, values: KVTensorView) {
+        (manager!.view(layer: layer, .key), manager!.view(layer: layer, .value))
     }
 
     func paged(layer: Int) -> DevicePagedKV {
@@ -138,7 +137,8 @@ final class DecodeKV {
                 workspace: DecodeWorkspace, scale: Float, stream: CUDAStream) throws {
         switch storage {
         case .manager:
-            try kernels.decode(query: query, kv: strided(layer: layer), slots: slotsBuffer.address,
+            let (k, v) = views(layer: layer)
+            try kernels.decode(query: query, keys: k, values: v, slots: slotsBuffer.address,
                                lengths: lengthsBuffer.address, output: output, shape: shape, workspace: workspace,
                                scale: scale, stream: stream)
         case .paged:

@@ -144,16 +144,16 @@ struct KernelLaunchTests {
     func decodeLaunch() throws {
         let h = try Harness()
         let limits = try h.device.limits()
-        let k = try DecodeAttentionKernels(attention: try h.module("decode_attention.cu"),
-                                           append: try h.module("kv_append.cu"), limits: limits)
+        let kernels = try DecodeAttentionKernels(attention: try h.module("decode_attention.cu"),
+                                                 append: try h.module("kv_append.cu"), limits: limits)
         let shape = DecodeShape(batch: 2, qHeads: 8, kvHeads: 2, headDim: 128, dtype: .bf16, maxLength: 4096,
                                 chunk: 512, limits: limits)
         #expect(shape.maxSplits == 8 && shape.merge == .separate && shape.limits == limits)
         let workspace = try DecodeWorkspace(h.cuda, shape: shape)
-        let kv = DeviceStridedKV(keys: 0x10_0000, values: 0x20_0000, slotStride: 1 << 20, tokenStride: 256,
-                                 headStride: 128)
+        let k = KVTensorView(address: 0x10_0000, slotStride: 1 << 20, tokenStride: 256, headStride: 128, dtype: .bf16)
+        let v = KVTensorView(address: 0x20_0000, slotStride: 1 << 20, tokenStride: 256, headStride: 128, dtype: .bf16)
         h.launches.withLock { $0.removeAll() }
-        try k.decode(query: 0x1000, kv: kv, slots: 0x2000, lengths: 0x3000, output: 0x4000, shape: shape,
+        try kernels.decode(query: 0x1000, keys: k, values: v, slots: 0x2000, lengths: 0x3000, output: 0x4000, shape: shape,
                      workspace: workspace, scale: 0.125, stream: nil)
         let launches = h.launches.withLock { $0 }
         #expect(launches.map(\.name) == ["decode_partial_strided_bf16_d128_g4", "decode_merge_bf16_d128"])
