@@ -189,7 +189,6 @@ public final class DecodeAttentionKernels: @unchecked Sendable {
     private let appendPaged: CUDAKernel<KVAppendPagedParams>
     /// The device's limits: what `DecodeShape`s for this device are planned with.
     public let limits: CUDADeviceLimits
-    public var multiprocessors: Int { limits.multiprocessors }
 
     /// The head dims and GQA groups the split kernels are instantiated for (decode_attention.cu's DECODE_ALL_G).
     public static let headDims = [64, 128]

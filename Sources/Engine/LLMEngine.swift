@@ -130,7 +130,8 @@ public final class LLMEngine {
             events.append(EngineEvent(request: id, tokens: [], text: text, finished: .length))
         }
         guard !plan.chunks.isEmpty else { return events }
-        let draws = plan.sampledChunks.map { i in
+        let sampledChunks = plan.sampledChunks
+        let draws = sampledChunks.map { i in
             let id = plan.requests[i]
             return TokenDraw(parameters: requests[id]!.parameters, uniform: requests[id]!.sampler.nextDraw())
         }
@@ -139,9 +140,10 @@ public final class LLMEngine {
         stats.tokensComputed += plan.chunks.reduce(0) { $0 + $1.tokens.count }
         stats.tokensGenerated += tokens.count
         scheduler.update(plan, sampled: tokens)
-        for (i, token) in zip(plan.sampledChunks, tokens) {
+        for (i, token) in zip(sampledChunks, tokens) {
             let id = plan.requests[i]
             let (text, finished) = outputs.push(token, into: &requests[id]!.output,
+                                                generated: scheduler.output(of: id)!.count,
                                                 length: scheduler.length(of: id)!, maxContext: kv.maxContext)
             if let finished { try finish(id, finished) }
             events.append(EngineEvent(request: id, tokens: [token], text: text, finished: finished))

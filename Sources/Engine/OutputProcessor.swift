@@ -15,7 +15,6 @@ public struct OutputProcessor: Sendable {
         /// The stop strings, and the text decoded but not yet emitted (it may be the start of one).
         var stops: StopScanner
         public internal(set) var text = ""
-        public internal(set) var tokens = 0
         public internal(set) var finished: FinishReason?
     }
 
@@ -24,11 +23,11 @@ public struct OutputProcessor: Sendable {
               stops: StopScanner(parameters.stop))
     }
 
-    /// Takes one sampled token of a request whose sequence (prompt + output, this token included) is now `length`
-    /// long, in a context of `maxContext`; returns the new text and, when it ends here, why.
-    public func push(_ token: TokenID, into state: inout State, length: Int, maxContext: Int)
+    /// Takes one sampled token of a request that has now generated `generated` tokens (this one included) and whose
+    /// sequence (prompt + output) is `length` long, in a context of `maxContext`; returns the new text and, when it
+    /// ends here, why.
+    public func push(_ token: TokenID, into state: inout State, generated: Int, length: Int, maxContext: Int)
         -> (text: String, finished: FinishReason?) {
-        state.tokens += 1
         var finish: FinishReason?
         let isEOS = tokenizer.map { token == $0.eosID || $0.type(of: token) == .control } ?? false
         var piece = ""
@@ -43,7 +42,7 @@ public struct OutputProcessor: Sendable {
         if stopped {
             finish = .stop
         } else {
-            if finish == nil && (state.tokens >= state.parameters.maxTokens || length >= maxContext) {
+            if finish == nil && (generated >= state.parameters.maxTokens || length >= maxContext) {
                 finish = .length
             }
             if finish != nil { text += flushHeld(&state) }  // nothing can become a stop string any more

@@ -104,11 +104,7 @@ public final class Scheduler {
     public func finish(_ id: Int) throws -> [TokenID]? {
         guard let s = sequences.removeValue(forKey: id) else { return nil }
         try releaseSlot(s)
-        switch s.phase {
-        case .waiting: waiting.removeAll { $0 === s }
-        case .admitted: admitted.removeAll { $0 === s }
-        case .running: running.removeAll { $0 === s }
-        }
+        dequeue(s)
         return s.output
     }
 
@@ -255,16 +251,21 @@ public final class Scheduler {
 
     /// The one place a request changes queue.
     private func move(_ s: Sequence, to phase: Phase, first: Bool = false) {
-        switch s.phase {
-        case .waiting: waiting.removeAll { $0 === s }
-        case .admitted: admitted.removeAll { $0 === s }
-        case .running: running.removeAll { $0 === s }
-        }
+        dequeue(s)
         s.phase = phase
         switch phase {
         case .waiting: if first { waiting.insert(s, at: 0) } else { waiting.append(s) }
         case .admitted: admitted.append(s)
         case .running: running.append(s)
+        }
+    }
+
+    /// Takes a request out of the queue its phase names.
+    private func dequeue(_ s: Sequence) {
+        switch s.phase {
+        case .waiting: waiting.removeAll { $0 === s }
+        case .admitted: admitted.removeAll { $0 === s }
+        case .running: running.removeAll { $0 === s }
         }
     }
 }

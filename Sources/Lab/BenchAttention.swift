@@ -67,7 +67,7 @@ public struct AttentionBench {
         var rng = SplitMix64(seed: seed)
         let qHeads = 32, kvHeads = 8, d = 128, dtype = KVElementType.bf16
         let chosen = KVStorage.all.filter { storages.split(separator: ",").map(String.init).contains($0.description) }
-        print("vattn bench attention — \(handle.description), \(kernels.multiprocessors) SMs")
+        print("vattn bench attention — \(handle.description), \(kernels.limits.multiprocessors) SMs")
 
         // Copy ceiling: 1 GiB → 1 GiB, median of 20.
         let copyBytes = 1 << 30
